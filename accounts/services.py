@@ -1,0 +1,134 @@
+"""Writes on the accounts DB: users and proxy credentials.
+
+Services that also change the plans DB (deactivation) call plans services; there is no
+cross-database transaction, so each side is atomic on its own database and the order
+is chosen so a failure leaves the user locked out rather than loose.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from goproxy_site.db_routers import ACCOUNTS_DB
+
+from .crypto import secret_generate, secret_hash
+from .models import LOGIN_PATTERN, ProxyCredential, User
+
+LOGIN_SUFFIX_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"
+LOGIN_RULE = "A proxy login is 3-64 characters: lowercase letters, digits, '.', '_' or '-'."
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """A credential together with its secret, which exists in clear only here."""
+
+    credential: ProxyCredential
+    secret: str
+
+
+def user_create(
+    *,
+    username: str,
+    email: str,
+    password: str | None = None,
+    is_staff: bool = False,
+    is_superuser: bool = False,
+) -> User:
+    """Create a user; e-mail is normalised and unique case-insensitively."""
+    user = User(
+        username=username,
+        email=User.objects.normalize_email(email).strip(),
+        is_staff=is_staff,
+        is_superuser=is_superuser,
+    )
+    if password:
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    user.full_clean(exclude=["password"])
+    if User.objects.filter(email__iexact=user.email).exists():
+        raise ValidationError({"email": "A user with this e-mail address already exists."})
+    with transaction.atomic(using=ACCOUNTS_DB):
+        user.save()
+    return user
+
+
+def user_deactivate(*, user: User) -> User:
+    """Deactivate a user: no web login, every credential revoked, subscription disabled."""
+    from plans.services import subscription_disable_current
+
+    with transaction.atomic(using=ACCOUNTS_DB):
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        credential_revoke_all(user=user)
+    subscription_disable_current(user_id=user.pk, reason="user deactivated")
+    return user
+
+
+def _login_suggest(user: User) -> str:
+    base = re.sub(r"[^a-z0-9._-]", "", user.username.lower())[:50] or "user"
+    if len(base) < 3:
+        base = f"{base}-px"
+    suffix = "".join(secrets.choice(LOGIN_SUFFIX_CHARS) for _ in range(6))
+    return f"{base}-{suffix}"
+
+
+def credential_issue(*, user: User, login: str | None = None) -> IssuedCredential:
+    """Issue a new proxy credential; the returned secret is never stored in clear."""
+    if not user.is_active:
+        raise ValidationError("Credentials can only be issued to active users.")
+    chosen = (login or _login_suggest(user)).strip()
+    if not re.fullmatch(LOGIN_PATTERN, chosen):
+        raise ValidationError({"login": LOGIN_RULE})
+    if ProxyCredential.objects.filter(login=chosen).exists():
+        raise ValidationError({"login": "This proxy login is already taken."}, code="duplicate")
+    secret = secret_generate()
+    credential = ProxyCredential(user=user, login=chosen, secret_hash=secret_hash(secret))
+    credential.full_clean(exclude=["user"])
+    try:
+        with transaction.atomic(using=ACCOUNTS_DB):
+            credential.save()
+    except IntegrityError as exc:
+        raise ValidationError(
+            {"login": "This proxy login is already taken."}, code="duplicate"
+        ) from exc
+    return IssuedCredential(credential=credential, secret=secret)
+
+
+def credential_rotate(*, credential: ProxyCredential) -> IssuedCredential:
+    """Replace a credential's secret; the old secret stops working at once."""
+    if credential.is_revoked:
+        raise ValidationError("A revoked credential cannot be rotated.")
+    secret = secret_generate()
+    with transaction.atomic(using=ACCOUNTS_DB):
+        credential.secret_hash = secret_hash(secret)
+        credential.save(update_fields=["secret_hash"])
+    return IssuedCredential(credential=credential, secret=secret)
+
+
+def credential_revoke(*, credential: ProxyCredential) -> ProxyCredential:
+    """Revoke a credential (idempotent); revoked credentials never authenticate."""
+    if credential.revoked_at is None:
+        with transaction.atomic(using=ACCOUNTS_DB):
+            credential.revoked_at = timezone.now()
+            credential.save(update_fields=["revoked_at"])
+    return credential
+
+
+def credential_revoke_all(*, user: User) -> int:
+    """Revoke every live credential of a user; returns how many were revoked."""
+    with transaction.atomic(using=ACCOUNTS_DB):
+        return ProxyCredential.objects.filter(user=user, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+
+
+def credential_touch(*, credential_id: int) -> None:
+    """Record that a credential was just used (called rarely, not per request)."""
+    ProxyCredential.objects.filter(pk=credential_id).update(last_used_at=timezone.now())

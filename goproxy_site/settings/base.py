@@ -1,0 +1,191 @@
+"""Base settings: every value is read here through django-environ; the other modules only override.
+
+https://docs.djangoproject.com/en/5.2/ref/settings/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+env.read_env(str(BASE_DIR / ".env"), overwrite=False)
+
+# GENERAL
+# ------------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-change-me-" + "x" * 32)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = True
+USE_TZ = True
+SITE_NAME = env("SITE_NAME", default="goproxy")
+# Public URL of the web portal, used in e-mails and printed by `make run`.
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000")
+
+# DATABASES
+# ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/topics/db/multi-db/
+# `default` holds auth/admin/sessions/accounts; `plans` holds the plans app only.
+DATABASES = {
+    "default": env.db("ACCOUNTS_DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'accounts.sqlite3'}"),
+    "plans": env.db("PLANS_DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'plans.sqlite3'}"),
+}
+for _db in DATABASES.values():
+    _db.setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
+    _db.setdefault("CONN_HEALTH_CHECKS", True)
+    if _db["ENGINE"] == "django.db.backends.sqlite3":
+        # WAL and a busy timeout let web, proxy and worker share the SQLite files.
+        _db.setdefault("OPTIONS", {}).update(
+            {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"}
+        )
+DATABASE_ROUTERS = ["goproxy_site.db_routers.PlansRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# APPS
+# ------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "goproxy_site",
+    "accounts",
+    "plans",
+    "proxy_daemon",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "goproxy_site.urls"
+WSGI_APPLICATION = "goproxy_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [d for d in [BASE_DIR / "static"] if d.exists()]
+
+# AUTHENTICATION
+# ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/topics/auth/customizing/#substituting-a-custom-user-model
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Key for the keyed hash (HMAC-SHA256) of issued proxy secrets. Changing it invalidates
+# every issued credential, so it is separate from SECRET_KEY.
+PROXY_CREDENTIAL_HASH_KEY = env("PROXY_CREDENTIAL_HASH_KEY", default=SECRET_KEY)
+
+# EMAIL
+# ------------------------------------------------------------------------------
+EMAIL_BACKEND = env(
+    "DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="goproxy <noreply@localhost>")
+
+# DJANGO REST FRAMEWORK
+# ------------------------------------------------------------------------------
+# https://www.django-rest-framework.org/api-guide/settings/
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": (
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ),
+    "DEFAULT_PERMISSION_CLASSES": ("rest_framework.permissions.IsAuthenticated",),
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "goproxy API",
+    "DESCRIPTION": "Users, plans, subscriptions, usage and proxy credentials.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# PROXY
+# ------------------------------------------------------------------------------
+PROXY_HOST = env("PROXY_HOST", default="0.0.0.0")
+PROXY_PORT = env.int("PROXY_PORT", default=8888)
+# Host name clients use to reach the proxy (shown in the portal and by `make run`).
+PROXY_PUBLIC_HOST = env("PROXY_PUBLIC_HOST", default="127.0.0.1")
+# Refuse loopback/private/link-local destinations unless this is on (development, tests).
+PROXY_ALLOW_PRIVATE_DESTINATIONS = env.bool("PROXY_ALLOW_PRIVATE_DESTINATIONS", default=False)
+PROXY_ALLOWED_CONNECT_PORTS = env.list("PROXY_ALLOWED_CONNECT_PORTS", cast=int, default=[443])
+# Seconds a successful credential check stays cached (key derived from the supplied secret).
+PROXY_AUTH_CACHE_TTL = env.float("PROXY_AUTH_CACHE_TTL", default=30.0)
+# Seconds between hand-overs of per-user byte counts to the reporter.
+PROXY_METER_INTERVAL = env.float("PROXY_METER_INTERVAL", default=1.0)
+
+# KAFKA
+# ------------------------------------------------------------------------------
+KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
+KAFKA_TOPIC_TRAFFIC = env("KAFKA_TOPIC_TRAFFIC", default="goproxy.traffic")
+KAFKA_TOPIC_CONTROL = env("KAFKA_TOPIC_CONTROL", default="goproxy.control")
+KAFKA_TOPIC_DEAD_LETTER = env("KAFKA_TOPIC_DEAD_LETTER", default="goproxy.dead-letter")
+
+# CELERY
+# ------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = None
+CELERY_TIMEZONE = TIME_ZONE
+
+# LOGGING
+# ------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}

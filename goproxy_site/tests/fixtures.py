@@ -1,0 +1,3 @@
+"""Project-wide pytest fixtures, loaded as a plugin (`-p goproxy_site.tests.fixtures`)."""
+
+from __future__ import annotations
