@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import *  # noqa: F403
+from .base import env
 
 SECRET_KEY = "test-secret-key-not-for-production-" + "t" * 32
 PROXY_CREDENTIAL_HASH_KEY = "test-credential-hash-key"
@@ -13,3 +14,13 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Test databases get a suffix from GOPROXY_TEST_DB_SUFFIX so parallel runs never share one.
+# SQLite test DBs are files (not :memory:) so end-to-end tests can share them with the
+# subprocesses they start (proxy daemon, Celery worker).
+_suffix = env("GOPROXY_TEST_DB_SUFFIX", default="")
+for _alias, _db in DATABASES.items():  # noqa: F405
+    if _db["ENGINE"] == "django.db.backends.sqlite3":
+        _db["TEST"] = {"NAME": str(VAR_DIR / f"test_{_alias}{_suffix}.sqlite3")}  # noqa: F405
+    else:
+        _db["TEST"] = {"NAME": f"test_{_db['NAME']}{_suffix}"}
