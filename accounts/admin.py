@@ -162,11 +162,11 @@ class UserAdmin(DjangoUserAdmin):
 
     @admin.action(description="Assign the selected plan")
     def assign_plan(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        form = UserActionForm(request.POST)
-        if not form.is_valid() or not form.cleaned_data.get("plan"):
+        plan_id = request.POST.get("plan", "")
+        plan = Plan.objects.filter(pk=plan_id).first() if plan_id.isdigit() else None
+        if plan is None:
             self.message_user(request, "Choose a plan to assign.", messages.ERROR)
             return
-        plan = form.cleaned_data["plan"]
         for user in queryset:
             plan_services.plan_assign(user_id=user.pk, plan=plan)
         self.message_user(request, f"Assigned {plan.name} to {queryset.count()} user(s).")

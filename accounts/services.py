@@ -51,9 +51,11 @@ def user_create(
         user.set_password(password)
     else:
         user.set_unusable_password()
-    user.full_clean(exclude=["password"])
     if User.objects.filter(email__iexact=user.email).exists():
-        raise ValidationError({"email": "A user with this e-mail address already exists."})
+        raise ValidationError(
+            {"email": "A user with this e-mail address already exists."}, code="duplicate"
+        )
+    user.full_clean(exclude=["password"])
     with transaction.atomic(using=ACCOUNTS_DB):
         user.save()
     return user

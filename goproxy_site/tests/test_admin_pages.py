@@ -1,0 +1,95 @@
+"""Every admin page answers 200 to staff and refuses anonymous users."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import reverse
+
+from accounts.models import User
+from accounts.services import user_create
+from goproxy_site.tests.base import BaseTestCase
+from plans.models import Plan, Subscription
+
+
+class AdminPagesTests(BaseTestCase):
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        cls.operator = user_create(
+            username="op",
+            email="op@example.org",
+            password="pw-op-123",
+            is_staff=True,
+            is_superuser=True,
+        )
+
+    def admin_urls(self) -> list[str]:
+        urls = [reverse("admin:index")]
+        for model in admin.site._registry:
+            meta = model._meta
+            urls.append(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+            obj = model._default_manager.first()
+            if obj is not None:
+                urls.append(
+                    reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+                )
+        return urls
+
+    def test_staff_gets_200_on_every_page(self) -> None:
+        self.client.force_login(self.operator)
+        urls = self.admin_urls()
+        self.assertGreaterEqual(len(urls), 10)
+        for url in urls:
+            with self.subTest(url=url):
+                self.assertEqual(self.client.get(url).status_code, 200)
+
+    def test_anonymous_is_sent_to_login(self) -> None:
+        for url in self.admin_urls():
+            with self.subTest(url=url):
+                response = self.client.get(url)
+                self.assertEqual(response.status_code, 302)
+                self.assertIn("/admin/login/", response["Location"])
+
+    def test_user_changelist_shows_plan_columns_and_filters(self) -> None:
+        self.client.force_login(self.operator)
+        url = reverse("admin:accounts_user_changelist")
+        page = self.client.get(url)
+        self.assertContains(page, "Basic")
+        self.assertContains(page, "Limited")
+        self.assertContains(page, "no plan")
+        only_limited = self.client.get(url, {"subscription": "limited"})
+        self.assertContains(only_limited, "bob")
+        self.assertNotContains(only_limited, "alice@example.org")
+        no_plan = self.client.get(url, {"subscription": "none"})
+        self.assertContains(no_plan, "charlie@example.org")
+        self.assertNotContains(no_plan, "bob@example.org")
+
+    def test_assign_plan_action_calls_the_service(self) -> None:
+        self.client.force_login(self.operator)
+        free = Plan.objects.get(name="Free")
+        response = self.client.post(
+            reverse("admin:accounts_user_changelist"),
+            {"action": "assign_plan", "_selected_action": [self.charlie.pk], "plan": free.pk},
+            follow=True,
+        )
+        self.assertContains(response, "Assigned Free to 1 user")
+        sub = Subscription.objects.get(user_id=self.charlie.pk, is_current=True)
+        self.assertEqual(sub.plan, free)
+
+    def test_deactivate_action(self) -> None:
+        self.client.force_login(self.operator)
+        self.client.post(
+            reverse("admin:accounts_user_changelist"),
+            {"action": "deactivate", "_selected_action": [self.alice.pk]},
+        )
+        self.assertIs(User.objects.get(pk=self.alice.pk).is_active, False)
+
+    def test_issuing_a_credential_shows_the_secret_once(self) -> None:
+        self.client.force_login(self.operator)
+        response = self.client.post(
+            reverse("admin:accounts_proxycredential_add"),
+            {"user": self.charlie.pk, "login": "charlie-admin"},
+            follow=True,
+        )
+        self.assertContains(response, "Secret (shown once)")
+        self.assertContains(response, "charlie-admin")
