@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint install bench migrate clean
+.PHONY: run test lint install sysdeps bench migrate clean
+
+# Debian packages the test suite drives (Chromium for browser tests). Installed only
+# when missing, and only where apt is usable (root); never a downloaded browser.
+SYS_PACKAGES := chromium chromium-driver
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +22,13 @@ $(STAMP): $(PY) requirements/base.txt requirements/prod.txt requirements/dev.txt
 
 install: $(STAMP)
 
+sysdeps:
+	@missing=""; for p in $(SYS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (browser tests will be skipped)" >&2; fi; \
+	fi
+
 migrate: install
 	mkdir -p var
 	$(PY) manage.py migrate --noinput
@@ -28,7 +39,7 @@ run: migrate
 	$(VENV)/bin/honcho start -f Procfile
 
 # Lint, migration drift, then the whole suite. pytest's exit 5 (no tests) is a failure.
-test: install
+test: install sysdeps
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run --settings=goproxy_site.settings.test >/dev/null
 	$(VENV)/bin/pytest --create-db $(PYTEST_ARGS); rc=$$?; \
