@@ -160,6 +160,36 @@ PROXY_ALLOWED_CONNECT_PORTS = env.list("PROXY_ALLOWED_CONNECT_PORTS", cast=int, 
 PROXY_AUTH_CACHE_TTL = env.float("PROXY_AUTH_CACHE_TTL", default=30.0)
 # Seconds between hand-overs of per-user byte counts to the reporter.
 PROXY_METER_INTERVAL = env.float("PROXY_METER_INTERVAL", default=1.0)
+# Dotted path of the proxy_daemon.hooks.Reporter class (constructed with no arguments).
+PROXY_REPORTER = env("PROXY_REPORTER", default="proxy_daemon.metering.MemoryReporter")
+# File that proxy_daemon.metering.FileReporter appends JSON lines to (tests, debugging).
+PROXY_METER_FILE = env("PROXY_METER_FILE", default=str(VAR_DIR / "proxy-meter.jsonl"))
+# Dotted paths of proxy_daemon.hooks.ControlPlugin classes loaded by runproxy.
+PROXY_CONTROL_PLUGINS = env.list("PROXY_CONTROL_PLUGINS", default=[])
+# Limits that protect the daemon (slowloris, giant headers, floods); seconds and bytes.
+PROXY_MAX_CONNECTIONS = env.int("PROXY_MAX_CONNECTIONS", default=10_000)
+PROXY_MAX_HEADER_BYTES = env.int("PROXY_MAX_HEADER_BYTES", default=32 * 1024)
+PROXY_MAX_HEADER_COUNT = env.int("PROXY_MAX_HEADER_COUNT", default=100)
+PROXY_HEADER_TIMEOUT = env.float("PROXY_HEADER_TIMEOUT", default=10.0)
+PROXY_KEEPALIVE_TIMEOUT = env.float("PROXY_KEEPALIVE_TIMEOUT", default=60.0)
+PROXY_BODY_TIMEOUT = env.float("PROXY_BODY_TIMEOUT", default=30.0)
+PROXY_CONNECT_TIMEOUT = env.float("PROXY_CONNECT_TIMEOUT", default=10.0)
+PROXY_UPSTREAM_TIMEOUT = env.float("PROXY_UPSTREAM_TIMEOUT", default=60.0)
+PROXY_TUNNEL_IDLE_TIMEOUT = env.float("PROXY_TUNNEL_IDLE_TIMEOUT", default=300.0)
+PROXY_DRAIN_TIMEOUT = env.float("PROXY_DRAIN_TIMEOUT", default=30.0)
+# Relay buffers are 1 MiB, borrowed from a bounded pool only while data flows.
+PROXY_RELAY_BUFFER_BYTES = env.int("PROXY_RELAY_BUFFER_BYTES", default=1024 * 1024)
+PROXY_RELAY_BUFFER_POOL = env.int("PROXY_RELAY_BUFFER_POOL", default=64)
+PROXY_UPSTREAM_POOL_PER_HOST = env.int("PROXY_UPSTREAM_POOL_PER_HOST", default=32)
+PROXY_UPSTREAM_POOL_IDLE = env.float("PROXY_UPSTREAM_POOL_IDLE", default=30.0)
+# Failed proxy logins per client IP within the window before answering 429.
+PROXY_AUTH_FAIL_LIMIT = env.int("PROXY_AUTH_FAIL_LIMIT", default=20)
+PROXY_AUTH_FAIL_WINDOW = env.float("PROXY_AUTH_FAIL_WINDOW", default=60.0)
+# Seconds a user's plan limits (speed, connections) stay cached.
+PROXY_USER_LIMITS_TTL = env.float("PROXY_USER_LIMITS_TTL", default=30.0)
+# Native threads for ORM lookups, so DB access never stalls the gevent hub.
+PROXY_DB_THREADS = env.int("PROXY_DB_THREADS", default=4)
+PROXY_VIA_NAME = env("PROXY_VIA_NAME", default="goproxy")
 
 # KAFKA
 # ------------------------------------------------------------------------------
