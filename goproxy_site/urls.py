@@ -4,7 +4,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from .health import healthz
+
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("", include("django_prometheus.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("goproxy_site.api_router")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

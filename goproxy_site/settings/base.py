@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_prometheus",
     "goproxy_site",
     "accounts",
     "plans",
@@ -68,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "goproxy_site.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -76,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "goproxy_site.urls"
@@ -193,29 +197,99 @@ PROXY_VIA_NAME = env("PROXY_VIA_NAME", default="goproxy")
 
 # KAFKA
 # ------------------------------------------------------------------------------
+# https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md
 KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
+# Traffic deltas, proxy -> plan-controller (consumer group KAFKA_CONSUMER_GROUP).
 KAFKA_TOPIC_TRAFFIC = env("KAFKA_TOPIC_TRAFFIC", default="goproxy.traffic")
+# Restrictions, plan changes, revocations -> every proxy instance (one group each).
 KAFKA_TOPIC_CONTROL = env("KAFKA_TOPIC_CONTROL", default="goproxy.control")
 KAFKA_TOPIC_DEAD_LETTER = env("KAFKA_TOPIC_DEAD_LETTER", default="goproxy.dead-letter")
+# Partitions for topics created at start-up; keys are user ids, so any count keeps order.
+KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
+KAFKA_CONSUMER_GROUP = env("KAFKA_CONSUMER_GROUP", default="plan-controller")
+# tansu holds the first JoinGroup for session.timeout.ms/2 (reference/infra.md §1).
+KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", default=10000)
+# Extra librdkafka properties, e.g. KAFKA_PRODUCER_CONFIG="compression.type=lz4".
+KAFKA_PRODUCER_CONFIG = env.dict("KAFKA_PRODUCER_CONFIG", default={})
+KAFKA_CONSUMER_CONFIG = env.dict("KAFKA_CONSUMER_CONFIG", default={})
+# The plan-controller consumer runs as a bootstep inside `celery worker` when on.
+KAFKA_PLAN_CONTROLLER_ENABLED = env.bool("KAFKA_PLAN_CONTROLLER_ENABLED", default=True)
+KAFKA_CONSUMER_BATCH_SIZE = env.int("KAFKA_CONSUMER_BATCH_SIZE", default=500)
+# Seconds between outbox scans in the worker (a relay also runs after every batch).
+KAFKA_OUTBOX_RELAY_INTERVAL = env.float("KAFKA_OUTBOX_RELAY_INTERVAL", default=0.5)
+# Proxy reporter: unacknowledged messages kept in librdkafka before deltas are coalesced
+# in memory per user, and the file holding undelivered deltas across restarts.
+KAFKA_REPORTER_MAX_IN_FLIGHT = env.int("KAFKA_REPORTER_MAX_IN_FLIGHT", default=10000)
+KAFKA_REPORTER_SPOOL_DIR = env("KAFKA_REPORTER_SPOOL_DIR", default=str(VAR_DIR / "spool"))
+# Days a proxy instance's sequence high-water marks are kept (longer than topic retention).
+KAFKA_SEQUENCE_RETENTION_DAYS = env.int("KAFKA_SEQUENCE_RETENTION_DAYS", default=14)
 
 # CELERY
 # ------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# RabbitMQ here and in CI; `make run` without a server can use kombu's filesystem
+# transport: CELERY_BROKER_URL=filesystem:// (folders from CELERY_FILESYSTEM_DIR).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+CELERY_FILESYSTEM_DIR = env("CELERY_FILESYSTEM_DIR", default=str(VAR_DIR / "celery"))
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": f"{CELERY_FILESYSTEM_DIR}/queue",
+        "data_folder_out": f"{CELERY_FILESYSTEM_DIR}/queue",
+        "processed_folder": f"{CELERY_FILESYSTEM_DIR}/processed",
+        "store_processed": False,
+    }
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_BACKEND = None
 CELERY_TIMEZONE = TIME_ZONE
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat: the expiry sweep makes idle users expire on time; the outbox relay backs up the
+# worker's relay loop; old sequence marks are pruned daily.
+CELERY_BEAT_SCHEDULE = {
+    "subscription-expire-due": {
+        "task": "plans.tasks.subscription_expire_due_task",
+        "schedule": env.float("CELERY_EXPIRY_SWEEP_INTERVAL", default=30.0),
+    },
+    "outbox-relay": {
+        "task": "plans.tasks.outbox_relay_task",
+        "schedule": env.float("CELERY_OUTBOX_RELAY_INTERVAL", default=10.0),
+    },
+    "traffic-sequences-prune": {
+        "task": "plans.tasks.traffic_sequences_prune_task",
+        "schedule": 86400.0,
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = env(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
+)
 
 # LOGGING
 # ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/topics/logging/
+# LOG_FORMAT=json: one JSON object per line (production); plain: human-readable.
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "goproxy_site.logs.ContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "goproxy_site.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT if LOG_FORMAT in ("plain", "json") else "plain",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# PORTAL
+# ------------------------------------------------------------------------------
+# Destination shown in the portal's ready-to-paste `curl -x <proxy URL> <this>` line.
+PORTAL_CURL_EXAMPLE_URL = env("PORTAL_CURL_EXAMPLE_URL", default="https://example.com/")
+# Days shown in the dashboard's usage chart and the admin user page.
+PORTAL_USAGE_CHART_DAYS = env.int("PORTAL_USAGE_CHART_DAYS", default=30)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import LOGGING, env
 
 DEBUG = False
+LOG_FORMAT = env("LOG_FORMAT", default="json")
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
 SECRET_KEY = env("DJANGO_SECRET_KEY")
 PROXY_CREDENTIAL_HASH_KEY = env("PROXY_CREDENTIAL_HASH_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
