@@ -60,3 +60,20 @@ class ProxyCredential(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class OutboxEvent(models.Model):
+    """An event committed with the accounts-DB change it announces, relayed to Kafka later."""
+
+    event_id = models.UUIDField(unique=True)
+    topic = models.CharField(max_length=200)
+    key = models.CharField(max_length=100)
+    payload = models.TextField(help_text="The event's JSON envelope, as sent.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"outbox {self.event_id} -> {self.topic}"

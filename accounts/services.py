@@ -16,9 +16,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from goproxy_site.db_routers import ACCOUNTS_DB
+from goproxy_site.events import schemas
 
 from .crypto import secret_generate, secret_hash
-from .models import LOGIN_PATTERN, ProxyCredential, User
+from .models import LOGIN_PATTERN, OutboxEvent, ProxyCredential, User
 
 LOGIN_SUFFIX_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"
 LOGIN_RULE = "A proxy login is 3-64 characters: lowercase letters, digits, '.', '_' or '-'."
@@ -69,6 +70,7 @@ def user_deactivate(*, user: User) -> User:
         user.is_active = False
         user.save(update_fields=["is_active"])
         credential_revoke_all(user=user)
+        outbox_add(event=schemas.UserDeactivated(user_id=user.pk))
     subscription_disable_current(user_id=user.pk, reason="user deactivated")
     return user
 
@@ -111,6 +113,10 @@ def credential_rotate(*, credential: ProxyCredential) -> IssuedCredential:
     with transaction.atomic(using=ACCOUNTS_DB):
         credential.secret_hash = secret_hash(secret)
         credential.save(update_fields=["secret_hash"])
+        # Proxies drop the old secret from their auth caches at once.
+        outbox_add(
+            event=schemas.ProxyCredentialRevoked(user_id=credential.user_id, login=credential.login)
+        )
     return IssuedCredential(credential=credential, secret=secret)
 
 
@@ -120,17 +126,37 @@ def credential_revoke(*, credential: ProxyCredential) -> ProxyCredential:
         with transaction.atomic(using=ACCOUNTS_DB):
             credential.revoked_at = timezone.now()
             credential.save(update_fields=["revoked_at"])
+            outbox_add(
+                event=schemas.ProxyCredentialRevoked(
+                    user_id=credential.user_id, login=credential.login
+                )
+            )
     return credential
 
 
 def credential_revoke_all(*, user: User) -> int:
     """Revoke every live credential of a user; returns how many were revoked."""
     with transaction.atomic(using=ACCOUNTS_DB):
-        return ProxyCredential.objects.filter(user=user, revoked_at__isnull=True).update(
-            revoked_at=timezone.now()
+        live = ProxyCredential.objects.select_for_update().filter(
+            user=user, revoked_at__isnull=True
         )
+        logins = list(live.values_list("login", flat=True))
+        live.update(revoked_at=timezone.now())
+        for login in logins:
+            outbox_add(event=schemas.ProxyCredentialRevoked(user_id=user.pk, login=login))
+        return len(logins)
 
 
 def credential_touch(*, credential_id: int) -> None:
     """Record that a credential was just used (called rarely, not per request)."""
     ProxyCredential.objects.filter(pk=credential_id).update(last_used_at=timezone.now())
+
+
+def outbox_add(*, event: schemas.Event) -> OutboxEvent:
+    """Queue an event for Kafka in the caller's accounts-DB transaction."""
+    return OutboxEvent.objects.create(
+        event_id=event.event_id,
+        topic=schemas.topic_for(event),
+        key=event.key,
+        payload=event.to_json().decode(),
+    )

@@ -194,3 +194,94 @@ class FreePlanClaim(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} claimed {self.plan_id}"
+
+
+class RestrictionReason(models.TextChoices):
+    """Why the proxy refuses a user; the codes match goproxy_site.events.schemas.REASON_*."""
+
+    LIMIT = "limit", "Traffic limit reached"
+    NO_PLAN = "no_plan", "No active plan"
+    EXPIRED = "expired", "Plan expired"
+    DISABLED = "disabled", "Plan disabled"
+
+
+class UserRestriction(models.Model):
+    """The proxy-facing restriction state of one user (empty reason = not restricted).
+
+    Every change bumps `version` and publishes one event through the outbox, so a
+    restriction is announced once per transition, and proxies ignore stale events.
+    Proxies load the restricted rows at start-up.
+    """
+
+    user_id = models.BigIntegerField(unique=True)
+    reason = models.CharField(max_length=16, choices=RestrictionReason.choices, blank=True)
+    version = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["reason"], name="plans_restriction_reason")]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id}: {self.reason or 'not restricted'} (v{self.version})"
+
+    @property
+    def is_restricted(self) -> bool:
+        return bool(self.reason)
+
+
+class TrafficSequence(models.Model):
+    """High-water mark of traffic deltas applied per (proxy instance, user).
+
+    Written in the same transaction as the bytes, so a redelivered delta (seq <= mark)
+    is recognised and skipped: each delta counts exactly once.
+    """
+
+    instance_id = models.CharField(max_length=100)
+    user_id = models.BigIntegerField()
+    last_seq = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["instance_id", "user_id"], name="plans_trafficsequence_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}/user {self.user_id} @ {self.last_seq}"
+
+
+class UnplannedUsage(models.Model):
+    """Hourly bytes of users who had no current subscription when the traffic arrived."""
+
+    user_id = models.BigIntegerField()
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+    bytes_up = models.BigIntegerField(default=0)
+    bytes_down = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["hour"]
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "hour"], name="plans_unplanned_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} without plan @ {self.hour:%Y-%m-%d %H:00}"
+
+
+class OutboxEvent(models.Model):
+    """An event committed with the plans-DB change it announces, relayed to Kafka later."""
+
+    event_id = models.UUIDField(unique=True)
+    topic = models.CharField(max_length=200)
+    key = models.CharField(max_length=100)
+    payload = models.TextField(help_text="The event's JSON envelope, as sent.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"outbox {self.event_id} -> {self.topic}"

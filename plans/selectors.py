@@ -102,3 +102,23 @@ def usage_for_user(
         UsagePoint(period=r["period"], bytes_up=r["bytes_up"], bytes_down=r["bytes_down"])
         for r in rows
     ]
+
+
+def restriction_states() -> dict[int, tuple[str, int]]:
+    """Every user's proxy restriction as user_id -> (reason code or "", version).
+
+    Proxies load this at start-up; the versions let them ignore older events.
+    """
+    from .models import UserRestriction
+
+    return {
+        user_id: (reason, version)
+        for user_id, reason, version in UserRestriction.objects.values_list(
+            "user_id", "reason", "version"
+        )
+    }
+
+
+def outbox_pending(*, model: type, using: str, limit: int) -> list:
+    """Undelivered outbox rows of `model` (plans or accounts outbox), oldest first."""
+    return list(model.objects.using(using).filter(sent_at__isnull=True).order_by("id")[:limit])

@@ -24,3 +24,19 @@ for _alias, _db in DATABASES.items():  # noqa: F405
         _db["TEST"] = {"NAME": str(VAR_DIR / f"test_{_alias}{_suffix}.sqlite3")}  # noqa: F405
     else:
         _db["TEST"] = {"NAME": f"test_{_db['NAME']}{_suffix}"}
+
+# KAFKA
+# ------------------------------------------------------------------------------
+# tansu answers the first JoinGroup after session.timeout.ms/2: keep it short in tests.
+KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", default=3000)
+KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=3)
+KAFKA_OUTBOX_RELAY_INTERVAL = env.float("KAFKA_OUTBOX_RELAY_INTERVAL", default=0.2)
+KAFKA_REPORTER_SPOOL_DIR = env(
+    "KAFKA_REPORTER_SPOOL_DIR",
+    default=str(VAR_DIR / f"test_spool{_suffix}"),  # noqa: F405
+)
+
+# CELERY
+# ------------------------------------------------------------------------------
+# A queue per test run, so parallel runs' workers never take each other's tasks.
+CELERY_TASK_DEFAULT_QUEUE = f"goproxy{_suffix}"

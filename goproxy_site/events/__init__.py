@@ -1,0 +1,1 @@
+"""The Kafka event contract (schemas) and its adapters (kafka, memory)."""

@@ -1,0 +1,231 @@
+"""confluent-kafka adapters: one producer and one consumer class, one error type.
+
+Only these classes talk to the broker, so the same code runs against tansu (tests,
+`make run`) and Apache Kafka (docker-compose). Neither class blocks for longer than the
+timeout it is given; neither is safe to call from the gevent hub (the proxy runs them
+in a real OS thread).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from .schemas import Event, topic_for
+
+logger = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[Exception | None, "RawMessage"], None]
+
+
+class EventBusError(Exception):
+    """The broker refused or could not be reached; `permanent` means retrying won't help."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One consumed (or produced) message, detached from librdkafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def _settings() -> Any:
+    from django.conf import settings
+
+    return settings
+
+
+def _error(exc: BaseException) -> EventBusError:
+    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    permanent = bool(err and (err.fatal() or not err.retriable()))
+    return EventBusError(str(exc), permanent=permanent)
+
+
+def _raw(msg: Any) -> RawMessage:
+    return RawMessage(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset() if msg.offset() is not None else -1,
+        key=msg.key(),
+        value=msg.value(),
+        headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
+    )
+
+
+def topics_ensure(
+    topics: Iterable[str], *, bootstrap: str | None = None, partitions: int | None = None
+) -> None:
+    """Create missing topics (idempotent); the broker must be reachable within 10 s."""
+    settings = _settings()
+    admin = AdminClient({"bootstrap.servers": bootstrap or settings.KAFKA_BOOTSTRAP_SERVERS})
+    try:
+        existing = set(admin.list_topics(timeout=10).topics)
+    except KafkaException as exc:
+        raise _error(exc) from exc
+    wanted = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not wanted:
+        return
+    count = partitions or settings.KAFKA_TOPIC_PARTITIONS
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=count, replication_factor=1) for t in wanted],
+        operation_timeout=10,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise _error(exc) from exc
+        logger.info("created topic %s with %d partitions", topic, count)
+
+
+class KafkaEventProducer:
+    """Idempotent producer (acks=all): `send()` queues, `poll()`/`flush()` deliver."""
+
+    def __init__(self, *, bootstrap: str | None = None, **overrides: Any) -> None:
+        settings = _settings()
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap or settings.KAFKA_BOOTSTRAP_SERVERS,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "client.id": "goproxy",
+        }
+        config.update(settings.KAFKA_PRODUCER_CONFIG)
+        config.update(overrides)
+        self._producer = Producer(config)
+
+    def send(
+        self,
+        event: Event,
+        *,
+        topic: str | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Queue one event keyed by its user id; raise EventBusError if the queue is full."""
+        self.send_raw(
+            topic or topic_for(event),
+            key=event.key.encode(),
+            value=event.to_json(),
+            on_delivery=on_delivery,
+        )
+
+    def send_raw(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: dict[str, bytes] | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        callback = None
+        if on_delivery is not None:
+
+            def callback(err: KafkaError | None, msg: Any) -> None:
+                on_delivery(EventBusError(str(err)) if err else None, _raw(msg))
+
+        try:
+            self._producer.produce(
+                topic, key=key, value=value, headers=headers, on_delivery=callback
+            )
+        except BufferError as exc:
+            raise EventBusError(f"producer queue full: {exc}") from exc
+        except KafkaException as exc:
+            raise _error(exc) from exc
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery callbacks for up to `timeout` seconds."""
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for delivery; return how many are still in flight."""
+        return self._producer.flush(timeout)
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+
+class KafkaEventConsumer:
+    """A consumer with manual offset commits (eager assignment only: tansu's limit)."""
+
+    def __init__(
+        self,
+        *,
+        group_id: str,
+        topics: list[str],
+        bootstrap: str | None = None,
+        offset_reset: str = "earliest",
+        **overrides: Any,
+    ) -> None:
+        settings = _settings()
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap or settings.KAFKA_BOOTSTRAP_SERVERS,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": True,
+            "auto.offset.reset": offset_reset,
+            "session.timeout.ms": settings.KAFKA_SESSION_TIMEOUT_MS,
+            "partition.assignment.strategy": "range",
+        }
+        config.update(settings.KAFKA_CONSUMER_CONFIG)
+        config.update(overrides)
+        self._consumer = Consumer(config)
+        self.assigned: list[tuple[str, int]] = []
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned = [(p.topic, p.partition) for p in partitions]
+        logger.info("assigned %s", self.assigned)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        logger.info("revoked %s", [(p.topic, p.partition) for p in partitions])
+        self.assigned = []
+
+    def consume(self, max_messages: int, timeout: float) -> list[RawMessage]:
+        """Up to `max_messages` messages within `timeout` s; broker errors are logged."""
+        try:
+            msgs = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        except KafkaException as exc:
+            raise _error(exc) from exc
+        out: list[RawMessage] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is None:
+                out.append(_raw(msg))
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise EventBusError(str(err), permanent=True)
+            else:
+                logger.warning("consumer error: %s", err)
+        return out
+
+    def commit(self) -> None:
+        """Synchronously commit the positions of everything consumed so far."""
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError._NO_OFFSET:
+                return
+            raise _error(exc) from exc
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            logger.warning("consumer close: %s", exc)

@@ -1,0 +1,56 @@
+"""Celery worker bootstep that runs the plan-controller loop in a worker thread.
+
+Registered in goproxy_site/celery.py; starts after the pool (so no fork happens with
+librdkafka threads running) and stops before the worker exits, leaving the current
+batch uncommitted if it is still waiting on an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import bootsteps
+
+logger = logging.getLogger(__name__)
+
+
+class PlanControllerStep(bootsteps.StartStopStep):
+    """Consume the traffic topic in group KAFKA_CONSUMER_GROUP inside `celery worker`."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        from plans.consumer import Stopped, plan_controller_build
+
+        try:
+            plan_controller_build(should_stop=self._stop.is_set).run()
+        except Stopped:
+            logger.info("plan-controller stopped before the broker was reachable")
+        except Exception:
+            logger.exception("plan-controller loop crashed")
+            raise
+
+    def start(self, worker: Any) -> None:
+        from django.conf import settings
+
+        if not settings.KAFKA_PLAN_CONTROLLER_ENABLED:
+            logger.info("plan-controller disabled (KAFKA_PLAN_CONTROLLER_ENABLED=False)")
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="plan-controller", daemon=True)
+        self._thread.start()
+        logger.info("plan-controller started")
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            logger.info("plan-controller stopped")
+            self._thread = None

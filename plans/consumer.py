@@ -1,0 +1,289 @@
+"""The plan-controller loop: Kafka traffic topic -> plans DB, and the outbox -> Kafka.
+
+Order of work per batch, which is what makes it exact:
+1. consume up to KAFKA_CONSUMER_BATCH_SIZE messages;
+2. decode them; malformed ones go to the dead-letter topic (with the error in a header),
+   unknown types/versions are logged and skipped;
+3. apply the batch in ONE plans-DB transaction that also stores per-(instance, user)
+   sequence high-water marks; a DB outage is retried until it succeeds (nothing skipped),
+   a delta a service refuses is dead-lettered on its own;
+4. commit the offsets only after the DB commit (a crash before it means redelivery,
+   which the high-water marks turn into no-ops);
+5. relay the outbox rows that batch (and Django) wrote.
+Runs in a Celery worker bootstep (plans/bootsteps.py) or `manage.py consume_traffic_events`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+from accounts.models import OutboxEvent as AccountsOutboxEvent
+from goproxy_site.db_routers import ACCOUNTS_DB, PLANS_DB
+from goproxy_site.events import schemas
+from goproxy_site.events.kafka import EventBusError, RawMessage
+
+from . import handlers, selectors, services
+from .models import OutboxEvent as PlansOutboxEvent
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+MAX_BACKOFF = 5.0
+
+
+class Stopped(Exception):
+    """A stop was requested while waiting on an outage; the batch stays uncommitted."""
+
+
+class EventSource(Protocol):
+    def consume(self, max_messages: int, timeout: float) -> list[RawMessage]: ...
+    def commit(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class EventSink(Protocol):
+    def send_raw(
+        self, topic: str, *, key: bytes | None, value: bytes | None, **kw: Any
+    ) -> None: ...
+    def poll(self, timeout: float = 0.0) -> int: ...
+    def flush(self, timeout: float) -> int: ...
+    def __len__(self) -> int: ...
+
+
+class OutboxRelay:
+    """Sends undelivered outbox rows of both databases; marks them once Kafka acks.
+
+    At-least-once: a row may be sent twice (crash after send, before marking), which
+    consumers tolerate (restriction versions, idempotent cache drops).
+    """
+
+    SOURCES = ((PlansOutboxEvent, PLANS_DB), (AccountsOutboxEvent, ACCOUNTS_DB))
+
+    def __init__(self, producer: EventSink, *, limit: int = 500, interval: float = 0.5) -> None:
+        self.producer = producer
+        self.limit = limit
+        self.interval = interval
+        self._last = 0.0
+        self._delivered: dict[str, list[int]] = {using: [] for _, using in self.SOURCES}
+
+    def _callback(self, using: str, pk: int) -> Callable[[Exception | None, RawMessage], None]:
+        def done(err: Exception | None, msg: RawMessage) -> None:
+            if err is None:
+                self._delivered[using].append(pk)
+            else:
+                logger.warning("outbox row %s (%s) not delivered: %s", pk, using, err)
+
+        return done
+
+    def _mark(self) -> int:
+        marked = 0
+        for model, using in self.SOURCES:
+            ids, self._delivered[using] = self._delivered[using], []
+            marked += services.outbox_mark_sent(model=model, using=using, ids=ids)
+        return marked
+
+    def step(self, *, force: bool = False, flush_timeout: float = 2.0) -> int:
+        """One relay round; returns how many rows were marked delivered."""
+        self.producer.poll(0)
+        marked = self._mark()
+        now = time.monotonic()
+        if len(self.producer) or (not force and now - self._last < self.interval):
+            return marked  # earlier sends still in flight (broker slow or down)
+        self._last = now
+        sent = 0
+        for model, using in self.SOURCES:
+            for row in selectors.outbox_pending(model=model, using=using, limit=self.limit):
+                try:
+                    self.producer.send_raw(
+                        row.topic,
+                        key=row.key.encode(),
+                        value=row.payload.encode(),
+                        on_delivery=self._callback(using, row.pk),
+                    )
+                except EventBusError as exc:
+                    logger.warning("outbox relay paused: %s", exc)
+                    break
+                sent += 1
+        if sent:
+            self.producer.flush(flush_timeout)
+        return marked + self._mark()
+
+
+class PlanController:
+    """The consume -> apply -> commit -> relay loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        consumer: EventSource,
+        producer: EventSink,
+        relay: OutboxRelay | None = None,
+        batch_size: int | None = None,
+        poll_timeout: float = 0.2,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.relay = relay
+        self.batch_size = batch_size or settings.KAFKA_CONSUMER_BATCH_SIZE
+        self.poll_timeout = poll_timeout
+        self.should_stop = should_stop
+        self.applied = 0
+        self.dead_lettered = 0
+
+    # -- helpers ---------------------------------------------------------------------
+    def _wait(self, attempt: int, what: str, exc: BaseException) -> None:
+        delay = min(0.2 * 2**attempt, MAX_BACKOFF)
+        logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if self.should_stop():
+                raise Stopped(what)
+            time.sleep(0.05)
+
+    def _decode(
+        self, msgs: Sequence[RawMessage]
+    ) -> tuple[dict[type[schemas.Event], list[tuple[RawMessage, schemas.Event]]], list]:
+        groups: dict[type[schemas.Event], list[tuple[RawMessage, schemas.Event]]] = {}
+        dead: list[tuple[RawMessage, str]] = []
+        for msg in msgs:
+            try:
+                event = schemas.from_json(msg.value)
+            except schemas.UnknownEventError as exc:
+                logger.warning("skipping %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+                continue
+            except schemas.EventError as exc:
+                dead.append((msg, str(exc)))
+                continue
+            if type(event) not in handlers.HANDLERS:
+                logger.warning(
+                    "skipping %s on %s: no plan-controller handler", event.type, msg.topic
+                )
+                continue
+            groups.setdefault(type(event), []).append((msg, event))
+        return groups, dead
+
+    def _apply(
+        self, cls: type[schemas.Event], items: list[tuple[RawMessage, schemas.Event]]
+    ) -> list[tuple[RawMessage, str]]:
+        """Apply one group; retry DB outages forever; isolate refused deltas."""
+        handler = handlers.HANDLERS[cls]
+        attempt = 0
+        while True:
+            try:
+                result = handler([e for _, e in items])
+                self.applied += result.applied
+                return []
+            except TRANSIENT_DB_ERRORS as exc:
+                connections.close_all()
+                self._wait(attempt, "plans DB write", exc)
+                attempt += 1
+            except (ValidationError, DatabaseError, ValueError, TypeError) as exc:
+                if len(items) == 1:
+                    return [(items[0][0], f"{type(exc).__name__}: {exc}")]
+                logger.warning("batch refused (%s); applying one by one", exc)
+                dead: list[tuple[RawMessage, str]] = []
+                for item in items:
+                    dead.extend(self._apply(cls, [item]))
+                return dead
+
+    def _dead_letter(self, dead: list[tuple[RawMessage, str]]) -> None:
+        topic = settings.KAFKA_TOPIC_DEAD_LETTER
+        for msg, error in dead:
+            logger.error(
+                "dead-lettering %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, error
+            )
+            headers = {
+                "error": error.encode()[:1000],
+                "source": f"{msg.topic}/{msg.partition}/{msg.offset}".encode(),
+            }
+            attempt = 0
+            while True:
+                try:
+                    self.producer.send_raw(topic, key=msg.key, value=msg.value, headers=headers)
+                    break
+                except EventBusError as exc:
+                    self._wait(attempt, "dead-letter send", exc)
+                    attempt += 1
+        attempt = 0
+        while self.producer.flush(5.0):
+            self._wait(attempt, "dead-letter flush", EventBusError("not acknowledged"))
+            attempt += 1
+        self.dead_lettered += len(dead)
+
+    # -- the loop --------------------------------------------------------------------
+    def step(self) -> bool:
+        """Handle one batch (or none); return True if messages were processed."""
+        msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
+        if msgs:
+            groups, dead = self._decode(msgs)
+            for cls, items in groups.items():
+                dead.extend(self._apply(cls, items))
+            if dead:
+                self._dead_letter(dead)
+            try:
+                self.consumer.commit()
+            except EventBusError as exc:
+                # Uncommitted offsets only mean redelivery, which the marks make harmless.
+                logger.warning("offset commit failed: %s", exc)
+        if self.relay is not None:
+            try:
+                self.relay.step(force=bool(msgs))
+            except TRANSIENT_DB_ERRORS as exc:
+                connections.close_all()
+                logger.warning("outbox relay: database unavailable (%s)", exc)
+        return bool(msgs)
+
+    def run(self) -> None:
+        try:
+            while not self.should_stop():
+                self.step()
+        except Stopped as exc:
+            logger.info("stopped while retrying %s; the batch will be redelivered", exc)
+        finally:
+            self.consumer.close()
+            self.producer.flush(5.0)
+            connections.close_all()
+
+
+def plan_controller_build(*, should_stop: Callable[[], bool]) -> PlanController:
+    """A PlanController on the real broker: topics ensured, consumer group joined lazily."""
+    from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
+
+    attempt = 0
+    while True:
+        try:
+            topics_ensure(
+                [
+                    settings.KAFKA_TOPIC_TRAFFIC,
+                    settings.KAFKA_TOPIC_CONTROL,
+                    settings.KAFKA_TOPIC_DEAD_LETTER,
+                ]
+            )
+            break
+        except EventBusError as exc:
+            delay = min(0.5 * 2**attempt, MAX_BACKOFF)
+            logger.warning("Kafka not reachable (%s); retrying in %.1f s", exc, delay)
+            attempt += 1
+            end = time.monotonic() + delay
+            while time.monotonic() < end:
+                if should_stop():
+                    raise Stopped("broker start-up") from exc
+                time.sleep(0.05)
+    producer = KafkaEventProducer()
+    consumer = KafkaEventConsumer(
+        group_id=settings.KAFKA_CONSUMER_GROUP, topics=[settings.KAFKA_TOPIC_TRAFFIC]
+    )
+    return PlanController(
+        consumer=consumer,
+        producer=producer,
+        relay=OutboxRelay(producer, interval=settings.KAFKA_OUTBOX_RELAY_INTERVAL),
+        should_stop=should_stop,
+    )
