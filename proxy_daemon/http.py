@@ -1,0 +1,548 @@
+"""HTTP/1.1 message parsing for the proxy: buffered reads, request/response heads, framing.
+
+Everything that decides how many bytes belong to a message lives here, because a
+framing mistake is a request-smuggling bug. Ambiguous framing (Content-Length with
+Transfer-Encoding, differing Content-Lengths, unknown codings) is refused, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .errors import (
+    BadGateway,
+    BadRequest,
+    ClientGone,
+    GatewayTimeout,
+    HeadersTooLarge,
+    NotImplementedByProxy,
+    ProxyError,
+    RequestTimeout,
+    VersionNotSupported,
+)
+
+CRLF = b"\r\n"
+# RFC 9110 §7.6.1 plus the proxy-specific fields the issue names.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+HOST_RE = re.compile(r"^[A-Za-z0-9._~\-]+$")
+VERSION_RE = re.compile(r"^HTTP/(\d)\.(\d)$")
+FIELD_VALUE_BAD_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+TARGET_BAD_RE = re.compile(r"[\x00-\x20\x7f]")
+CHUNK_LINE_MAX = 4096
+READ_CHUNK = 256 * 1024
+
+
+class Headers:
+    """An ordered multi-map of header fields; names compared case-insensitively."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        self.items: list[tuple[str, str]] = items or []
+
+    def get_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for n, v in self.items if n.lower() == lname]
+
+    def get(self, name: str) -> str | None:
+        values = self.get_all(name)
+        return ", ".join(values) if values else None
+
+    def tokens(self, name: str) -> list[str]:
+        """Comma-separated tokens of all `name` fields, lower-cased."""
+        out: list[str] = []
+        for value in self.get_all(name):
+            out += [t.strip().lower() for t in value.split(",") if t.strip()]
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.get_all(name))
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    version: tuple[int, int]
+    headers: Headers
+    head_size: int
+    # Filled for absolute-form and CONNECT targets.
+    host: str = ""
+    port: int = 0
+    path: str = "/"
+    authority: str = ""
+
+    @property
+    def is_connect(self) -> bool:
+        return self.method == "CONNECT"
+
+    @property
+    def wants_keep_alive(self) -> bool:
+        conn = self.headers.tokens("connection") + self.headers.tokens("proxy-connection")
+        if self.version >= (1, 1):
+            return "close" not in conn
+        return "keep-alive" in conn
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    version: tuple[int, int]
+    headers: Headers
+    head_size: int
+    raw_head: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyFraming:
+    """How a message body is delimited: none, length (n bytes), chunked, or until close."""
+
+    kind: str
+    length: int = 0
+
+
+NO_BODY = BodyFraming("none")
+
+
+class Reader:
+    """Buffered reads from a gevent socket that never lose bytes between messages.
+
+    `consumed` counts every byte handed to the caller, so metering can take the exact
+    wire size of each message even when requests are pipelined.
+    """
+
+    def __init__(self, sock: socket.socket, *, on_eof: type[Exception] = ClientGone) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.consumed = 0
+        self.on_eof = on_eof
+        self.timeout: float | None = None
+        self.timeout_error: ProxyError | None = None
+
+    def _recv(self, n: int, timeout: float | None) -> bytes:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(n)
+        except TimeoutError:
+            if self.timeout_error is not None:
+                raise self.timeout_error from None
+            raise
+        except (ConnectionError, OSError) as exc:
+            raise self.on_eof(str(exc)) from exc
+        return data
+
+    def read_head(
+        self,
+        *,
+        max_bytes: int,
+        first_byte_timeout: float,
+        head_timeout: float,
+        too_slow: ProxyError,
+        too_large: ProxyError,
+    ) -> bytes | None:
+        """The next message head (up to and including the blank line).
+
+        None when the peer closed (or stayed silent past `first_byte_timeout`) before
+        sending any byte of a new message.
+        """
+        deadline: float | None = None
+        # Leading empty lines before a request are ignored (RFC 9112 §2.2).
+        while True:
+            while self.buf[:2] == CRLF or self.buf[:1] == b"\n":
+                skip = 2 if self.buf[:2] == CRLF else 1
+                del self.buf[:skip]
+                self.consumed += skip
+            end = _head_end(self.buf)
+            if end is not None:
+                if end > max_bytes:
+                    raise too_large
+                head = bytes(self.buf[:end])
+                del self.buf[:end]
+                self.consumed += end
+                return head
+            if len(self.buf) > max_bytes:
+                raise too_large
+            if deadline is None and self.buf:
+                deadline = time.monotonic() + head_timeout
+            if deadline is None:
+                timeout = first_byte_timeout
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise too_slow
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(READ_CHUNK)
+            except TimeoutError:
+                if not self.buf:
+                    return None
+                raise too_slow from None
+            except OSError as exc:
+                if not self.buf:
+                    return None
+                raise self.on_eof(str(exc)) from exc
+            if not data:
+                if not self.buf:
+                    return None
+                raise BadRequest("connection closed in the middle of the request head")
+            self.buf += data
+            if deadline is None:
+                deadline = time.monotonic() + head_timeout
+
+    def read_some(self, limit: int) -> bytes:
+        """At most `limit` bytes: buffered ones first, else one recv. EOF raises on_eof."""
+        if self.buf:
+            data = bytes(self.buf[:limit])
+            del self.buf[: len(data)]
+        else:
+            data = self._recv(min(limit, READ_CHUNK * 4), self.timeout)
+            if not data:
+                raise self.on_eof("connection closed in the middle of a message body")
+        self.consumed += len(data)
+        return data
+
+    def read_until_close(self, limit: int) -> bytes:
+        """Like read_some, but b"" at EOF instead of raising."""
+        if self.buf:
+            return self.read_some(limit)
+        data = self._recv(min(limit, READ_CHUNK * 4), self.timeout)
+        self.consumed += len(data)
+        return data
+
+    def readline(self, limit: int, error: type[ProxyError]) -> bytes:
+        while True:
+            idx = self.buf.find(b"\n")
+            if idx >= 0:
+                if idx + 1 > limit:
+                    raise error("chunk framing line too long")
+                line = bytes(self.buf[: idx + 1])
+                del self.buf[: idx + 1]
+                self.consumed += len(line)
+                return line
+            if len(self.buf) > limit:
+                raise error("chunk framing line too long")
+            data = self._recv(READ_CHUNK, self.timeout)
+            if not data:
+                raise self.on_eof("connection closed in the middle of chunked body")
+            self.buf += data
+
+
+def _head_end(buf: bytearray) -> int | None:
+    """Index just past the blank line that ends a head (CRLFCRLF or bare LF forms)."""
+    idx = buf.find(b"\n\r\n")
+    idx2 = buf.find(b"\n\n")
+    candidates = [i + 3 for i in (idx,) if i >= 0] + [i + 2 for i in (idx2,) if i >= 0]
+    return min(candidates) if candidates else None
+
+
+def _split_lines(head: bytes) -> list[str]:
+    text = head.decode("latin-1")
+    lines = text.split("\n")
+    out = []
+    for line in lines:
+        if line.endswith("\r"):
+            line = line[:-1]
+        if "\r" in line:
+            raise BadRequest("bare CR in message head")
+        out.append(line)
+    while out and out[-1] == "":
+        out.pop()
+    return out
+
+
+def _parse_fields(lines: list[str], max_count: int, error: type[ProxyError]) -> Headers:
+    if len(lines) > max_count:
+        raise HeadersTooLarge(f"more than {max_count} header fields")
+    items: list[tuple[str, str]] = []
+    for line in lines:
+        if not line:
+            raise error("empty line inside the header block")
+        if line[0] in " \t":
+            raise error("obsolete line folding is not accepted")
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise error(f"header line without a colon: {line[:40]!r}")
+        if not TOKEN_RE.match(name):
+            raise error(f"invalid header name: {name[:40]!r}")
+        value = value.strip(" \t")
+        if FIELD_VALUE_BAD_RE.search(value):
+            raise error(f"control character in header {name!r}")
+        items.append((name, value))
+    return Headers(items)
+
+
+def parse_request_head(head: bytes, *, max_header_count: int) -> Request:
+    """Parse a request head; raise a ProxyError naming the problem."""
+    lines = _split_lines(head)
+    if not lines:
+        raise BadRequest("empty request")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise BadRequest("malformed request line (expected 'METHOD target HTTP/1.1')")
+    method, target, version_text = parts
+    if not TOKEN_RE.match(method):
+        raise BadRequest(f"invalid method {method[:20]!r}")
+    m = VERSION_RE.match(version_text)
+    if not m:
+        raise BadRequest(f"invalid HTTP version {version_text[:20]!r}")
+    version = (int(m.group(1)), int(m.group(2)))
+    if version[0] != 1:
+        raise VersionNotSupported(f"HTTP version {version_text} is not supported; use HTTP/1.1")
+    if TARGET_BAD_RE.search(target):
+        raise BadRequest("control character in request target")
+    headers = _parse_fields(lines[1:], max_header_count, BadRequest)
+    if len(headers.get_all("host")) > 1:
+        raise BadRequest("more than one Host header")
+    req = Request(method, target, version, headers, len(head))
+    if method == "CONNECT":
+        req.host, req.port = parse_authority(target, default_port=None)
+        req.authority = target
+    else:
+        req.host, req.port, req.path, req.authority = parse_absolute_target(target)
+    return req
+
+
+def parse_authority(authority: str, *, default_port: int | None) -> tuple[str, int]:
+    """host and port of `host[:port]` or `[v6][:port]`; BadRequest when invalid."""
+    if not authority:
+        raise BadRequest("empty host")
+    if "@" in authority:
+        raise BadRequest("user information in the request target is not accepted")
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise BadRequest("unterminated IPv6 literal in target")
+        host = authority[1:end]
+        rest = authority[end + 1 :]
+        if not host or not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
+            raise BadRequest("invalid IPv6 literal in target")
+        if rest and not rest.startswith(":"):
+            raise BadRequest("garbage after IPv6 literal in target")
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text_raw = authority.rpartition(":")
+        if not sep:
+            host, port_text = authority, None
+        else:
+            port_text = port_text_raw
+        if not host or not HOST_RE.match(host):
+            raise BadRequest(f"invalid host {host[:60]!r}")
+    if port_text is None or port_text == "":
+        if default_port is None:
+            raise BadRequest("CONNECT target needs host:port")
+        return host.lower(), default_port
+    if not port_text.isdigit() or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+        raise BadRequest(f"invalid port {port_text[:10]!r}")
+    return host.lower(), int(port_text)
+
+
+def parse_absolute_target(target: str) -> tuple[str, int, str, str]:
+    """host, port, origin-form path and authority of an absolute-form `http://` target."""
+    lower = target[:8].lower()
+    if target.startswith("/") or target == "*":
+        raise BadRequest(
+            "this is a proxy: send the absolute URI (http://host/path), not an origin-form path"
+        )
+    if lower.startswith("https://"):
+        raise BadRequest("https:// targets must use CONNECT, this proxy does not terminate TLS")
+    if not lower.startswith("http://"):
+        raise BadRequest("only http:// absolute URIs are proxied")
+    rest = target[7:]
+    cut = len(rest)
+    for ch in "/?#":
+        i = rest.find(ch)
+        if 0 <= i < cut:
+            cut = i
+    authority, path = rest[:cut], rest[cut:]
+    host, port = parse_authority(authority, default_port=80)
+    path = path.split("#", 1)[0]
+    if not path or path.startswith("?"):
+        path = "/" + path
+    host_out = f"[{host}]" if ":" in host else host
+    authority_out = host_out if port == 80 else f"{host_out}:{port}"
+    return host, port, path, authority_out
+
+
+def parse_response_head(head: bytes, *, max_header_count: int) -> Response:
+    try:
+        lines = _split_lines(head)
+    except BadRequest as exc:
+        raise BadGateway(f"upstream sent a malformed response: {exc.message}") from None
+    if not lines:
+        raise BadGateway("upstream sent an empty response")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2:
+        raise BadGateway("upstream sent a malformed status line")
+    m = VERSION_RE.match(parts[0])
+    if not m or int(m.group(1)) != 1:
+        raise BadGateway("upstream sent an unsupported HTTP version")
+    code = parts[1]
+    if not (code.isdigit() and len(code) == 3 and 100 <= int(code) <= 599):
+        raise BadGateway("upstream sent an invalid status code")
+    try:
+        headers = _parse_fields(lines[1:], max_header_count, BadGateway)
+    except HeadersTooLarge:
+        raise BadGateway("upstream sent too many header fields") from None
+    version = (int(m.group(1)), int(m.group(2)))
+    reason = parts[2] if len(parts) > 2 else ""
+    return Response(int(code), reason, version, headers, len(head), head)
+
+
+def _content_length(headers: Headers, error: type[ProxyError]) -> int | None:
+    values = headers.tokens("content-length")
+    if not values:
+        return None
+    if any(not v.isdigit() or len(v) > 18 for v in values):
+        raise error("invalid Content-Length")
+    if len(set(int(v) for v in values)) != 1:
+        raise error("conflicting Content-Length values")
+    return int(values[0])
+
+
+def request_framing(req: Request) -> BodyFraming:
+    te = req.headers.tokens("transfer-encoding")
+    if te:
+        if "content-length" in req.headers:
+            raise BadRequest("both Transfer-Encoding and Content-Length present")
+        if req.version < (1, 1):
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        if te != ["chunked"]:
+            raise NotImplementedByProxy(f"unsupported Transfer-Encoding {', '.join(te)!r}")
+        return BodyFraming("chunked")
+    length = _content_length(req.headers, BadRequest)
+    if length:
+        return BodyFraming("length", length)
+    return NO_BODY
+
+
+def response_framing(resp: Response, *, request_method: str) -> BodyFraming:
+    """RFC 9112 §6.3 message body length of a response."""
+    if request_method == "HEAD" or resp.status < 200 or resp.status in (204, 304):
+        return NO_BODY
+    te = resp.headers.tokens("transfer-encoding")
+    if te:
+        if te[-1] != "chunked":
+            return BodyFraming("close")
+        if te != ["chunked"]:
+            raise BadGateway(f"upstream used unsupported Transfer-Encoding {', '.join(te)!r}")
+        return BodyFraming("chunked")
+    length = _content_length(resp.headers, BadGateway)
+    if length is not None:
+        return BodyFraming("length", length) if length else NO_BODY
+    return BodyFraming("close")
+
+
+def iter_chunked(reader: Reader, error: type[ProxyError], piece: int) -> Iterator[bytes]:
+    """Decode a chunked body into re-encoded chunk frames (size line, data pieces, CRLF).
+
+    Chunk extensions and trailer fields are dropped; the terminating `0\\r\\n\\r\\n` is
+    yielded last. Data is streamed in pieces of at most `piece` bytes, never buffered whole.
+    """
+    while True:
+        line = reader.readline(CHUNK_LINE_MAX, error).rstrip(b"\r\n")
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or not re.fullmatch(rb"[0-9A-Fa-f]{1,15}", size_text):
+            raise error(f"invalid chunk size {size_text[:20]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            # Trailer section: fields until an empty line.
+            for _ in range(1000):
+                trailer = reader.readline(CHUNK_LINE_MAX, error)
+                if trailer in (b"\r\n", b"\n"):
+                    break
+            else:
+                raise error("too many trailer fields")
+            yield b"0\r\n\r\n"
+            return
+        yield b"%x\r\n" % size
+        remaining = size
+        while remaining:
+            data = reader.read_some(min(remaining, piece))
+            remaining -= len(data)
+            yield data
+        end = reader.readline(CHUNK_LINE_MAX, error)
+        if end not in (b"\r\n", b"\n"):
+            raise error("chunk data not followed by CRLF")
+        yield CRLF
+
+
+def iter_length(reader: Reader, length: int, piece: int) -> Iterator[bytes]:
+    remaining = length
+    while remaining:
+        data = reader.read_some(min(remaining, piece))
+        remaining -= len(data)
+        yield data
+
+
+def forwardable(
+    headers: Headers, *, extra_drop: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """Header fields minus hop-by-hop ones and those named in Connection."""
+    named = set(headers.tokens("connection")) | set(headers.tokens("proxy-connection"))
+    drop = HOP_BY_HOP | named | extra_drop
+    return [(n, v) for n, v in headers.items if n.lower() not in drop]
+
+
+def via_value(existing: str | None, version: tuple[int, int], name: str) -> str:
+    mine = f"{version[0]}.{version[1]} {name}"
+    return f"{existing}, {mine}" if existing else mine
+
+
+def build_upstream_request(req: Request, framing: BodyFraming, *, via_name: str) -> bytes:
+    lines = [f"{req.method} {req.path} HTTP/1.1", f"Host: {req.authority}"]
+    drop = frozenset({"host", "content-length", "expect", "via"})
+    lines += [f"{n}: {v}" for n, v in forwardable(req.headers, extra_drop=drop)]
+    lines.append(f"Via: {via_value(req.headers.get('via'), req.version, via_name)}")
+    if framing.kind == "length":
+        lines.append(f"Content-Length: {framing.length}")
+    elif framing.kind == "chunked":
+        lines.append("Transfer-Encoding: chunked")
+    elif req.method in ("POST", "PUT", "PATCH"):
+        lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def build_client_response_head(
+    resp: Response, out_framing: BodyFraming, *, keep_alive: bool, via_name: str
+) -> bytes:
+    reason = resp.reason or "-"
+    lines = [f"HTTP/1.1 {resp.status} {reason}"]
+    drop = frozenset({"content-length", "via"})
+    lines += [f"{n}: {v}" for n, v in forwardable(resp.headers, extra_drop=drop)]
+    lines.append(f"Via: {via_value(resp.headers.get('via'), resp.version, via_name)}")
+    if out_framing.kind == "length":
+        lines.append(f"Content-Length: {out_framing.length}")
+    elif out_framing.kind == "chunked":
+        lines.append("Transfer-Encoding: chunked")
+    elif out_framing.kind == "none" and "content-length" in resp.headers and resp.status >= 200:
+        # HEAD and 304 keep the origin's Content-Length as metadata.
+        lines.append(f"Content-Length: {resp.headers.tokens('content-length')[0]}")
+    if resp.status >= 200:
+        lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def upstream_timeout_error(message: str) -> GatewayTimeout:
+    return GatewayTimeout(message)
+
+
+def client_timeout_error(message: str) -> RequestTimeout:
+    return RequestTimeout(message)

@@ -1,0 +1,110 @@
+"""Per-user limits: token-bucket speed limits, concurrent-connection counts, plan lookups."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# A bucket holds at most this many seconds of traffic, so an idle user can burst briefly.
+BURST_SECONDS = 1.0
+MIN_BURST = 16 * 1024
+
+
+class TokenBucket:
+    """Bytes per second with a one-second burst; `consume` returns how long to wait."""
+
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float, *, now: float | None = None) -> None:
+        self.rate = float(rate)
+        self.burst = max(rate * BURST_SECONDS, MIN_BURST)
+        self.tokens = self.burst
+        self.last = time.monotonic() if now is None else now
+
+    def set_rate(self, rate: float) -> None:
+        self.rate = float(rate)
+        self.burst = max(rate * BURST_SECONDS, MIN_BURST)
+        self.tokens = min(self.tokens, self.burst)
+
+    def consume(self, n: int, *, now: float | None = None) -> float:
+        """Take n bytes (going into debt if needed); seconds to sleep before the next read."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= n
+        return -self.tokens / self.rate if self.tokens < 0 else 0.0
+
+    @property
+    def max_read(self) -> int:
+        return int(self.burst)
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimits:
+    max_connections: int | None = None
+    speed_bps: int | None = None
+
+
+UNLIMITED = UserLimits()
+
+
+class UserLimitsCache:
+    """A user's plan limits, loaded through `loader(user_id)` and kept for `ttl` seconds."""
+
+    def __init__(self, loader: Callable[[int], UserLimits], *, ttl: float) -> None:
+        self.loader = loader
+        self.ttl = ttl
+        self._entries: dict[int, tuple[UserLimits, float]] = {}
+
+    def get(self, user_id: int) -> UserLimits:
+        entry = self._entries.get(user_id)
+        now = time.monotonic()
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        limits = self.loader(user_id)
+        self._entries[user_id] = (limits, now + self.ttl)
+        return limits
+
+    def invalidate(self, user_id: int) -> None:
+        self._entries.pop(user_id, None)
+
+
+class SpeedLimiter:
+    """One upload and one download bucket per user, shared by all the user's connections."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, tuple[TokenBucket, TokenBucket]] = {}
+
+    def buckets(self, user_id: int, rate: int | None) -> tuple[TokenBucket, TokenBucket] | None:
+        if rate is None:
+            self._buckets.pop(user_id, None)
+            return None
+        pair = self._buckets.get(user_id)
+        if pair is None:
+            pair = self._buckets[user_id] = (TokenBucket(rate), TokenBucket(rate))
+        elif pair[0].rate != rate:
+            pair[0].set_rate(rate)
+            pair[1].set_rate(rate)
+        return pair
+
+
+class ConnectionCounter:
+    """Open client connections per user."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    def acquire(self, user_id: int, limit: int | None) -> bool:
+        current = self.counts.get(user_id, 0)
+        if limit is not None and current >= limit:
+            return False
+        self.counts[user_id] = current + 1
+        return True
+
+    def release(self, user_id: int) -> None:
+        current = self.counts.get(user_id, 0) - 1
+        if current > 0:
+            self.counts[user_id] = current
+        else:
+            self.counts.pop(user_id, None)

@@ -1,0 +1,113 @@
+"""Run the gevent forward proxy.
+
+manage.py monkey-patches before Django is imported for this command. SIGTERM/SIGINT stop
+accepting, let open connections drain up to PROXY_DRAIN_TIMEOUT, flush the meter one last
+time, close the reporter and plugins, and exit 0.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import import_string
+
+
+class Command(BaseCommand):
+    help = "Run the authenticating HTTP(S) forward proxy."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", type=str, default=None, help="default: PROXY_HOST")
+        parser.add_argument("--port", type=int, default=None, help="default: PROXY_PORT")
+        parser.add_argument(
+            "--drain-timeout", type=float, default=None, help="default: PROXY_DRAIN_TIMEOUT"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            raise CommandError("runproxy must be started through manage.py (gevent patching)")
+        import gevent
+        from gevent.event import Event
+
+        from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle, db_lookup
+        from proxy_daemon.dbpool import DBRunner, plan_limits
+        from proxy_daemon.limits import UserLimitsCache
+        from proxy_daemon.metering import Meter, flush
+        from proxy_daemon.policy import DestinationPolicy
+        from proxy_daemon.server import ProxyConfig, ProxyServer
+
+        host = options["host"] or settings.PROXY_HOST
+        port = settings.PROXY_PORT if options["port"] is None else options["port"]
+        drain_timeout = options["drain_timeout"]
+        if drain_timeout is None:
+            drain_timeout = settings.PROXY_DRAIN_TIMEOUT
+        self._raise_fd_limit()
+
+        db = DBRunner(settings.PROXY_DB_THREADS)
+        authenticator = Authenticator(
+            cache=AuthCache(key=settings.SECRET_KEY.encode(), ttl=settings.PROXY_AUTH_CACHE_TTL),
+            throttle=FailureThrottle(
+                limit=settings.PROXY_AUTH_FAIL_LIMIT, window=settings.PROXY_AUTH_FAIL_WINDOW
+            ),
+            lookup=lambda login, secret: db(db_lookup, login, secret),
+        )
+        policy = DestinationPolicy(
+            allow_private=settings.PROXY_ALLOW_PRIVATE_DESTINATIONS,
+            connect_ports=frozenset(settings.PROXY_ALLOWED_CONNECT_PORTS),
+        )
+        meter = Meter()
+        server = ProxyServer(
+            (host, port),
+            config=ProxyConfig.from_settings(settings),
+            authenticator=authenticator,
+            policy=policy,
+            meter=meter,
+            limits=UserLimitsCache(
+                lambda uid: db(plan_limits, uid), ttl=settings.PROXY_USER_LIMITS_TTL
+            ),
+            db_call=db,
+        )
+        reporter = import_string(settings.PROXY_REPORTER)()
+        plugins = [import_string(path)(server) for path in settings.PROXY_CONTROL_PLUGINS]
+        reporter.start()
+        for plugin in plugins:
+            plugin.start()
+
+        stop = Event()
+        gevent.signal_handler(signal.SIGTERM, stop.set)
+        gevent.signal_handler(signal.SIGINT, stop.set)
+
+        def meter_loop() -> None:
+            while not stop.wait(settings.PROXY_METER_INTERVAL):
+                flush(meter, reporter)
+                server.upstreams.sweep()
+
+        server.start()
+        flusher = gevent.spawn(meter_loop)
+        self.stdout.write(
+            f"goproxy proxy listening on {host}:{server.server_port} "
+            f"(reporter {type(reporter).__name__}, {len(plugins)} control plugin(s))"
+        )
+        self.stdout.flush()
+        stop.wait()
+        self.stdout.write("shutting down: draining connections")
+        self.stdout.flush()
+        cut = server.drain(drain_timeout)
+        flusher.kill()
+        flush(meter, reporter)
+        reporter.close(timeout=5.0)
+        for plugin in plugins:
+            plugin.stop()
+        db.close()
+        self.stdout.write(f"proxy stopped ({cut} connection(s) cut at the drain timeout)")
+        self.stdout.flush()
+
+    def _raise_fd_limit(self) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

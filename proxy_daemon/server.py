@@ -1,0 +1,596 @@
+"""The proxy server: one greenlet per client connection (gevent StreamServer).
+
+`ProxyServer.handle()` reads requests one after another from a buffered reader (so
+pipelined requests keep their bytes), authorises each one, then either forwards it
+over a pooled keep-alive upstream connection or opens a CONNECT tunnel. Every failure
+is a ProxyError that renders its own response.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from .auth import Authenticator, Principal
+from .errors import (
+    BadGateway,
+    ClientGone,
+    Forbidden,
+    GatewayTimeout,
+    HeadersTooLarge,
+    ProxyError,
+    RequestTimeout,
+    ServiceUnavailable,
+    TooManyRequests,
+)
+from .http import (
+    NO_BODY,
+    BodyFraming,
+    Reader,
+    Request,
+    build_client_response_head,
+    build_upstream_request,
+    forwardable,
+    iter_chunked,
+    iter_length,
+    parse_request_head,
+    parse_response_head,
+    request_framing,
+    response_framing,
+)
+from .limits import ConnectionCounter, SpeedLimiter, TokenBucket, UserLimitsCache
+from .metering import Meter
+from .policy import DestinationPolicy, connect
+from .tunnel import BufferPool, Tunnel, send_all
+from .upstream import Upstream, UpstreamPool
+
+logger = logging.getLogger(__name__)
+
+CONNECT_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    max_connections: int = 10_000
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 60.0
+    body_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    upstream_timeout: float = 60.0
+    tunnel_idle_timeout: float = 300.0
+    relay_buffer_bytes: int = 1024 * 1024
+    relay_buffer_pool: int = 64
+    upstream_pool_per_host: int = 32
+    upstream_pool_idle: float = 30.0
+    via_name: str = "goproxy"
+
+    @classmethod
+    def from_settings(cls, s: Any) -> ProxyConfig:
+        return cls(
+            max_connections=s.PROXY_MAX_CONNECTIONS,
+            max_header_bytes=s.PROXY_MAX_HEADER_BYTES,
+            max_header_count=s.PROXY_MAX_HEADER_COUNT,
+            header_timeout=s.PROXY_HEADER_TIMEOUT,
+            keepalive_timeout=s.PROXY_KEEPALIVE_TIMEOUT,
+            body_timeout=s.PROXY_BODY_TIMEOUT,
+            connect_timeout=s.PROXY_CONNECT_TIMEOUT,
+            upstream_timeout=s.PROXY_UPSTREAM_TIMEOUT,
+            tunnel_idle_timeout=s.PROXY_TUNNEL_IDLE_TIMEOUT,
+            relay_buffer_bytes=s.PROXY_RELAY_BUFFER_BYTES,
+            relay_buffer_pool=s.PROXY_RELAY_BUFFER_POOL,
+            upstream_pool_per_host=s.PROXY_UPSTREAM_POOL_PER_HOST,
+            upstream_pool_idle=s.PROXY_UPSTREAM_POOL_IDLE,
+            via_name=s.PROXY_VIA_NAME,
+        )
+
+
+class _Abort(Exception):
+    """The response was already started; the only honest thing left is to close."""
+
+
+class ClientConnection:
+    __slots__ = (
+        "buckets",
+        "cut_reason",
+        "framing",
+        "greenlet",
+        "idle",
+        "ip",
+        "metered_user",
+        "reader",
+        "request",
+        "response_started",
+        "sock",
+        "tunnel",
+        "up_mark",
+        "upstream",
+        "user_id",
+    )
+
+    def __init__(self, sock: socket.socket, ip: str) -> None:
+        self.sock = sock
+        self.ip = ip
+        self.reader = Reader(sock)
+        self.greenlet = gevent.getcurrent()
+        self.user_id: int | None = None  # the user holding this connection's slot
+        self.metered_user: int | None = None  # whom the current exchange is billed to
+        self.up_mark = 0
+        self.upstream: Upstream | socket.socket | None = None
+        self.tunnel: Tunnel | None = None
+        self.idle = True
+        self.cut_reason: str | None = None
+        self.request: Request | None = None
+        self.framing: BodyFraming | None = None
+        self.response_started = False
+        self.buckets: tuple[TokenBucket, TokenBucket] | None = None
+
+    def cut(self, reason: str) -> None:
+        """Close the client side and any upstream at once; blocked reads wake with EOF."""
+        self.cut_reason = reason
+        if self.tunnel is not None:
+            self.tunnel.abort()
+        socks = [self.sock]
+        if isinstance(self.upstream, Upstream):
+            socks.append(self.upstream.sock)
+        elif self.upstream is not None:
+            socks.append(self.upstream)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class ProxyServer(StreamServer):
+    """The forward proxy; also implements proxy_daemon.hooks.ProxyControl."""
+
+    def __init__(
+        self,
+        listener: Any,
+        *,
+        config: ProxyConfig,
+        authenticator: Authenticator,
+        policy: DestinationPolicy,
+        meter: Meter,
+        limits: UserLimitsCache,
+        db_call: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__(listener, spawn=Pool(config.max_connections + 64))
+        self.config = config
+        self.authenticator = authenticator
+        self.policy = policy
+        self.meter = meter
+        self.limits = limits
+        self.db_call = db_call or (lambda fn, *a: fn(*a))
+        self.upstreams = UpstreamPool(
+            policy,
+            per_host=config.upstream_pool_per_host,
+            idle_timeout=config.upstream_pool_idle,
+            connect_timeout=config.connect_timeout,
+        )
+        self.buffers = BufferPool(config.relay_buffer_bytes, config.relay_buffer_pool)
+        self.connections: set[ClientConnection] = set()
+        self.by_user: dict[int, set[ClientConnection]] = {}
+        self.conn_counter = ConnectionCounter()
+        self.speed = SpeedLimiter()
+        self._restricted: dict[int, str] = {}
+        self.draining = False
+
+    # ProxyControl -------------------------------------------------------------------
+    def restrict(self, user_id: int, reason: str) -> None:
+        self._restricted[user_id] = reason
+        self.cut_user(user_id, f"user restricted: {reason}")
+
+    def lift(self, user_id: int) -> None:
+        self._restricted.pop(user_id, None)
+
+    def restricted(self) -> dict[int, str]:
+        return dict(self._restricted)
+
+    def invalidate_credentials(
+        self, *, user_id: int | None = None, login: str | None = None
+    ) -> None:
+        self.authenticator.cache.invalidate(user_id=user_id, login=login)
+
+    def refresh_user_limits(self, user_id: int) -> None:
+        self.limits.invalidate(user_id)
+
+    def cut_user(self, user_id: int, reason: str = "cut by operator") -> int:
+        """Close every open connection of a user; returns how many."""
+        conns = list(self.by_user.get(user_id, ()))
+        for conn in conns:
+            conn.cut(reason)
+        if conns:
+            logger.info("cut %d connection(s) of user %s: %s", len(conns), user_id, reason)
+        return len(conns)
+
+    cut = cut_user
+
+    # Lifecycle ----------------------------------------------------------------------
+    def drain(self, timeout: float) -> int:
+        """Stop accepting, close idle keep-alive connections, wait for the rest up to timeout.
+
+        Returns how many connections had to be cut when the timeout ran out.
+        """
+        self.draining = True
+        self.close()
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.05) + 2):
+            for conn in list(self.connections):
+                if conn.idle:
+                    conn.cut("shutting down")
+            if not self.connections or time.monotonic() >= deadline:
+                break
+            gevent.sleep(0.05)
+        left = list(self.connections)
+        for conn in left:
+            conn.cut("shutting down")
+        if left:
+            gevent.sleep(0.1)
+        self.upstreams.close_all()
+        return len(left)
+
+    # Connection handling ------------------------------------------------------------
+    def handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+        ip = address[0] if isinstance(address, tuple) else str(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if len(self.connections) >= self.config.max_connections or self.draining:
+            self._reply_and_close(sock, ServiceUnavailable("proxy is at its connection limit"))
+            return
+        conn = ClientConnection(sock, ip)
+        self.connections.add(conn)
+        try:
+            self._serve(conn)
+        except ClientGone:
+            pass
+        except Exception:
+            logger.exception("unexpected error serving %s", ip)
+        finally:
+            self.connections.discard(conn)
+            self._release_slot(conn)
+            if conn.upstream is not None:
+                conn.upstream.close()
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _reply_and_close(self, sock: socket.socket, exc: ProxyError) -> None:
+        try:
+            send_all(sock, exc.response(keep_alive=False), 5.0)
+        except OSError:
+            pass
+        sock.close()
+
+    def _serve(self, conn: ClientConnection) -> None:
+        cfg = self.config
+        reader = conn.reader
+        first = True
+        while conn.cut_reason is None:
+            conn.idle = True
+            conn.metered_user = None
+            conn.request = conn.framing = None
+            conn.response_started = False
+            mark = reader.consumed
+            try:
+                head = reader.read_head(
+                    max_bytes=cfg.max_header_bytes,
+                    first_byte_timeout=cfg.header_timeout if first else cfg.keepalive_timeout,
+                    head_timeout=cfg.header_timeout,
+                    too_slow=RequestTimeout("client too slow sending the request head"),
+                    too_large=HeadersTooLarge(
+                        f"request head larger than {cfg.max_header_bytes} bytes"
+                    ),
+                )
+            except ProxyError as exc:
+                self._send_error(conn, exc, keep_alive=False)
+                return
+            if head is None:
+                if first and not reader.buf and conn.cut_reason is None:
+                    # Connected and said nothing: tell a slow client why it is dropped.
+                    self._send_error(
+                        conn, RequestTimeout("no request received in time"), keep_alive=False
+                    )
+                return
+            conn.idle = False
+            conn.up_mark = mark
+            first = False
+            try:
+                keep = self._exchange(conn, head)
+            except _Abort:
+                return
+            except ProxyError as exc:
+                if conn.response_started:
+                    return
+                keep = self._error_keep_alive(conn, exc)
+                self._send_error(conn, exc, keep_alive=keep)
+            finally:
+                self._count_up(conn)
+            if not keep or self.draining:
+                return
+
+    def _error_keep_alive(self, conn: ClientConnection, exc: ProxyError) -> bool:
+        req = conn.request
+        return (
+            exc.keep_alive
+            and req is not None
+            and req.wants_keep_alive
+            and conn.framing is NO_BODY
+            and not self.draining
+            and conn.cut_reason is None
+        )
+
+    def _send_error(self, conn: ClientConnection, exc: ProxyError, *, keep_alive: bool) -> None:
+        if conn.cut_reason is not None:
+            return
+        try:
+            self._send(conn, exc.response(keep_alive=keep_alive))
+        except (ClientGone, OSError):
+            pass
+
+    # Metering helpers ---------------------------------------------------------------
+    def _count_up(self, conn: ClientConnection) -> None:
+        consumed = conn.reader.consumed
+        if conn.metered_user is not None and consumed > conn.up_mark:
+            self.meter.add(conn.metered_user, consumed - conn.up_mark, 0)
+        conn.up_mark = consumed
+
+    def _send(self, conn: ClientConnection, data: bytes | memoryview) -> None:
+        try:
+            send_all(conn.sock, data, self.config.body_timeout)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+        if conn.metered_user is not None:
+            self.meter.add(conn.metered_user, 0, len(data))
+            bucket = conn.buckets[1] if conn.buckets else None
+            if bucket is not None:
+                delay = bucket.consume(len(data))
+                if delay > 0:
+                    gevent.sleep(delay)
+
+    # Admission ----------------------------------------------------------------------
+    def _admit(self, conn: ClientConnection, principal: Principal) -> None:
+        uid = principal.user_id
+        reason = self._restricted.get(uid)
+        if reason is not None:
+            raise Forbidden(f"user restricted: {reason}")
+        limits = self.limits.get(uid)
+        if conn.user_id != uid:
+            self._release_slot(conn)
+            if not self.conn_counter.acquire(uid, limits.max_connections):
+                raise TooManyRequests(
+                    f"too many concurrent connections (plan allows {limits.max_connections})",
+                    retry_after=1,
+                )
+            conn.user_id = uid
+            self.by_user.setdefault(uid, set()).add(conn)
+        conn.buckets = self.speed.buckets(uid, limits.speed_bps)
+        conn.metered_user = uid
+
+    def _release_slot(self, conn: ClientConnection) -> None:
+        uid = conn.user_id
+        if uid is None:
+            return
+        self.conn_counter.release(uid)
+        users = self.by_user.get(uid)
+        if users is not None:
+            users.discard(conn)
+            if not users:
+                del self.by_user[uid]
+        conn.user_id = None
+
+    # One request --------------------------------------------------------------------
+    def _exchange(self, conn: ClientConnection, head: bytes) -> bool:
+        req = parse_request_head(head, max_header_count=self.config.max_header_count)
+        conn.request = req
+        conn.framing = NO_BODY if req.is_connect else request_framing(req)
+        principal = self.authenticator.authenticate(req.headers.get("proxy-authorization"), conn.ip)
+        self._admit(conn, principal)
+        self._count_up(conn)
+        if req.is_connect:
+            self._tunnel(conn, req)
+            return False
+        return self._forward(conn, req, conn.framing)
+
+    def _tunnel(self, conn: ClientConnection, req: Request) -> None:
+        self.policy.check_connect_port(req.port)
+        sock, _address = connect(
+            self.policy, req.host, req.port, timeout=self.config.connect_timeout
+        )
+        conn.upstream = sock
+        if conn.cut_reason is not None:
+            return
+        self._send(conn, CONNECT_OK)
+        conn.response_started = True
+        reader = conn.reader
+        # Bytes the client sent right behind the CONNECT head belong to the tunnel.
+        if reader.buf:
+            early = bytes(reader.buf)
+            reader.buf.clear()
+            reader.consumed += len(early)
+            self._count_up(conn)
+            try:
+                send_all(sock, early, self.config.tunnel_idle_timeout)
+            except OSError:
+                raise _Abort() from None
+        uid = conn.metered_user
+        assert uid is not None
+        meter_add = self.meter.add
+        up_bucket, down_bucket = conn.buckets or (None, None)
+        tunnel = Tunnel(
+            conn.sock,
+            sock,
+            idle_timeout=self.config.tunnel_idle_timeout,
+            pool=self.buffers,
+            on_up=lambda n: meter_add(uid, n, 0),
+            on_down=lambda n: meter_add(uid, 0, n),
+            up_bucket=up_bucket,
+            down_bucket=down_bucket,
+        )
+        conn.tunnel = tunnel
+        if conn.cut_reason is not None:
+            return
+        tunnel.run()
+
+    def _forward(self, conn: ClientConnection, req: Request, framing: BodyFraming) -> bool:
+        cfg = self.config
+        head = build_upstream_request(req, framing, via_name=cfg.via_name)
+        up = self._send_head(conn, req, head)
+        if "100-continue" in req.headers.tokens("expect") and framing is not NO_BODY:
+            if req.version >= (1, 1):
+                self._send(conn, CONTINUE)
+        self._send_body(conn, up, framing)
+        conn.framing = NO_BODY  # fully read: an error response may keep the connection
+        return self._relay_response(conn, req, up)
+
+    def _send_head(self, conn: ClientConnection, req: Request, head: bytes) -> Upstream:
+        for attempt in range(2):
+            up = self.upstreams.acquire(req.host, req.port, fresh=attempt > 0)
+            conn.upstream = up
+            try:
+                send_all(up.sock, head, self.config.upstream_timeout)
+                return up
+            except OSError as exc:
+                up.close()
+                conn.upstream = None
+                if not up.reused:
+                    raise BadGateway(f"upstream {req.host}:{req.port} failed: {exc}") from None
+        raise BadGateway(f"upstream {req.host}:{req.port} keeps failing")
+
+    def _send_body(self, conn: ClientConnection, up: Upstream, framing: BodyFraming) -> None:
+        if framing is NO_BODY:
+            return
+        reader = conn.reader
+        reader.timeout = self.config.body_timeout
+        reader.timeout_error = RequestTimeout("client too slow sending the request body")
+        piece = self.config.relay_buffer_bytes
+        pieces: Iterator[bytes]
+        if framing.kind == "length":
+            pieces = iter_length(reader, framing.length, piece)
+        else:
+            from .errors import BadRequest
+
+            pieces = iter_chunked(reader, BadRequest, piece)
+        up_bucket = conn.buckets[0] if conn.buckets else None
+        try:
+            for data in pieces:
+                self._count_up(conn)
+                try:
+                    send_all(up.sock, data, self.config.upstream_timeout)
+                except OSError as exc:
+                    raise BadGateway(f"upstream closed while receiving the body: {exc}") from None
+                if up_bucket is not None:
+                    delay = up_bucket.consume(len(data))
+                    if delay > 0:
+                        gevent.sleep(delay)
+        finally:
+            reader.timeout = None
+            reader.timeout_error = None
+
+    def _read_response_head(self, conn: ClientConnection, up: Upstream) -> bytes:
+        cfg = self.config
+        head = up.reader.read_head(
+            max_bytes=cfg.max_header_bytes,
+            first_byte_timeout=cfg.upstream_timeout,
+            head_timeout=cfg.upstream_timeout,
+            too_slow=GatewayTimeout("upstream did not answer in time"),
+            too_large=BadGateway("upstream response head too large"),
+        )
+        if head is None:
+            if conn.cut_reason is not None:
+                raise _Abort()
+            raise BadGateway("upstream closed the connection without a response")
+        return head
+
+    def _relay_response(self, conn: ClientConnection, req: Request, up: Upstream) -> bool:
+        cfg = self.config
+        up.reader.timeout = cfg.upstream_timeout
+        up.reader.timeout_error = GatewayTimeout("upstream timed out")
+        while True:
+            resp = parse_response_head(
+                self._read_response_head(conn, up), max_header_count=cfg.max_header_count
+            )
+            if resp.status >= 200:
+                break
+            if resp.status == 101:
+                raise BadGateway("upstream switched protocols, which this proxy does not relay")
+            if req.version >= (1, 1):
+                interim = [f"HTTP/1.1 {resp.status} {resp.reason or '-'}"]
+                interim += [f"{n}: {v}" for n, v in forwardable(resp.headers)]
+                self._send(conn, ("\r\n".join(interim) + "\r\n\r\n").encode("latin-1"))
+        framing = response_framing(resp, request_method=req.method)
+        keep = req.wants_keep_alive and not self.draining and conn.cut_reason is None
+        out = framing
+        if framing.kind == "close" or (framing.kind == "chunked" and req.version < (1, 1)):
+            out = BodyFraming("close")
+            keep = False
+        reusable = (
+            framing.kind != "close"
+            and resp.version >= (1, 1)
+            and "close" not in resp.headers.tokens("connection")
+        )
+        self._send(
+            conn, build_client_response_head(resp, out, keep_alive=keep, via_name=cfg.via_name)
+        )
+        conn.response_started = True
+        try:
+            self._relay_body(conn, up, framing, reencode=out.kind == "chunked")
+        except ProxyError as exc:
+            logger.info("aborting response to %s: %s", conn.ip, exc.message)
+            raise _Abort() from None
+        conn.upstream = None
+        if reusable and conn.cut_reason is None:
+            self.upstreams.release(up)
+        else:
+            up.close()
+        return keep
+
+    def _relay_body(
+        self, conn: ClientConnection, up: Upstream, framing: BodyFraming, *, reencode: bool
+    ) -> None:
+        piece = self.config.relay_buffer_bytes
+        if framing.kind == "length":
+            for data in iter_length(up.reader, framing.length, piece):
+                self._send(conn, data)
+        elif framing.kind == "chunked":
+            chunks = iter_chunked(up.reader, BadGateway, piece)
+            if reencode:
+                for data in chunks:
+                    self._send(conn, data)
+            else:
+                for data in _dechunk(chunks):
+                    self._send(conn, data)
+        elif framing.kind == "close":
+            while True:
+                data = up.reader.read_until_close(piece)
+                if not data:
+                    break
+                self._send(conn, data)
+
+
+def _dechunk(frames: Iterator[bytes]) -> Iterator[bytes]:
+    """Data only, from iter_chunked's frame sequence (size line, data..., CRLF)."""
+    expect_size = True
+    remaining = 0
+    for frame in frames:
+        if expect_size:
+            if frame == b"0\r\n\r\n":
+                return
+            remaining = int(frame[:-2], 16)
+            expect_size = False
+        elif remaining:
+            remaining -= len(frame)
+            yield frame
+        else:
+            expect_size = True  # the CRLF after a chunk's data

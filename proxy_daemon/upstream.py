@@ -1,0 +1,99 @@
+"""Keep-alive connections to origins, pooled per (host, port)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+
+from .errors import BadGateway
+from .http import Reader
+from .policy import DestinationPolicy, connect
+
+
+@dataclass(eq=False)
+class Upstream:
+    sock: socket.socket
+    reader: Reader
+    key: tuple[str, int]
+    reused: bool = False
+    idle_since: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _is_alive(sock: socket.socket) -> bool:
+    """An idle pooled socket must have nothing to read (EOF or stray bytes mean discard)."""
+    raw = sock._sock  # type: ignore[attr-defined]
+    try:
+        return not raw.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+class UpstreamPool:
+    def __init__(
+        self,
+        policy: DestinationPolicy,
+        *,
+        per_host: int,
+        idle_timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self.policy = policy
+        self.per_host = per_host
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self._idle: dict[tuple[str, int], list[Upstream]] = {}
+
+    def acquire(self, host: str, port: int, *, fresh: bool = False) -> Upstream:
+        key = (host, port)
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle and not fresh:
+            up = idle.pop()
+            if now - up.idle_since < self.idle_timeout and _is_alive(up.sock):
+                up.reused = True
+                return up
+            up.close()
+        sock, _address = connect(self.policy, host, port, timeout=self.connect_timeout)
+        return Upstream(sock, Reader(sock, on_eof=BadGateway), key)
+
+    def release(self, up: Upstream) -> None:
+        if up.reader.buf:
+            up.close()  # bytes past the response: the origin is out of sync
+            return
+        idle = self._idle.setdefault(up.key, [])
+        if len(idle) >= self.per_host:
+            up.close()
+            return
+        up.idle_since = time.monotonic()
+        up.reused = False
+        idle.append(up)
+
+    def sweep(self) -> None:
+        """Close pooled connections idle for longer than idle_timeout."""
+        now = time.monotonic()
+        for key in list(self._idle):
+            keep = []
+            for up in self._idle[key]:
+                if now - up.idle_since < self.idle_timeout:
+                    keep.append(up)
+                else:
+                    up.close()
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    def close_all(self) -> None:
+        for ups in self._idle.values():
+            for up in ups:
+                up.close()
+        self._idle.clear()
