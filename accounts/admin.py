@@ -10,31 +10,48 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from goproxy_site.formatting import human_bytes
 from plans import selectors as plan_selectors
 from plans import services as plan_services
+from plans.charts import daily_usage_svg, usage_bar_html
 from plans.models import Plan, Subscription, SubscriptionStatus
 
-from . import services
+from . import selectors, services
 from .models import ProxyCredential, User, login_validator
 
 NEAR_LIMIT_RATIO = 0.8
+ADMIN_TRAFFIC_CHART_DAYS = 14
 
 
 class UserActionForm(ActionForm):
     plan = forms.ModelChoiceField(
         queryset=Plan.objects.all(), required=False, label="Plan", empty_label="(plan)"
     )
+    days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, label="Days", widget=forms.NumberInput
+    )
+
+
+def action_value(form_class: type[forms.Form], request: HttpRequest, name: str) -> Any:
+    """Clean one extra field of an admin action form.
+
+    The whole ActionForm cannot be validated outside the changelist, whose view fills
+    in the choices of its `action` field.
+    """
+    return form_class.base_fields[name].clean(request.POST.get(name) or None)
 
 
 class SubscriptionStateFilter(admin.SimpleListFilter):
@@ -75,24 +92,24 @@ class UserChangeList(ChangeList):
 
 
 def usage_bar(sub: Subscription | None) -> str:
+    """The used/limit bar of a subscription (shared by the user and subscription admins)."""
     if sub is None:
         return "—"
-    used = human_bytes(sub.bytes_used)
-    limit = human_bytes(sub.traffic_limit_bytes)
-    ratio = sub.usage_ratio
-    if ratio is None:
-        return format_html("{} / {}", used, limit)
-    colour = "#c0392b" if ratio >= 1 else "#e67e22" if ratio >= NEAR_LIMIT_RATIO else "#27ae60"
-    return format_html(
-        '<div style="width:120px;background:#eee;border-radius:3px" title="{}%">'
-        '<div style="width:{}%;background:{};height:8px;border-radius:3px"></div></div>'
-        "<small>{} / {}</small>",
-        round(ratio * 100),
-        round(ratio * 100),
-        colour,
-        used,
-        limit,
-    )
+    return usage_bar_html(used=sub.bytes_used, limit=sub.traffic_limit_bytes)
+
+
+class ProxyCredentialInline(admin.TabularInline):
+    model = ProxyCredential
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["login", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = fields
+    verbose_name_plural = "proxy credentials (issue, rotate and revoke under Proxy credentials)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Issuing goes through credential_issue, which shows the secret once.
+        return False
 
 
 @admin.register(User)
@@ -110,12 +127,19 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = [SubscriptionStateFilter, "is_active", "is_staff", "date_joined"]
     search_fields = ["username", "email"]
     action_form = UserActionForm
-    actions = ["assign_plan", "revoke_credentials", "deactivate"]
-    readonly_fields = ["current_subscription_summary", "last_login", "date_joined"]
+    actions = [
+        "assign_plan",
+        "extend_subscription",
+        "reset_usage",
+        "revoke_credentials",
+        "deactivate",
+    ]
+    readonly_fields = ["current_subscription_summary", "usage_chart", "last_login", "date_joined"]
     fieldsets = (
+        ("Plan and usage", {"fields": ["current_subscription_summary", "usage_chart"]}),
         *DjangoUserAdmin.fieldsets,
-        ("Plan", {"fields": ["current_subscription_summary"]}),
     )
+    inlines = [ProxyCredentialInline]
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return UserChangeList
@@ -148,28 +172,93 @@ class UserAdmin(DjangoUserAdmin):
         return f"{sub.expires_at:%Y-%m-%d %H:%M}" if sub.expires_at else "never"
 
     @admin.display(description="current subscription")
-    def current_subscription_summary(self, obj: User) -> str:
+    def current_subscription_summary(self, obj: User) -> SafeString | str:
+        if obj.pk is None:
+            return "—"
         sub = self._sub(obj)
         if sub is None:
-            return "No plan"
+            return "No plan. Use the “Assign the selected plan” action on the user list."
         return format_html(
-            "{} — {} — {} — expires {}",
+            '<div class="subscription-summary" style="max-width:520px">'
+            '<p style="margin:0 0 .4em"><strong style="font-size:1.1em">{}</strong> · {} · '
+            'expires {} · <a href="{}">subscription #{}</a></p>{}'
+            '<p style="margin:.4em 0 0">up {} · down {}</p></div>',
             sub.plan.name,
             sub.get_status_display(),
-            usage_bar(sub),
             self.plan_expires(obj),
+            reverse("admin:plans_subscription_change", args=[sub.pk]),
+            sub.pk,
+            usage_bar(sub),
+            human_bytes(sub.bytes_up),
+            human_bytes(sub.bytes_down),
+        )
+
+    @admin.display(description="daily usage")
+    def usage_chart(self, obj: User) -> SafeString | str:
+        if obj.pk is None:
+            return "—"
+        days = settings.PORTAL_USAGE_CHART_DAYS
+        series = plan_selectors.usage_daily_series(user_id=obj.pk, days=days)
+        return format_html(
+            '<div style="max-width:720px">{}</div>',
+            daily_usage_svg(
+                series, chart_id=f"user-{obj.pk}-usage", title=f"{obj} — last {days} days"
+            ),
         )
 
     @admin.action(description="Assign the selected plan")
     def assign_plan(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        plan_id = request.POST.get("plan", "")
-        plan = Plan.objects.filter(pk=plan_id).first() if plan_id.isdigit() else None
+        try:
+            plan = action_value(UserActionForm, request, "plan")
+        except ValidationError:
+            plan = None
         if plan is None:
             self.message_user(request, "Choose a plan to assign.", messages.ERROR)
             return
-        for user in queryset:
+        users = list(queryset)
+        for user in users:
             plan_services.plan_assign(user_id=user.pk, plan=plan)
-        self.message_user(request, f"Assigned {plan.name} to {queryset.count()} user(s).")
+        self.message_user(request, f"Assigned {plan.name} to {len(users)} user(s).")
+
+    def _current_subscriptions(
+        self, request: HttpRequest, queryset: QuerySet[User]
+    ) -> list[Subscription]:
+        users = list(queryset)
+        subs = plan_selectors.subscriptions_current_by_user(user_ids=[u.pk for u in users])
+        missing = [u.username for u in users if u.pk not in subs]
+        if missing:
+            self.message_user(
+                request, f"Skipped (no plan): {', '.join(missing)}.", messages.WARNING
+            )
+        return list(subs.values())
+
+    @admin.action(description="Extend the subscription by N days")
+    def extend_subscription(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        try:
+            days = action_value(UserActionForm, request, "days")
+        except ValidationError as exc:
+            self.message_user(request, f"Days: {' '.join(exc.messages)}", messages.ERROR)
+            return
+        if not days:
+            self.message_user(request, "Enter the number of days to extend by.", messages.ERROR)
+            return
+        done = 0
+        for sub in self._current_subscriptions(request, queryset):
+            try:
+                plan_services.subscription_extend(subscription=sub, days=days)
+                done += 1
+            except ValidationError as exc:
+                self.message_user(
+                    request, f"User {sub.user_id}: {' '.join(exc.messages)}", messages.WARNING
+                )
+        self.message_user(request, f"Extended {done} subscription(s) by {days} day(s).")
+
+    @admin.action(description="Reset traffic usage to zero")
+    def reset_usage(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        subs = self._current_subscriptions(request, queryset)
+        for sub in subs:
+            plan_services.subscription_reset_usage(subscription=sub)
+        self.message_user(request, f"Reset the usage of {len(subs)} subscription(s).")
 
     @admin.action(description="Revoke all proxy credentials")
     def revoke_credentials(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
@@ -256,3 +345,46 @@ class ProxyCredentialAdmin(admin.ModelAdmin):
                 f"New secret for {credential.login} (shown once): {issued.secret}",
                 messages.WARNING,
             )
+
+
+def admin_totals() -> dict[str, Any]:
+    """Numbers for the operator's index panel: users, subscriptions, traffic today."""
+    users = selectors.user_counts()
+    statuses = plan_selectors.subscription_counts_by_status()
+    series = plan_selectors.usage_daily_totals(days=ADMIN_TRAFFIC_CHART_DAYS)
+    today = series[-1]
+    with_plan = len(plan_selectors.user_ids_with_current_subscription())
+    return {
+        "users_total": users["total"],
+        "users_active": users["active"],
+        "users_without_plan": max(users["total"] - with_plan, 0),
+        "subscriptions_active": statuses[SubscriptionStatus.ACTIVE],
+        "subscriptions_limited": statuses[SubscriptionStatus.LIMITED],
+        "subscriptions_expired": statuses[SubscriptionStatus.EXPIRED],
+        "subscriptions_disabled": statuses[SubscriptionStatus.DISABLED],
+        "near_limit": len(plan_selectors.user_ids_near_limit(ratio=NEAR_LIMIT_RATIO)),
+        "expiring": len(plan_selectors.user_ids_expiring(within=timezone.timedelta(days=3))),
+        "traffic_today": human_bytes(today["bytes_up"] + today["bytes_down"]),
+        "traffic_today_up": human_bytes(today["bytes_up"]),
+        "traffic_today_down": human_bytes(today["bytes_down"]),
+        "chart_days": ADMIN_TRAFFIC_CHART_DAYS,
+        "chart": daily_usage_svg(
+            series, chart_id="all-traffic", title=f"All traffic, last {len(series)} days"
+        ),
+    }
+
+
+# The default AdminSite is kept (goproxy_site/urls.py mounts admin.site), so its index
+# view is wrapped here to add the totals panel rendered by templates/admin/index.html.
+# This module is imported by admin autodiscovery, before the URLconf reads site.index.
+_default_index = admin.site.index
+
+
+def _index_with_totals(
+    request: HttpRequest, extra_context: dict[str, Any] | None = None
+) -> HttpResponse:
+    context = {"goproxy_totals": admin_totals(), **(extra_context or {})}
+    return _default_index(request, extra_context=context)
+
+
+admin.site.index = _index_with_totals  # type: ignore[method-assign]

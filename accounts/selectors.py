@@ -44,3 +44,14 @@ def credential_authenticate(*, login: str, secret: str) -> ProxyCredential | Non
     if hmac.compare_digest(supplied, stored) and credential is not None:
         return credential
     return None
+
+
+def user_counts() -> dict[str, int]:
+    """Totals for the operator dashboard: all users, active ones and staff."""
+    from django.db.models import Count, Q
+
+    return User.objects.aggregate(
+        total=Count("pk"),
+        active=Count("pk", filter=Q(is_active=True)),
+        staff=Count("pk", filter=Q(is_staff=True)),
+    )

@@ -152,6 +152,66 @@ def credential_touch(*, credential_id: int) -> None:
     ProxyCredential.objects.filter(pk=credential_id).update(last_used_at=timezone.now())
 
 
+PORTAL_MAX_LIVE_CREDENTIALS = 10
+
+
+def user_signup(*, email: str, password: str) -> User:
+    """Create a portal user who signs in with their e-mail address.
+
+    The e-mail (lower-cased) is also the username, and the password must pass
+    AUTH_PASSWORD_VALIDATORS; errors come back as a ValidationError keyed by field.
+    """
+    from django.contrib.auth.password_validation import validate_password
+
+    normalised = User.objects.normalize_email(email).strip()
+    username = normalised.lower()
+    try:
+        validate_password(password, user=User(username=username, email=normalised))
+    except ValidationError as exc:
+        raise ValidationError({"password": exc.error_list}) from exc
+    if User.objects.filter(username=username).exists():
+        raise ValidationError(
+            {"email": "A user with this e-mail address already exists."}, code="duplicate"
+        )
+    try:
+        return user_create(username=username, email=normalised, password=password)
+    except ValidationError as exc:
+        if hasattr(exc, "error_dict") and "username" in exc.error_dict:
+            # The username is the e-mail, so its errors (length, characters) are the e-mail's.
+            errors = dict(exc.error_dict)
+            errors.setdefault("email", []).extend(errors.pop("username"))
+            raise ValidationError(errors) from exc
+        raise
+
+
+def user_delete_account(*, user: User) -> None:
+    """Delete a user's account at their request.
+
+    Proxy access ends first (subscription disabled, credentials revoked), then the user
+    row goes with its credentials. Plans rows keep the bare user_id as usage history.
+    """
+    from plans.services import subscription_disable_current
+
+    subscription_disable_current(user_id=user.pk, reason="account deleted")
+    with transaction.atomic(using=ACCOUNTS_DB):
+        credential_revoke_all(user=user)
+        user.delete()
+
+
+def credential_issue_self_service(*, user: User, login: str | None = None) -> IssuedCredential:
+    """Issue a credential from the portal, at most PORTAL_MAX_LIVE_CREDENTIALS live ones."""
+    with transaction.atomic(using=ACCOUNTS_DB):
+        # Lock the user row so two concurrent requests cannot both pass the count.
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        live = ProxyCredential.objects.filter(user=user, revoked_at__isnull=True).count()
+        if live >= PORTAL_MAX_LIVE_CREDENTIALS:
+            raise ValidationError(
+                f"You already have {live} active credentials; revoke one before issuing another.",
+                code="too_many",
+            )
+        return credential_issue(user=user, login=login or None)
+
+
 def outbox_add(*, event: schemas.Event) -> OutboxEvent:
     """Queue an event for Kafka in the caller's accounts-DB transaction."""
     return OutboxEvent.objects.create(

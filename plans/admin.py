@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
 from accounts.admin import usage_bar
@@ -22,6 +22,14 @@ class FeatureAdmin(admin.ModelAdmin):
     search_fields = ["name"]
 
 
+class PlanFeatureInline(admin.TabularInline):
+    model = Plan.features.through
+    extra = 1
+    verbose_name = "feature"
+    verbose_name_plural = "features"
+    autocomplete_fields = ["feature"]
+
+
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
     list_display = [
@@ -34,10 +42,31 @@ class PlanAdmin(admin.ModelAdmin):
         "is_public",
         "max_connections",
         "speed",
+        "feature_list",
+        "subscribers",
     ]
     list_filter = ["is_free", "is_public"]
     search_fields = ["name"]
-    filter_horizontal = ["features"]
+    exclude = ["features"]
+    inlines = [PlanFeatureInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Plan]:
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("features")
+            .annotate(
+                current_subscribers=Count("subscriptions", filter=Q(subscriptions__is_current=True))
+            )
+        )
+
+    @admin.display(description="features")
+    def feature_list(self, obj: Plan) -> str:
+        return ", ".join(f.name for f in obj.features.all()) or "—"
+
+    @admin.display(description="current subscribers", ordering="current_subscribers")
+    def subscribers(self, obj: Plan) -> int:
+        return obj.current_subscribers
 
     @admin.display(description="traffic limit", ordering="traffic_limit_bytes")
     def limit(self, obj: Plan) -> str:
@@ -85,8 +114,14 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Extend by N days")
     def extend(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        form = SubscriptionActionForm(request.POST)
-        days = form.cleaned_data.get("days") if form.is_valid() else None
+        # Only the extra field is validated: the changelist fills the `action` choices.
+        try:
+            days = SubscriptionActionForm.base_fields["days"].clean(
+                request.POST.get("days") or None
+            )
+        except ValidationError as exc:
+            self.message_user(request, f"Days: {' '.join(exc.messages)}", messages.ERROR)
+            return
         if not days:
             self.message_user(request, "Enter the number of days to extend by.", messages.ERROR)
             return

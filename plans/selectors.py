@@ -104,6 +104,87 @@ def usage_for_user(
     ]
 
 
+def _daily_series(
+    qs: QuerySet[UsageBucket], *, days: int, now: datetime | None
+) -> list[UsagePoint]:
+    if days < 1:
+        raise ValueError(f"days must be at least 1, not {days!r}")
+    now = now or timezone.now()
+    today = now.astimezone(timezone.get_current_timezone()).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    start = today - timedelta(days=days - 1)
+    rows = (
+        qs.filter(hour__gte=start, hour__lt=today + timedelta(days=1))
+        .annotate(period=TruncDay("hour"))
+        .values("period")
+        .annotate(bytes_up=Sum("bytes_up"), bytes_down=Sum("bytes_down"))
+        .order_by("period")
+    )
+    by_day = {r["period"].date(): r for r in rows}
+    series: list[UsagePoint] = []
+    for offset in range(days):
+        day = start + timedelta(days=offset)
+        row = by_day.get(day.date())
+        series.append(
+            UsagePoint(
+                period=day,
+                bytes_up=row["bytes_up"] if row else 0,
+                bytes_down=row["bytes_down"] if row else 0,
+            )
+        )
+    return series
+
+
+def usage_daily_series(
+    *, user_id: int, days: int = 30, now: datetime | None = None
+) -> list[UsagePoint]:
+    """One point per day for the last `days` days up to today, oldest first, zero-filled.
+
+    Days are calendar days in the current time zone (UTC by default), so the chart has a
+    bar for every day even when nothing was used.
+    """
+    return _daily_series(UsageBucket.objects.filter(user_id=user_id), days=days, now=now)
+
+
+def usage_daily_totals(*, days: int = 14, now: datetime | None = None) -> list[UsagePoint]:
+    """Traffic of all users per day for the last `days` days (same shape as above)."""
+    return _daily_series(UsageBucket.objects.all(), days=days, now=now)
+
+
+def subscription_counts_by_status() -> dict[str, int]:
+    """How many current subscriptions are in each status (every status present, maybe 0)."""
+    from django.db.models import Count
+
+    from .models import SubscriptionStatus
+
+    counts = dict.fromkeys(SubscriptionStatus.values, 0)
+    rows = (
+        Subscription.objects.filter(is_current=True)
+        .values("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    for row in rows:
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def free_plan_claim_allowed(*, user_id: int) -> bool:
+    """Whether the portal should offer the free plan to this user right now.
+
+    Only users who never claimed one, and who have no current subscription or only an
+    expired one: claiming would otherwise replace a running paid plan or lift an
+    operator's "disabled".
+    """
+    if not free_plan_claimable(user_id=user_id):
+        return False
+    current = subscription_get_current(user_id=user_id)
+    from .models import SubscriptionStatus
+
+    return current is None or current.status == SubscriptionStatus.EXPIRED
+
+
 def restriction_states() -> dict[int, tuple[str, int]]:
     """Every user's proxy restriction as user_id -> (reason code or "", version).
 

@@ -135,6 +135,25 @@ def subscription_disable_current(*, user_id: int, reason: str = "") -> Subscript
         return subscription_disable(subscription=current, reason=reason)
 
 
+def plan_claim_free_self_service(*, user_id: int, plan: Plan) -> Subscription:
+    """A user claims a free plan from the portal.
+
+    On top of `plan_claim_free` (free plans only, once per user) it refuses while the user
+    has a current subscription that is not expired, so a claim never replaces a running
+    paid plan nor lifts an operator's "disabled". The check and the claim run under the
+    lock of the current subscription row.
+    """
+    if not plan.is_public:
+        raise ValidationError({"plan": "This plan is not offered in the portal."})
+    with transaction.atomic(using=PLANS_DB):
+        current = _current_for_update(user_id)
+        if current is not None and current.status != SubscriptionStatus.EXPIRED:
+            raise ValidationError(
+                "You already have a plan; the free plan can be claimed when it has expired."
+            )
+        return plan_claim_free(user_id=user_id, plan=plan)
+
+
 STATUS_RESTRICTION = {
     SubscriptionStatus.LIMITED: RestrictionReason.LIMIT,
     SubscriptionStatus.EXPIRED: RestrictionReason.EXPIRED,

@@ -1,0 +1,14 @@
+"""Portal URLs for plans, mounted at /plans/ by accounts.urls."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "plans"
+
+urlpatterns = [
+    path("", views.catalogue_view, name="catalogue"),
+    path("<int:pk>/claim/", views.claim_free_plan_view, name="claim-free"),
+]

@@ -1,0 +1,67 @@
+"""Portal pages for plans: the public catalogue and claiming the free plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.generic import TemplateView, View
+
+from goproxy_site.formatting import human_bytes
+
+from . import selectors, services
+from .models import Plan
+
+
+def plan_catalogue(*, user_id: int | None) -> list[dict[str, Any]]:
+    """Public plans for display, each flagged with whether this user may claim it now."""
+    may_claim = user_id is not None and selectors.free_plan_claim_allowed(user_id=user_id)
+    return [
+        {
+            "plan": plan,
+            "limit": human_bytes(plan.traffic_limit_bytes),
+            "claimable": plan.is_free and may_claim,
+        }
+        for plan in selectors.plan_list(public_only=True)
+    ]
+
+
+class CatalogueView(TemplateView):
+    template_name = "plans/catalogue.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        user = self.request.user
+        user_id = user.pk if user.is_authenticated else None
+        return super().get_context_data(
+            catalogue=plan_catalogue(user_id=user_id),
+            subscription=selectors.subscription_get_current(user_id=user_id) if user_id else None,
+            **kwargs,
+        )
+
+
+class ClaimFreePlanView(LoginRequiredMixin, View):
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        plan = get_object_or_404(Plan, pk=pk)
+        try:
+            sub = services.plan_claim_free_self_service(user_id=request.user.pk, plan=plan)
+        except services.FreePlanAlreadyClaimed:
+            messages.error(request, "You have already claimed the free plan once.")
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(
+                request,
+                f"The {plan.name} plan is yours: {human_bytes(sub.traffic_limit_bytes)} of traffic"
+                + (f" until {sub.expires_at:%Y-%m-%d %H:%M} UTC." if sub.expires_at else "."),
+            )
+        return redirect("dashboard")
+
+
+catalogue_view = CatalogueView.as_view()
+claim_free_plan_view = ClaimFreePlanView.as_view()
