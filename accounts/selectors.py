@@ -55,3 +55,52 @@ def user_counts() -> dict[str, int]:
         active=Count("pk", filter=Q(is_active=True)),
         staff=Count("pk", filter=Q(is_staff=True)),
     )
+
+
+def user_list(
+    *,
+    search: str = "",
+    is_active: bool | None = None,
+    plan_id: int | None = None,
+    status: str | None = None,
+) -> QuerySet[User]:
+    """Users ordered by id, filtered by username/e-mail search, activity and subscription.
+
+    `plan_id` and `status` ask the plans DB for user ids first (no cross-DB join);
+    status "none" means no current subscription.
+    """
+    from django.db.models import Q
+
+    from plans import selectors as plan_selectors
+
+    qs = User.objects.order_by("pk")
+    if search:
+        qs = qs.filter(Q(username__icontains=search) | Q(email__icontains=search))
+    if is_active is not None:
+        qs = qs.filter(is_active=is_active)
+    if plan_id is not None:
+        qs = qs.filter(pk__in=plan_selectors.user_ids_on_plan(plan_id=plan_id))
+    if status == "none":
+        qs = qs.exclude(pk__in=plan_selectors.user_ids_with_current_subscription())
+    elif status:
+        qs = qs.filter(pk__in=plan_selectors.user_ids_with_status(statuses=[status]))
+    return qs
+
+
+def user_username_taken(*, username: str, exclude_pk: int | None = None) -> bool:
+    """Whether another user has this username, compared case-insensitively."""
+    qs = User.objects.filter(username__iexact=username)
+    return qs.exclude(pk=exclude_pk).exists() if exclude_pk else qs.exists()
+
+
+def user_email_taken(*, email: str, exclude_pk: int | None = None) -> bool:
+    qs = User.objects.filter(email__iexact=User.objects.normalize_email(email).strip())
+    return qs.exclude(pk=exclude_pk).exists() if exclude_pk else qs.exists()
+
+
+def credential_login_taken(*, login: str) -> bool:
+    return ProxyCredential.objects.filter(login=login).exists()
+
+
+def user_get_by_username(*, username: str) -> User | None:
+    return User.objects.filter(username=username).first()

@@ -212,6 +212,95 @@ def credential_issue_self_service(*, user: User, login: str | None = None) -> Is
         return credential_issue(user=user, login=login or None)
 
 
+# API (issue 5): operator and self-service writes used by accounts/api.
+API_USER_FIELDS = ("username", "email", "first_name", "last_name")
+
+
+def user_add(
+    *,
+    username: str,
+    email: str,
+    password: str | None = None,
+    first_name: str = "",
+    last_name: str = "",
+) -> User:
+    """Create a user (operator API) with an optional display name, in one transaction."""
+    with transaction.atomic(using=ACCOUNTS_DB):
+        user = user_create(username=username, email=email, password=password)
+        if first_name or last_name:
+            user.first_name, user.last_name = first_name, last_name
+            user.full_clean(exclude=["password"])
+            user.save(update_fields=["first_name", "last_name"])
+    return user
+
+
+def user_update(*, user: User, data: dict[str, str]) -> User:
+    """Change profile fields (username, email, first/last name) and/or the password.
+
+    The e-mail is normalised and stays unique case-insensitively. Only changed fields
+    are written.
+    """
+    unknown = set(data) - {*API_USER_FIELDS, "password"}
+    if unknown:
+        raise ValueError(f"user_update got unknown fields: {sorted(unknown)}")
+    changed: list[str] = []
+    for field in API_USER_FIELDS:
+        if field not in data:
+            continue
+        value = data[field]
+        if field == "email":
+            value = User.objects.normalize_email(value).strip()
+        if getattr(user, field) != value:
+            setattr(user, field, value)
+            changed.append(field)
+    if data.get("password"):
+        user.set_password(data["password"])
+        changed.append("password")
+    if not changed:
+        return user
+    if (
+        "email" in changed
+        and User.objects.filter(email__iexact=user.email).exclude(pk=user.pk).exists()
+    ):
+        raise ValidationError({"email": "A user with this e-mail address already exists."})
+    user.full_clean(exclude=["password"])
+    with transaction.atomic(using=ACCOUNTS_DB):
+        user.save(update_fields=changed)
+    return user
+
+
+def api_token_issue(*, user: User, reset: bool = False) -> tuple[str, bool]:
+    """The user's REST API token key, created when missing; `reset` replaces an existing one.
+
+    Returns (key, created). Inactive users get no token (DRF refuses them anyway).
+    """
+    from rest_framework.authtoken.models import Token
+
+    if not user.is_active:
+        raise ValidationError("API tokens can only be issued to active users.")
+    with transaction.atomic(using=ACCOUNTS_DB):
+        if reset:
+            Token.objects.filter(user=user).delete()
+        token, created = Token.objects.get_or_create(user=user)
+    return token.key, created
+
+
+def credential_issue_within_limit(
+    *, user: User, max_live: int, login: str | None = None
+) -> IssuedCredential:
+    """Issue a credential unless the user already holds `max_live` unrevoked ones."""
+    with transaction.atomic(using=ACCOUNTS_DB):
+        # Lock the user row so concurrent requests cannot both pass the count.
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        live = ProxyCredential.objects.filter(user=user, revoked_at__isnull=True).count()
+        if live >= max_live:
+            raise ValidationError(
+                f"At most {max_live} active proxy credentials per user; revoke one first.",
+                code="too_many",
+            )
+        return credential_issue(user=user, login=login)
+
+
 def outbox_add(*, event: schemas.Event) -> OutboxEvent:
     """Queue an event for Kafka in the caller's accounts-DB transaction."""
     return OutboxEvent.objects.create(

@@ -203,3 +203,37 @@ def restriction_states() -> dict[int, tuple[str, int]]:
 def outbox_pending(*, model: type, using: str, limit: int) -> list:
     """Undelivered outbox rows of `model` (plans or accounts outbox), oldest first."""
     return list(model.objects.using(using).filter(sent_at__isnull=True).order_by("id")[:limit])
+
+
+def user_ids_on_plan(*, plan_id: int) -> list[int]:
+    """Users whose current subscription is on this plan."""
+    return list(
+        Subscription.objects.filter(is_current=True, plan_id=plan_id).values_list(
+            "user_id", flat=True
+        )
+    )
+
+
+def subscription_list(
+    *,
+    user_id: int | None = None,
+    plan_id: int | None = None,
+    status: str | None = None,
+    is_current: bool | None = None,
+) -> QuerySet[Subscription]:
+    """Subscriptions newest first, optionally filtered (API list for operators)."""
+    qs = Subscription.objects.select_related("plan").order_by("-created_at", "-pk")
+    if user_id is not None:
+        qs = qs.filter(user_id=user_id)
+    if plan_id is not None:
+        qs = qs.filter(plan_id=plan_id)
+    if status:
+        qs = qs.filter(status=status)
+    if is_current is not None:
+        qs = qs.filter(is_current=is_current)
+    return qs
+
+
+def plan_get_default_free() -> Plan | None:
+    """The public free plan a user claims when they name none (the oldest one)."""
+    return Plan.objects.filter(is_free=True, is_public=True).order_by("pk").first()

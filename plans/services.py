@@ -154,6 +154,11 @@ def plan_claim_free_self_service(*, user_id: int, plan: Plan) -> Subscription:
         return plan_claim_free(user_id=user_id, plan=plan)
 
 
+# ---------------------------------------------------------------------------------------
+# Traffic pipeline: restrictions, outbox, applying traffic deltas, expiry.
+# ---------------------------------------------------------------------------------------
+
+# The restriction that each non-active status of the current subscription implies.
 STATUS_RESTRICTION = {
     SubscriptionStatus.LIMITED: RestrictionReason.LIMIT,
     SubscriptionStatus.EXPIRED: RestrictionReason.EXPIRED,
@@ -367,3 +372,80 @@ def traffic_sequences_prune(*, older_than: timedelta) -> int:
 
 
 # API (issue 5): plan catalogue writes and the API's free-plan claim.
+class PlanInUse(Exception):
+    """The plan has subscriptions or free-plan claims and cannot be deleted."""
+
+
+def _plan_set_features(plan: Plan, features: list[dict[str, str]]) -> None:
+    from .models import Feature
+
+    chosen = []
+    for item in features:
+        feature, created = Feature.objects.get_or_create(
+            name=item["name"], defaults={"description": item.get("description", "")}
+        )
+        if not created and "description" in item and feature.description != item["description"]:
+            feature.description = item["description"]
+            feature.full_clean()
+            feature.save(update_fields=["description"])
+        chosen.append(feature)
+    plan.features.set(chosen)
+
+
+def plan_create(*, data: dict[str, object], features: list[dict[str, str]] | None = None) -> Plan:
+    """Create a plan; features are matched by name (created when new)."""
+    plan = Plan(**data)
+    plan.full_clean()
+    with transaction.atomic(using=PLANS_DB):
+        plan.save()
+        _plan_set_features(plan, features or [])
+    return plan
+
+
+def plan_update(
+    *, plan: Plan, data: dict[str, object], features: list[dict[str, str]] | None = None
+) -> Plan:
+    """Change a plan's fields; `features`, when given, replaces the plan's feature list.
+
+    Existing subscriptions keep the limit they were assigned with.
+    """
+    for name, value in data.items():
+        setattr(plan, name, value)
+    plan.full_clean()
+    with transaction.atomic(using=PLANS_DB):
+        plan.save()
+        if features is not None:
+            _plan_set_features(plan, features)
+    return plan
+
+
+def plan_delete(*, plan: Plan) -> None:
+    """Delete a plan nobody ever subscribed to or claimed; others must be hidden instead."""
+    with transaction.atomic(using=PLANS_DB):
+        if plan.subscriptions.exists() or plan.free_claims.exists():
+            raise PlanInUse(
+                "This plan has subscriptions; make it non-public instead of deleting it."
+            )
+        plan.delete()
+
+
+def plan_claim_free_once(*, user_id: int, plan: Plan) -> Subscription:
+    """A user claims a free plan (API): once ever, and never over a running subscription.
+
+    A second claim raises FreePlanAlreadyClaimed whatever the current state; a current
+    subscription that is not expired (a paid plan, or one an operator disabled) is not
+    replaced.
+    """
+    if FreePlanClaim.objects.filter(user_id=user_id).exists():
+        raise FreePlanAlreadyClaimed("This user has already claimed a free plan.")
+    if not plan.is_free:
+        raise ValidationError({"plan": "Only a plan marked free can be claimed."})
+    with transaction.atomic(using=PLANS_DB):
+        current = _current_for_update(user_id)
+        if current is not None and current.status != SubscriptionStatus.EXPIRED:
+            raise ValidationError(
+                "The user already has a current subscription; a free plan can be claimed "
+                "when there is none or it has expired.",
+                code="has_plan",
+            )
+        return plan_claim_free(user_id=user_id, plan=plan)

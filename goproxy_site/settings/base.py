@@ -131,21 +131,41 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="goproxy <noreply@localho
 # DJANGO REST FRAMEWORK
 # ------------------------------------------------------------------------------
 # https://www.django-rest-framework.org/api-guide/settings/
+# Token auth for scripts (tokens from the admin or `manage.py create_api_token`), session
+# auth (with CSRF) for the browser. Throttle counters live in the default cache, so with
+# several web processes point CACHES at Redis for one shared count.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": (
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ),
     "DEFAULT_PERMISSION_CLASSES": ("rest_framework.permissions.IsAuthenticated",),
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_SCHEMA_CLASS": "accounts.api.schema.ApiAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "accounts.api.pagination.ApiPagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "accounts.api.exceptions.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": (
+        "accounts.api.throttling.AnonThrottle",
+        "accounts.api.throttling.UserThrottle",
+    ),
+    # https://www.django-rest-framework.org/api-guide/throttling/#setting-the-throttling-policy
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("API_THROTTLE_ANON", default="60/minute"),
+        "user": env("API_THROTTLE_USER", default="1200/minute"),
+    },
+    # Behind a reverse proxy set this to the number of proxies, or every anonymous client
+    # shares the proxy's address for throttling.
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=None),
 }
+# Unrevoked proxy credentials one user may hold (POST me/credentials/ refuses beyond it).
+API_MAX_LIVE_CREDENTIALS = env.int("API_MAX_LIVE_CREDENTIALS", default=10)
 SPECTACULAR_SETTINGS = {
     "TITLE": "goproxy API",
     "DESCRIPTION": "Users, plans, subscriptions, usage and proxy credentials.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
