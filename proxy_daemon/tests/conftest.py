@@ -1,0 +1,166 @@
+"""Fixtures for the proxy's end-to-end tests: users in the test DBs, origins, the daemon.
+
+The daemon runs as the real `manage.py runproxy` subprocess pointed at pytest-django's
+test databases; rows are created through services with the DB blocker lifted, so they
+are committed and visible to it, and removed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support import EchoServer, OriginServer, ProxyProcess, free_port, make_tls_origin
+
+LOGINS = [
+    "px-alice",
+    "px-bob",
+    "px-meter-http",
+    "px-meter-tunnel",
+    "px-meter-tls",
+    "px-revoked",
+    "px-inactive",
+    "px-revoke-later",
+    "px-limited",
+    "px-restrict",
+    "px-cut",
+    "px-memory",
+]
+LIMITED_PLAN = {"max_connections": 2, "speed_limit_bps": 100_000}
+
+
+E2E = pytest.mark.django_db(databases=["default", "plans"])
+
+
+def committed(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run an ORM write in its own thread: its own connection, outside the test's
+    transaction, so it is committed at once and the proxy subprocess sees it."""
+    from django.db import connections
+
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn(*args, **kwargs))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    if errors:
+        raise errors[0]
+    return result[0] if result else None
+
+
+@dataclass(frozen=True)
+class ProxyUser:
+    user_id: int
+    login: str
+    secret: str
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.login, self.secret)
+
+
+@pytest.fixture(scope="session")
+def proxy_users(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict]:
+    from django.db import connections
+
+    from accounts.models import User
+    from accounts.services import credential_issue, credential_revoke, user_create
+    from plans.models import Plan, Subscription
+    from plans.services import plan_assign
+
+    for alias in ("default", "plans"):
+        # Test DBs exist only when a collected test is marked django_db for both aliases
+        # (every module here sets pytestmark); never write into a developer's database.
+        name = str(connections[alias].settings_dict["NAME"])
+        if "test_" not in name:
+            pytest.fail(f"{alias} is not a test database ({name}); mark the test django_db")
+    with django_db_blocker.unblock():
+        User.objects.filter(username__in=LOGINS).delete()
+        Plan.objects.filter(name="px-limited-plan").delete()
+        plan = Plan.objects.create(name="px-limited-plan", **LIMITED_PLAN)
+        users: dict[str, ProxyUser] = {}
+        for login in LOGINS:
+            user = user_create(username=login, email=f"{login}@example.org")
+            issued = credential_issue(user=user, login=login)
+            users[login] = ProxyUser(user.pk, login, issued.secret)
+            if login == "px-revoked":
+                credential_revoke(credential=issued.credential)
+            if login == "px-inactive":
+                User.objects.filter(pk=user.pk).update(is_active=False)
+            if login == "px-limited":
+                plan_assign(user_id=user.pk, plan=plan)
+    yield users
+    with django_db_blocker.unblock():
+        ids = [u.user_id for u in users.values()]
+        Subscription.objects.filter(user_id__in=ids).delete()
+        Plan.objects.filter(name="px-limited-plan").delete()
+        User.objects.filter(pk__in=ids).delete()
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[OriginServer]:
+    server = OriginServer().start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tls_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OriginServer, Path]]:
+    server, cert = make_tls_origin(tmp_path_factory.mktemp("tls"))
+    yield server, cert
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer().start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def proxy(
+    proxy_users: dict,
+    tls_origin: tuple[OriginServer, Path],
+    echo: EchoServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ProxyProcess]:
+    control_port = free_port()
+    proc = ProxyProcess(
+        tmp_path_factory.mktemp("proxy"),
+        {
+            "PROXY_ALLOWED_CONNECT_PORTS": f"443,{tls_origin[0].port},{echo.port}",
+            "PROXY_AUTH_CACHE_TTL": "1",
+            "PROXY_HEADER_TIMEOUT": "1",
+            "PROXY_UPSTREAM_TIMEOUT": "2",
+            "PROXY_TUNNEL_IDLE_TIMEOUT": "5",
+            "PROXY_AUTH_FAIL_LIMIT": "100000",
+            "PROXY_CONTROL_PLUGINS": "proxy_daemon.tests.control_plugin.LineControlPlugin",
+            "PROXY_TEST_CONTROL_PORT": str(control_port),
+        },
+        "goproxy_site.settings.test",
+    ).start()
+    proc.control_port = control_port  # type: ignore[attr-defined]
+    yield proc
+    rc = proc.stop()
+    assert rc == 0, proc.log()
+
+
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Any:
+    """Collect plain `<Thing>Tests` classes (the project's naming) so they can use fixtures."""
+    if isinstance(obj, type) and name.endswith("Tests") and not name.startswith("_"):
+        return pytest.Class.from_parent(collector, name=name, obj=obj)
+    return None
