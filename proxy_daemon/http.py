@@ -157,11 +157,12 @@ class Reader:
         head_timeout: float,
         too_slow: ProxyError,
         too_large: ProxyError,
+        silent_timeout: ProxyError | None = None,
     ) -> bytes | None:
         """The next message head (up to and including the blank line).
 
-        None when the peer closed (or stayed silent past `first_byte_timeout`) before
-        sending any byte of a new message.
+        None when the peer closed before sending any byte of a new message, or stayed
+        silent past `first_byte_timeout` and no `silent_timeout` error is given.
         """
         deadline: float | None = None
         # Leading empty lines before a request are ignored (RFC 9112 §2.2).
@@ -193,6 +194,8 @@ class Reader:
                 data = self.sock.recv(READ_CHUNK)
             except TimeoutError:
                 if not self.buf:
+                    if silent_timeout is not None:
+                        raise silent_timeout from None
                     return None
                 raise too_slow from None
             except OSError as exc:

@@ -292,16 +292,14 @@ class ProxyServer(StreamServer):
                     too_large=HeadersTooLarge(
                         f"request head larger than {cfg.max_header_bytes} bytes"
                     ),
+                    # A new connection that says nothing is told why it is dropped; an idle
+                    # keep-alive connection is closed quietly (RFC 9112 §9.5).
+                    silent_timeout=RequestTimeout("no request received in time") if first else None,
                 )
             except ProxyError as exc:
                 self._send_error(conn, exc, keep_alive=False)
                 return
             if head is None:
-                if first and not reader.buf and conn.cut_reason is None:
-                    # Connected and said nothing: tell a slow client why it is dropped.
-                    self._send_error(
-                        conn, RequestTimeout("no request received in time"), keep_alive=False
-                    )
                 return
             conn.idle = False
             conn.up_mark = mark
@@ -506,6 +504,7 @@ class ProxyServer(StreamServer):
             head_timeout=cfg.upstream_timeout,
             too_slow=GatewayTimeout("upstream did not answer in time"),
             too_large=BadGateway("upstream response head too large"),
+            silent_timeout=GatewayTimeout("upstream did not answer in time"),
         )
         if head is None:
             if conn.cut_reason is not None:

@@ -145,6 +145,9 @@ class OriginServer(ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        return None  # clients (the proxy) hanging up early is part of the tests
+
     def start(self) -> OriginServer:
         threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
@@ -196,6 +199,9 @@ class EchoServer(socketserver.ThreadingTCPServer):
     @property
     def port(self) -> int:
         return self.server_address[1]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return None
 
     def start(self) -> EchoServer:
         threading.Thread(target=self.serve_forever, daemon=True).start()
