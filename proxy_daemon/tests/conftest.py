@@ -146,7 +146,7 @@ def proxy(
             "PROXY_AUTH_CACHE_TTL": "1",
             "PROXY_HEADER_TIMEOUT": "1",
             "PROXY_UPSTREAM_TIMEOUT": "2",
-            "PROXY_TUNNEL_IDLE_TIMEOUT": "5",
+            "PROXY_TUNNEL_IDLE_TIMEOUT": "2",
             "PROXY_AUTH_FAIL_LIMIT": "100000",
             "PROXY_CONTROL_PLUGINS": "proxy_daemon.tests.control_plugin.LineControlPlugin",
             "PROXY_TEST_CONTROL_PORT": str(control_port),
