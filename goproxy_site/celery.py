@@ -11,6 +11,9 @@ import os
 
 from celery import Celery
 
+# Whether the settings module below is only this module's default; the pytest plugin
+# (goproxy_site.tests.fixtures) drops such a default so pytest's own setting wins.
+SETTINGS_DEFAULTED = "DJANGO_SETTINGS_MODULE" not in os.environ
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "goproxy_site.settings.local")
 
 app = Celery("goproxy_site")

@@ -67,13 +67,17 @@ def _raw(msg: Any) -> RawMessage:
 
 
 def topics_ensure(
-    topics: Iterable[str], *, bootstrap: str | None = None, partitions: int | None = None
+    topics: Iterable[str],
+    *,
+    bootstrap: str | None = None,
+    partitions: int | None = None,
+    timeout: float = 10.0,
 ) -> None:
-    """Create missing topics (idempotent); the broker must be reachable within 10 s."""
+    """Create missing topics (idempotent); the broker must answer within `timeout` s."""
     settings = _settings()
     admin = AdminClient({"bootstrap.servers": bootstrap or settings.KAFKA_BOOTSTRAP_SERVERS})
     try:
-        existing = set(admin.list_topics(timeout=10).topics)
+        existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise _error(exc) from exc
     wanted = [t for t in dict.fromkeys(topics) if t not in existing]

@@ -16,6 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from goproxy_site import celery
+
+# Importing this plugin imports goproxy_site, whose Celery module defaults
+# DJANGO_SETTINGS_MODULE to the local settings; pytest-django would then prefer that
+# environment value to pyproject's test settings. Drop the default, keep a user's choice.
+if celery.SETTINGS_DEFAULTED:
+    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+
 BROKER_START_TIMEOUT = 15.0
 
 

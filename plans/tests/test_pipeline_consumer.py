@@ -1,0 +1,180 @@
+"""The plan-controller loop: batches, offsets after the DB commit, dead letters, outbox relay."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from django.conf import settings
+
+from accounts.models import OutboxEvent as AccountsOutbox
+from accounts.services import credential_revoke
+from goproxy_site.events import schemas
+from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
+from goproxy_site.events.memory import InMemoryEventBus
+from goproxy_site.tests.base import BaseTestCase
+from plans.consumer import OutboxRelay, PlanController
+from plans.models import OutboxEvent, Subscription, SubscriptionStatus
+
+TRAFFIC = "goproxy.traffic"
+CONTROL = "goproxy.control"
+DEAD = "goproxy.dead-letter"
+
+
+def delta(user_id: int, up: int, down: int, seq: int, instance: str = "px-1") -> schemas.Event:
+    return schemas.UserConsumedTrafficEvent(
+        user_id=user_id, bytes_up=up, bytes_down=down, instance_id=instance, seq=seq
+    )
+
+
+class PlanControllerTests(BaseTestCase):
+    def setUp(self) -> None:
+        self.bus = InMemoryEventBus()
+        self.producer = self.bus.producer()
+
+    def controller(self) -> PlanController:
+        return PlanController(
+            consumer=self.bus.consumer(group_id="plan-controller", topics=[TRAFFIC]),
+            producer=self.producer,
+            relay=OutboxRelay(self.producer),
+            poll_timeout=0,
+        )
+
+    def used(self, sub: Subscription) -> int:
+        return Subscription.objects.get(pk=sub.pk).bytes_used
+
+    def test_batch_applied_committed_and_restriction_relayed(self) -> None:
+        for i in range(1, 4):
+            self.producer.send(delta(self.alice.pk, 200_000, 200_000, i))
+        self.assertIs(self.controller().step(), True)
+        self.assertEqual(self.used(self.alice_sub), 1_200_000)
+        self.assertEqual(self.bus.committed[("plan-controller", TRAFFIC)], 3)
+        control = self.bus.events(CONTROL)
+        limited = [e for e in control if isinstance(e, schemas.UserExceededTrafficLimitEvent)]
+        self.assertEqual([e.user_id for e in limited], [self.alice.pk])
+        self.assertFalse(OutboxEvent.objects.filter(sent_at__isnull=True).exists())
+
+    def test_redelivery_after_a_crash_before_commit_counts_once(self) -> None:
+        for i in range(1, 3):
+            self.producer.send(delta(self.alice.pk, 10, 5, i))
+        crashed = self.controller()
+        msgs = crashed.consumer.consume(10, 0)
+        crashed._apply(
+            schemas.UserConsumedTrafficEvent, [(m, schemas.from_json(m.value)) for m in msgs]
+        )
+        crashed.consumer.close()  # died before committing offsets
+        self.producer.send(delta(self.alice.pk, 1, 0, 3))
+        self.controller().step()
+        self.assertEqual(self.used(self.alice_sub), 31)
+
+    def test_poison_messages_go_to_dead_letter_and_never_stall(self) -> None:
+        self.bus.append(TRAFFIC, b"1", b"{not json")
+        self.producer.send(delta(self.alice.pk, -5, 0, 1))  # refused by the service
+        self.producer.send(delta(self.alice.pk, 7, 3, 2))
+        self.assertIs(self.controller().step(), True)
+        self.assertEqual(self.used(self.alice_sub), 10)
+        dead = self.bus.topics[DEAD]
+        self.assertEqual(len(dead), 2)
+        errors = [dict(m.headers)["error"].decode() for m in dead]
+        self.assertIn("not JSON", errors[0])
+        self.assertIn("invalid traffic delta", errors[1])
+        self.assertEqual(dead[0].value, b"{not json")
+        self.assertEqual(dict(dead[0].headers)["source"], f"{TRAFFIC}/0/0".encode())
+        self.assertEqual(self.bus.committed[("plan-controller", TRAFFIC)], 3)
+
+    def test_unknown_types_and_versions_are_skipped(self) -> None:
+        raw = json.loads(delta(self.alice.pk, 1, 1, 1).to_json())
+        self.bus.append(TRAFFIC, b"1", json.dumps({**raw, "type": "FutureEvent"}).encode())
+        self.bus.append(TRAFFIC, b"1", json.dumps({**raw, "version": 99}).encode())
+        self.producer.send(schemas.UserDeactivated(user_id=self.alice.pk), topic=TRAFFIC)
+        self.producer.send(delta(self.alice.pk, 2, 2, 2))
+        with self.assertLogs("plans.consumer", "WARNING") as logs:
+            self.controller().step()
+        self.assertEqual(self.used(self.alice_sub), 4)
+        self.assertEqual(self.bus.topics[DEAD], [])
+        self.assertEqual(len(logs.records), 3)
+        self.assertIn("unknown event type 'FutureEvent'", logs.output[0])
+
+    def test_relay_waits_for_the_broker_and_loses_nothing(self) -> None:
+        credential_revoke(credential=self.alice_cred.credential)
+        relay = OutboxRelay(self.producer)
+        self.bus.down = True
+        with self.assertLogs("plans.consumer", "WARNING"):
+            self.assertEqual(relay.step(force=True), 0)
+        self.assertEqual(AccountsOutbox.objects.filter(sent_at__isnull=True).count(), 1)
+        self.bus.down = False
+        relay.step(force=True)
+        self.assertFalse(AccountsOutbox.objects.filter(sent_at__isnull=True).exists())
+        revoked = [
+            e for e in self.bus.events(CONTROL) if isinstance(e, schemas.ProxyCredentialRevoked)
+        ]
+        self.assertEqual([e.login for e in revoked], ["alice-proxy"])
+
+
+class PlanControllerKafkaTests(BaseTestCase):
+    """The same loop on the real broker: consumer group, DLQ topic, offsets."""
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, kafka_broker: str) -> Iterator[None]:
+        suffix = uuid.uuid4().hex[:8]
+        self.topics = {
+            "KAFKA_TOPIC_TRAFFIC": f"t.traffic.{suffix}",
+            "KAFKA_TOPIC_CONTROL": f"t.control.{suffix}",
+            "KAFKA_TOPIC_DEAD_LETTER": f"t.dead.{suffix}",
+        }
+        with self.settings(KAFKA_BOOTSTRAP_SERVERS=kafka_broker, **self.topics):
+            topics_ensure(self.topics.values())
+            yield
+
+    def drain(self, consumer: KafkaEventConsumer, count: int) -> list:
+        got: list = []
+        deadline = time.monotonic() + 20
+        while len(got) < count and time.monotonic() < deadline:
+            got.extend(consumer.consume(count - len(got), 0.5))
+        return got
+
+    def test_batch_with_poison_on_the_real_broker(self) -> None:
+        producer = KafkaEventProducer()
+        traffic = self.topics["KAFKA_TOPIC_TRAFFIC"]
+        producer.send_raw(traffic, key=str(self.alice.pk).encode(), value=b"\x00garbage")
+        for i in range(1, 6):
+            producer.send(delta(self.alice.pk, 100_000, 100_000, i))
+        self.assertEqual(producer.flush(10), 0)
+        group = f"pc-{uuid.uuid4().hex[:6]}"
+        controller = PlanController(
+            consumer=KafkaEventConsumer(group_id=group, topics=[traffic]),
+            producer=producer,
+            relay=OutboxRelay(producer),
+        )
+        deadline = time.monotonic() + 20
+        while controller.applied < 5 and time.monotonic() < deadline:
+            controller.step()
+        controller.consumer.close()
+        sub = Subscription.objects.get(pk=self.alice_sub.pk)
+        self.assertEqual((sub.bytes_used, sub.status), (1_000_000, SubscriptionStatus.LIMITED))
+        self.assertEqual(controller.dead_lettered, 1)
+
+        dead = KafkaEventConsumer(
+            group_id=group + "-d", topics=[self.topics["KAFKA_TOPIC_DEAD_LETTER"]]
+        )
+        control = KafkaEventConsumer(
+            group_id=group + "-c", topics=[self.topics["KAFKA_TOPIC_CONTROL"]]
+        )
+        [poison] = self.drain(dead, 1)
+        self.assertEqual(poison.value, b"\x00garbage")
+        self.assertIn(b"not JSON", dict(poison.headers)["error"])
+        [limited] = [schemas.from_json(m.value) for m in self.drain(control, 1)]
+        self.assertIsInstance(limited, schemas.UserExceededTrafficLimitEvent)
+        self.assertEqual(limited.user_id, self.alice.pk)
+        dead.close()
+        control.close()
+        # Offsets were committed after the DB commit: all six messages.
+        meta = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS, "group.id": group})
+        parts = meta.list_topics(traffic, timeout=5).topics[traffic].partitions
+        committed = meta.committed([TopicPartition(traffic, p) for p in parts], timeout=5)
+        meta.close()
+        self.assertEqual(sum(max(tp.offset, 0) for tp in committed), 6)
