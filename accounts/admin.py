@@ -118,7 +118,6 @@ class UserAdmin(DjangoUserAdmin):
         "username",
         "email",
         "is_active",
-        "is_staff",
         "plan_name",
         "plan_status",
         "plan_usage",
@@ -200,7 +199,7 @@ class UserAdmin(DjangoUserAdmin):
         days = settings.PORTAL_USAGE_CHART_DAYS
         series = plan_selectors.usage_daily_series(user_id=obj.pk, days=days)
         return format_html(
-            '<div style="max-width:720px">{}</div>',
+            '<div style="width:720px;max-width:100%">{}</div>',
             daily_usage_svg(
                 series, chart_id=f"user-{obj.pk}-usage", title=f"{obj} — last {days} days"
             ),

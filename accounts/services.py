@@ -209,6 +209,9 @@ def credential_issue_self_service(*, user: User, login: str | None = None) -> Is
                 f"You already have {live} active credentials; revoke one before issuing another.",
                 code="too_many",
             )
+        if not login and "@" in user.username:
+            # Portal usernames are e-mails: base the login on the local part only.
+            login = _login_suggest(User(username=user.username.split("@", 1)[0]))
         return credential_issue(user=user, login=login or None)
 
 

@@ -72,7 +72,7 @@ def usage_bar_html(*, used: int, limit: int | None, label: str = "Traffic used")
         'overflow:hidden">'
         '<div class="usage__fill" style="width:{}%;background:{};height:100%"></div>'
         "</div>"
-        '<span class="usage__text">{} of {} ({} %)</span>'
+        '<span class="usage__text" style="white-space:nowrap">{} of {} ({} %)</span>'
         "</div>",
         label,
         fill,
