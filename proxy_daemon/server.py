@@ -345,17 +345,23 @@ class ProxyServer(StreamServer):
         conn.up_mark = consumed
 
     def _send(self, conn: ClientConnection, data: bytes | memoryview) -> None:
+        if conn.buckets is not None:
+            # Pay before sending, so the bytes leave at the plan's rate.
+            delay = conn.buckets[1].consume(len(data))
+            if delay > 0:
+                gevent.sleep(delay)
         try:
             send_all(conn.sock, data, self.config.body_timeout)
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
         if conn.metered_user is not None:
             self.meter.add(conn.metered_user, 0, len(data))
-            bucket = conn.buckets[1] if conn.buckets else None
-            if bucket is not None:
-                delay = bucket.consume(len(data))
-                if delay > 0:
-                    gevent.sleep(delay)
+
+    def _piece(self, conn: ClientConnection, direction: int) -> int:
+        """Read size for relayed bodies: the relay buffer, or one bucket burst when limited."""
+        if conn.buckets is None:
+            return self.config.relay_buffer_bytes
+        return min(self.config.relay_buffer_bytes, conn.buckets[direction].max_read)
 
     # Admission ----------------------------------------------------------------------
     def _admit(self, conn: ClientConnection, principal: Principal) -> None:
@@ -472,7 +478,7 @@ class ProxyServer(StreamServer):
         reader = conn.reader
         reader.timeout = self.config.body_timeout
         reader.timeout_error = RequestTimeout("client too slow sending the request body")
-        piece = self.config.relay_buffer_bytes
+        piece = self._piece(conn, 0)
         pieces: Iterator[bytes]
         if framing.kind == "length":
             pieces = iter_length(reader, framing.length, piece)
@@ -484,14 +490,14 @@ class ProxyServer(StreamServer):
         try:
             for data in pieces:
                 self._count_up(conn)
-                try:
-                    send_all(up.sock, data, self.config.upstream_timeout)
-                except OSError as exc:
-                    raise BadGateway(f"upstream closed while receiving the body: {exc}") from None
                 if up_bucket is not None:
                     delay = up_bucket.consume(len(data))
                     if delay > 0:
                         gevent.sleep(delay)
+                try:
+                    send_all(up.sock, data, self.config.upstream_timeout)
+                except OSError as exc:
+                    raise BadGateway(f"upstream closed while receiving the body: {exc}") from None
         finally:
             reader.timeout = None
             reader.timeout_error = None
@@ -558,7 +564,7 @@ class ProxyServer(StreamServer):
     def _relay_body(
         self, conn: ClientConnection, up: Upstream, framing: BodyFraming, *, reencode: bool
     ) -> None:
-        piece = self.config.relay_buffer_bytes
+        piece = self._piece(conn, 1)
         if framing.kind == "length":
             for data in iter_length(up.reader, framing.length, piece):
                 self._send(conn, data)

@@ -166,6 +166,11 @@ class Tunnel:
                 self.last_activity = time.monotonic()
                 if count is not None:
                     count(n)
+                if bucket is not None:
+                    # Pay before forwarding, so the bytes leave at the plan's rate.
+                    delay = bucket.consume(n)
+                    if delay > 0:
+                        gevent.sleep(delay)
                 try:
                     send_all(dst, memoryview(buf)[:n], self.idle_timeout)
                 except OSError:
@@ -174,10 +179,6 @@ class Tunnel:
                 if count_sent is not None:
                     count_sent(n)
                 self.last_activity = time.monotonic()
-                if bucket is not None:
-                    delay = bucket.consume(n)
-                    if delay > 0:
-                        gevent.sleep(delay)
                 if n < limit:
                     # Drained what was there: give the buffer back before waiting again.
                     self.pool.give(buf)

@@ -1,0 +1,171 @@
+"""Control plugin: applies restriction, plan and credential events to a running proxy.
+
+At start it loads every user's restriction state from the plans DB (so a restarted
+proxy is never looser than the database), then reads the control topic with manual
+assignment of all partitions from the beginning: no consumer group, so every proxy
+instance sees every event. Restriction events and PlanAssignedEvent carry the user's
+restriction version; an event not newer than what the proxy already applied (e.g. a
+replay of the topic's history) is ignored.
+
+A native thread from a private gevent ThreadPool owns the confluent-kafka consumer;
+decoded events go to a deque and wake the hub through a gevent async watcher, and a
+greenlet applies them to the server (ProxyControl), so the hub never blocks on Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from django.conf import settings
+
+from goproxy_site.events import schemas
+
+from .hooks import ProxyControl
+
+logger = logging.getLogger(__name__)
+
+POLL_TIMEOUT = 0.2
+ASSIGN_RETRY_INTERVAL = 1.0
+DB_LOAD_ATTEMPTS = 5
+
+
+def reason_text(code: str) -> str:
+    return schemas.REASON_TEXT.get(code, code)
+
+
+class KafkaControlPlugin:
+    """ControlPlugin (proxy_daemon.hooks) fed by KAFKA_TOPIC_CONTROL."""
+
+    def __init__(self, control: ProxyControl) -> None:
+        self.control = control
+        self.topic = settings.KAFKA_TOPIC_CONTROL
+        self.versions: dict[int, int] = {}
+        self.applied = 0
+        self._queue: deque[schemas.Event] = deque()
+        self._stopping = False
+        self._pool: Any = None
+        self._done: Any = None
+        self._watcher: Any = None
+
+    # -- state -----------------------------------------------------------------------
+    def load_restrictions(self) -> int:
+        """Apply the plans DB's restriction states; returns how many users are restricted."""
+        from django.db import DatabaseError, connections
+
+        from plans.selectors import restriction_states
+
+        for attempt in range(1, DB_LOAD_ATTEMPTS + 1):
+            try:
+                states = restriction_states()
+                break
+            except DatabaseError as exc:
+                if attempt == DB_LOAD_ATTEMPTS:
+                    raise RuntimeError(
+                        f"cannot load restrictions from the plans DB: {exc}"
+                    ) from exc
+                logger.warning("loading restrictions failed (%s); retrying", exc)
+                time.sleep(0.5 * attempt)
+            finally:
+                connections.close_all()
+        restricted = 0
+        for user_id, (reason, version) in states.items():
+            self.versions[user_id] = version
+            if reason:
+                self.control.restrict(user_id, reason_text(reason))
+                restricted += 1
+        return restricted
+
+    def _newer(self, user_id: int, version: int) -> bool:
+        if version <= self.versions.get(user_id, 0):
+            return False
+        self.versions[user_id] = version
+        return True
+
+    def apply(self, event: schemas.Event) -> None:
+        """Apply one control event to the proxy (on the hub)."""
+        if isinstance(event, schemas.RESTRICTION_TYPES):
+            if self._newer(event.user_id, event.restriction_version):
+                self.control.restrict(event.user_id, reason_text(event.reason))
+                logger.info("restricted user %s: %s", event.user_id, event.reason)
+        elif isinstance(event, schemas.PlanAssignedEvent):
+            self.control.refresh_user_limits(event.user_id)
+            if self._newer(event.user_id, event.restriction_version):
+                self.control.lift(event.user_id)
+                logger.info("lifted restriction of user %s", event.user_id)
+        elif isinstance(event, schemas.ProxyCredentialRevoked):
+            self.control.invalidate_credentials(login=event.login)
+        elif isinstance(event, schemas.UserDeactivated):
+            self.control.invalidate_credentials(user_id=event.user_id)
+        else:
+            return
+        self.applied += 1
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        import gevent
+        from gevent.threadpool import ThreadPool
+
+        count = self.load_restrictions()
+        logger.info("loaded restrictions: %d user(s) restricted", count)
+        self._watcher = gevent.get_hub().loop.async_()
+        self._watcher.start(lambda: gevent.spawn(self._drain))
+        self._pool = ThreadPool(1)
+        self._done = self._pool.spawn(self._run)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._done is not None:
+            self._done.wait(5.0)
+            self._pool.kill()
+        if self._watcher is not None:
+            self._watcher.close()
+
+    def _drain(self) -> None:
+        while self._queue:
+            event = self._queue.popleft()
+            try:
+                self.apply(event)
+            except Exception:
+                logger.exception("applying %s failed", event.type)
+
+    # -- consumer thread -------------------------------------------------------------
+    def _decode(self, value: bytes | None) -> schemas.Event | None:
+        try:
+            return schemas.from_json(value)
+        except schemas.UnknownEventError as exc:
+            logger.warning("control event skipped: %s", exc)
+        except schemas.EventError as exc:
+            logger.error("malformed control event skipped: %s", exc)
+        return None
+
+    def _run(self) -> None:
+        from gevent.monkey import get_original
+
+        from goproxy_site.events.kafka import EventBusError, KafkaEventConsumer
+
+        sleep = get_original("time", "sleep")
+        consumer = KafkaEventConsumer(
+            group_id="goproxy-proxy",  # required by librdkafka; never joined (manual mode)
+            topics=[self.topic],
+            manual=True,
+            **{"log.connection.close": False},
+        )
+        try:
+            while not self._stopping and not consumer.assign_all():
+                sleep(ASSIGN_RETRY_INTERVAL)
+            while not self._stopping:
+                try:
+                    msgs = consumer.consume(500, POLL_TIMEOUT)
+                except EventBusError as exc:
+                    logger.warning("control consumer: %s", exc)
+                    sleep(ASSIGN_RETRY_INTERVAL)
+                    continue
+                events = [e for e in (self._decode(m.value) for m in msgs) if e is not None]
+                if events:
+                    self._queue.extend(events)
+                    self._watcher.send()
+        finally:
+            consumer.close()
