@@ -1,0 +1,155 @@
+"""Pure units: request/response parsing and framing, destination policy, token bucket."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy_daemon.errors import BadGateway, BadRequest, Forbidden, ProxyAuthRequired
+from proxy_daemon.http import (
+    NO_BODY,
+    BodyFraming,
+    build_upstream_request,
+    parse_absolute_target,
+    parse_request_head,
+    parse_response_head,
+    response_framing,
+)
+from proxy_daemon.limits import ConnectionCounter, TokenBucket
+from proxy_daemon.policy import DestinationPolicy, address_refusal
+
+
+class HttpParsingTests:
+    def test_absolute_target_becomes_origin_form_and_authority(self) -> None:
+        assert parse_absolute_target("http://Example.com") == (
+            "example.com",
+            80,
+            "/",
+            "example.com",
+        )
+        assert parse_absolute_target("http://a.b:8080/p?q=1#frag") == (
+            "a.b", 8080, "/p?q=1", "a.b:8080",
+        )  # fmt: skip
+        assert parse_absolute_target("HTTP://a.b?x") == ("a.b", 80, "/?x", "a.b")
+        assert parse_absolute_target("http://[::1]:81/") == ("::1", 81, "/", "[::1]:81")
+
+    def test_upstream_request_strips_hop_by_hop_and_adds_via(self) -> None:
+        req = parse_request_head(
+            b"POST http://h.example/x HTTP/1.1\r\nHost: wrong\r\nConnection: close, X-Hop\r\n"
+            b"X-Hop: 1\r\nProxy-Connection: keep-alive\r\nKeep-Alive: 5\r\nTE: trailers\r\n"
+            b"Trailer: X\r\nUpgrade: h2c\r\nProxy-Authorization: Basic eDp5\r\nX-Keep: yes\r\n"
+            b"Via: 1.0 other\r\nContent-Length: 3\r\n\r\n",
+            max_header_count=100,
+        )
+        out = build_upstream_request(req, BodyFraming("length", 3), via_name="goproxy").decode()
+        lines = out.split("\r\n")
+        assert lines[0] == "POST /x HTTP/1.1"
+        assert "Host: h.example" in lines and "Host: wrong" not in lines
+        for name in ("Connection", "X-Hop", "Proxy-Connection", "Keep-Alive", "TE", "Trailer"):
+            assert not any(line.startswith(name + ":") for line in lines), name
+        assert not any(line.startswith(("Upgrade:", "Proxy-Authorization:")) for line in lines)
+        assert "X-Keep: yes" in lines
+        assert "Via: 1.0 other, 1.1 goproxy" in lines
+        assert "Content-Length: 3" in lines
+
+    def test_keep_alive_rules_by_version(self) -> None:
+        def req(text: bytes):
+            return parse_request_head(text, max_header_count=100)
+
+        assert req(b"GET http://a/ HTTP/1.1\r\n\r\n").wants_keep_alive is True
+        assert req(b"GET http://a/ HTTP/1.1\r\nConnection: close\r\n\r\n").wants_keep_alive is False
+        assert req(b"GET http://a/ HTTP/1.0\r\n\r\n").wants_keep_alive is False
+        ab_k = b"GET http://a/ HTTP/1.0\r\nProxy-Connection: Keep-Alive\r\n\r\n"
+        assert req(ab_k).wants_keep_alive is True
+
+    @pytest.mark.parametrize(
+        ("head", "method", "framing"),
+        [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "GET", BodyFraming("length", 5)),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD", NO_BODY),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", "GET", NO_BODY),
+            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", "GET", NO_BODY),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "GET",
+                BodyFraming("chunked"),
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n", "GET", BodyFraming("close")),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "GET", BodyFraming("close")),
+        ],
+    )
+    def test_response_framing(self, head: bytes, method: str, framing: BodyFraming) -> None:
+        resp = parse_response_head(head, max_header_count=100)
+        assert response_framing(resp, request_method=method) == framing
+
+    @pytest.mark.parametrize(
+        "head",
+        [
+            b"garbage\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"HTTP/1.1 99 Low\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+        ],
+    )
+    def test_bad_upstream_responses_are_502(self, head: bytes) -> None:
+        with pytest.raises(BadGateway):
+            resp = parse_response_head(head, max_header_count=100)
+            response_framing(resp, request_method="GET")
+
+    def test_errors_render_status_reason_and_body(self) -> None:
+        raw = ProxyAuthRequired("proxy authentication required").response(keep_alive=True)
+        head, body = raw.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
+        assert b'Proxy-Authenticate: Basic realm="goproxy"' in head
+        assert b"Connection: keep-alive" in head
+        assert body == b"proxy authentication required\n"
+        assert b"Content-Length: %d" % len(body) in head
+        assert BadRequest("x\r\ny").response().endswith(b"\r\n\r\nx  y\n")
+
+
+class PolicyTests:
+    @pytest.mark.parametrize(
+        "address",
+        [
+            "127.0.0.1", "127.8.9.10", "10.0.0.1", "172.16.5.4", "192.168.0.1", "169.254.169.254",
+            "100.64.0.1", "100.127.255.254", "224.0.0.1", "239.1.2.3", "0.0.0.0", "0.1.2.3",
+            "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1",
+            "::ffff:10.0.0.1", "::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:c0a8:0101::1",
+        ],
+    )  # fmt: skip
+    def test_private_and_special_addresses_are_refused(self, address: str) -> None:
+        assert address_refusal(address) is not None
+
+    @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+    def test_public_addresses_are_allowed(self, address: str) -> None:
+        assert address_refusal(address) is None
+
+    def test_mixed_resolution_keeps_only_public_addresses(self) -> None:
+        policy = DestinationPolicy(allow_private=False, connect_ports=frozenset({443}))
+        assert policy.allowed_addresses("h", ["127.0.0.1", "8.8.8.8"]) == ["8.8.8.8"]
+        with pytest.raises(Forbidden, match="loopback"):
+            policy.allowed_addresses("rebind.example", ["127.0.0.1"])
+
+    def test_connect_ports(self) -> None:
+        policy = DestinationPolicy(allow_private=True, connect_ports=frozenset({443, 8443}))
+        policy.check_connect_port(443)
+        with pytest.raises(Forbidden, match=r"port 22 is not allowed \(allowed: 443, 8443\)"):
+            policy.check_connect_port(22)
+
+
+class LimitTests:
+    def test_token_bucket_allows_a_burst_then_the_rate(self) -> None:
+        bucket = TokenBucket(1000, now=0.0)
+        assert bucket.max_read == 16 * 1024  # minimum burst
+        bucket = TokenBucket(100_000, now=0.0)
+        assert bucket.consume(100_000, now=0.0) == 0.0
+        assert bucket.consume(50_000, now=0.0) == pytest.approx(0.5)
+        assert bucket.consume(50_000, now=1.0) == pytest.approx(0.0)
+
+    def test_connection_counter(self) -> None:
+        counter = ConnectionCounter()
+        assert counter.acquire(1, 2) and counter.acquire(1, 2)
+        assert counter.acquire(1, 2) is False
+        assert counter.acquire(1, None) is True  # no plan limit
+        counter.release(1)
+        assert counter.counts == {1: 2}
