@@ -34,14 +34,19 @@ from .models import ProxyCredential, User, login_validator
 
 NEAR_LIMIT_RATIO = 0.8
 ADMIN_TRAFFIC_CHART_DAYS = 14
+MAX_EXTEND_DAYS = 3650
 
 
 class UserActionForm(ActionForm):
     plan = forms.ModelChoiceField(
         queryset=Plan.objects.all(), required=False, label="Plan", empty_label="(plan)"
     )
-    days = forms.IntegerField(
-        required=False, min_value=1, max_value=3650, label="Days", widget=forms.NumberInput
+    # A CharField: an invalid action form makes the changelist say "No action selected",
+    # so the number is checked by the action, which can say what is wrong.
+    days = forms.CharField(
+        required=False,
+        label="Days",
+        widget=forms.NumberInput(attrs={"min": 1, "max": MAX_EXTEND_DAYS, "style": "width:5em"}),
     )
 
 
@@ -233,13 +238,14 @@ class UserAdmin(DjangoUserAdmin):
 
     @admin.action(description="Extend the subscription by N days")
     def extend_subscription(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        raw = request.POST.get("days", "").strip()
+        if not raw:
+            self.message_user(request, "Enter the number of days to extend by.", messages.ERROR)
+            return
         try:
-            days = action_value(UserActionForm, request, "days")
+            days = forms.IntegerField(min_value=1, max_value=MAX_EXTEND_DAYS).clean(raw)
         except ValidationError as exc:
             self.message_user(request, f"Days: {' '.join(exc.messages)}", messages.ERROR)
-            return
-        if not days:
-            self.message_user(request, "Enter the number of days to extend by.", messages.ERROR)
             return
         done = 0
         for sub in self._current_subscriptions(request, queryset):

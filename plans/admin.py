@@ -80,7 +80,13 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 class SubscriptionActionForm(ActionForm):
-    days = forms.IntegerField(required=False, min_value=1, label="Days")
+    # A CharField: an invalid action form reads as "No action selected", so the number
+    # is checked by the action, which can say what is wrong.
+    days = forms.CharField(
+        required=False,
+        label="Days",
+        widget=forms.NumberInput(attrs={"min": 1, "style": "width:5em"}),
+    )
 
 
 @admin.register(Subscription)
@@ -114,16 +120,14 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Extend by N days")
     def extend(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        # Only the extra field is validated: the changelist fills the `action` choices.
+        raw = request.POST.get("days", "").strip()
+        if not raw:
+            self.message_user(request, "Enter the number of days to extend by.", messages.ERROR)
+            return
         try:
-            days = SubscriptionActionForm.base_fields["days"].clean(
-                request.POST.get("days") or None
-            )
+            days = forms.IntegerField(min_value=1, max_value=3650).clean(raw)
         except ValidationError as exc:
             self.message_user(request, f"Days: {' '.join(exc.messages)}", messages.ERROR)
-            return
-        if not days:
-            self.message_user(request, "Enter the number of days to extend by.", messages.ERROR)
             return
         done = 0
         for sub in queryset:
