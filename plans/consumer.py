@@ -38,6 +38,13 @@ TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 MAX_BACKOFF = 5.0
 
 
+def _release_connections() -> None:
+    """Per unit of work, like a request: honour CONN_MAX_AGE and drop broken connections."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
+
+
 class Stopped(Exception):
     """A stop was requested while waiting on an outage; the batch stays uncommitted."""
 
@@ -239,6 +246,7 @@ class PlanController:
             except TRANSIENT_DB_ERRORS as exc:
                 connections.close_all()
                 logger.warning("outbox relay: database unavailable (%s)", exc)
+        _release_connections()
         return bool(msgs)
 
     def run(self) -> None:

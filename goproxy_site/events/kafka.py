@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .schemas import Event, topic_for
@@ -165,7 +172,11 @@ class KafkaEventProducer:
 
 
 class KafkaEventConsumer:
-    """A consumer with manual offset commits (eager assignment only: tansu's limit)."""
+    """A consumer with manual offset commits (eager assignment only: tansu's limit).
+
+    With `manual=True` it joins no group: `assign_all()` reads every partition (each
+    proxy instance must see every control event).
+    """
 
     def __init__(
         self,
@@ -174,6 +185,7 @@ class KafkaEventConsumer:
         topics: list[str],
         bootstrap: str | None = None,
         offset_reset: str = "earliest",
+        manual: bool = False,
         **overrides: Any,
     ) -> None:
         settings = _settings()
@@ -184,13 +196,38 @@ class KafkaEventConsumer:
             "enable.auto.offset.store": True,
             "auto.offset.reset": offset_reset,
             "session.timeout.ms": settings.KAFKA_SESSION_TIMEOUT_MS,
+            # librdkafka's default (3000) would let short sessions time out.
+            "heartbeat.interval.ms": max(100, settings.KAFKA_SESSION_TIMEOUT_MS // 3),
             "partition.assignment.strategy": "range",
         }
         config.update(settings.KAFKA_CONSUMER_CONFIG)
         config.update(overrides)
         self._consumer = Consumer(config)
+        self.topics = topics
         self.assigned: list[tuple[str, int]] = []
-        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        if not manual:
+            self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def assign_all(self, *, timeout: float = 2.0) -> bool:
+        """Manual mode: read every partition of the topics from the beginning, no group.
+
+        Returns False while the broker or a topic is not there yet (call again later).
+        """
+        try:
+            metadata = self._consumer.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            logger.warning("cannot assign %s yet: %s", self.topics, exc)
+            return False
+        wanted = []
+        for topic in self.topics:
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None or not info.partitions:
+                logger.warning("topic %s not available yet", topic)
+                return False
+            wanted += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in info.partitions]
+        self._consumer.assign(wanted)
+        self._on_assign(self._consumer, wanted)
+        return True
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assigned = [(p.topic, p.partition) for p in partitions]
