@@ -26,5 +26,5 @@ app_name = "api"
 urlpatterns = [
     path("me/", me_view, name="me"),
     *router.urls,
-    re_path(r"^.*$", api_not_found, name="not-found"),
+    re_path(r"^", api_not_found, name="not-found"),
 ]

@@ -58,6 +58,8 @@ class ApiAutoSchema(AutoSchema):
             )
         if has_params:
             errors["404"] = (ErrorSerializer, "No such object, or not yours.")
+        elif self._is_list_view():
+            errors["404"] = (ErrorSerializer, "No such page.")
         for code, (serializer, description) in errors.items():
             responses.setdefault(code, self._error(serializer, code, description))
         return responses

@@ -17,7 +17,7 @@ from rest_framework import serializers
 from accounts import selectors
 from accounts.models import LOGIN_PATTERN, ProxyCredential, User
 from accounts.services import LOGIN_RULE
-from plans.api.serializers import SubscriptionSerializer
+from plans.api.serializers import MAX_BIGINT, SubscriptionSerializer
 from plans.models import Subscription, SubscriptionStatus
 
 USERNAME_TAKEN = "A user with that username already exists."
@@ -109,7 +109,10 @@ class UserFilterSerializer(serializers.Serializer):
     )
     is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
     plan = serializers.IntegerField(
-        required=False, min_value=1, help_text="Id of the plan of the current subscription."
+        required=False,
+        min_value=1,
+        max_value=MAX_BIGINT,
+        help_text="Id of the plan of the current subscription.",
     )
     status = serializers.ChoiceField(
         choices=[*SubscriptionStatus.values, "none"],

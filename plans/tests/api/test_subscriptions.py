@@ -87,6 +87,8 @@ class SubscriptionsStaffTests(ApiTestCase):
             ({"user_id": self.charlie.pk, "plan": self.plan.pk}, "user_id"),
             ({"user_id": self.alice.pk, "plan": 987654}, "plan"),
             ({"user_id": self.alice.pk, "plan": "Basic"}, "plan"),
+            ({"user_id": self.alice.pk, "plan": 2**80}, "plan"),
+            ({"user_id": 2**80, "plan": self.plan.pk}, "user_id"),
             ({"user_id": -1, "plan": self.plan.pk}, "user_id"),
             ({"plan": self.plan.pk}, "user_id"),
         ]
@@ -195,7 +197,13 @@ class ClaimFreeTests(ApiTestCase):
     def test_only_public_free_plans(self) -> None:
         hidden = Plan.objects.create(name="Secret free", is_free=True, is_public=False)
         self.login(self.charlie)
-        for plan_id, status in ((self.plan.pk, 400), (hidden.pk, 400), (999999, 400), ("x", 400)):
+        for plan_id, status in (
+            (self.plan.pk, 400),
+            (hidden.pk, 400),
+            (999999, 400),
+            ("x", 400),
+            (2**80, 400),
+        ):
             with self.subTest(plan=plan_id):
                 response = self.client.post(CLAIM, {"plan": plan_id}, format="json")
                 self.assertEqual(response.status_code, status, response.content)
