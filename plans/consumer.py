@@ -38,6 +38,13 @@ TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 MAX_BACKOFF = 5.0
 
 
+def _close_connections() -> None:
+    """Close this thread's DB connections (not one inside a transaction, as in tests)."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
+
+
 def _release_connections() -> None:
     """Per unit of work, like a request: honour CONN_MAX_AGE and drop broken connections."""
     for conn in connections.all(initialized_only=True):
@@ -189,7 +196,7 @@ class PlanController:
                 self.applied += result.applied
                 return []
             except TRANSIENT_DB_ERRORS as exc:
-                connections.close_all()
+                _close_connections()
                 self._wait(attempt, "plans DB write", exc)
                 attempt += 1
             except (ValidationError, DatabaseError, ValueError, TypeError) as exc:
@@ -244,7 +251,7 @@ class PlanController:
             try:
                 self.relay.step(force=bool(msgs))
             except TRANSIENT_DB_ERRORS as exc:
-                connections.close_all()
+                _close_connections()
                 logger.warning("outbox relay: database unavailable (%s)", exc)
         _release_connections()
         return bool(msgs)
@@ -258,7 +265,7 @@ class PlanController:
         finally:
             self.consumer.close()
             self.producer.flush(5.0)
-            connections.close_all()
+            _close_connections()
 
 
 def plan_controller_build(*, should_stop: Callable[[], bool]) -> PlanController:

@@ -55,6 +55,7 @@ class KafkaControlPlugin:
         """Apply the plans DB's restriction states; returns how many users are restricted."""
         from django.db import DatabaseError, connections
 
+        from goproxy_site.db_routers import PLANS_DB
         from plans.selectors import restriction_states
 
         for attempt in range(1, DB_LOAD_ATTEMPTS + 1):
@@ -69,7 +70,10 @@ class KafkaControlPlugin:
                 logger.warning("loading restrictions failed (%s); retrying", exc)
                 time.sleep(0.5 * attempt)
             finally:
-                connections.close_all()
+                # The start-up greenlet keeps no connection (outside a test's transaction).
+                conn = connections[PLANS_DB]
+                if not conn.in_atomic_block:
+                    conn.close()
         restricted = 0
         for user_id, (reason, version) in states.items():
             self.versions[user_id] = version
