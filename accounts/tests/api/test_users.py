@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from accounts.models import User
+import json
+
+from accounts.models import OutboxEvent, User
 from accounts.services import user_create
 from plans.models import Subscription, SubscriptionStatus
 
@@ -290,6 +292,10 @@ class UsersDeleteTests(ApiTestCase):
         self.assertIs(self.alice.proxy_credentials.filter(revoked_at__isnull=True).exists(), False)
         current = Subscription.objects.get(user_id=self.alice.pk, is_current=True)
         self.assertEqual(current.status, SubscriptionStatus.DISABLED)
+        # UserDeactivated is queued in the outbox, in the same transaction.
+        events = [json.loads(e.payload) for e in OutboxEvent.objects.all()]
+        deactivated = [e for e in events if e["type"] == "UserDeactivated"]
+        self.assertEqual([e["payload"]["user_id"] for e in deactivated], [self.alice.pk])
         # The row stays, so plans rows never point at nothing.
         self.assertEqual(self.client.get(f"{USERS}{self.alice.pk}/").json()["is_active"], False)
         # Deleting again is harmless, and alice's token no longer works.
