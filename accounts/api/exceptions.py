@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
 from django.http import HttpRequest, JsonResponse
@@ -34,6 +34,12 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with existing data."
     default_code = "conflict"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "too_large"
 
 
 def _details(errors: list[DjangoValidationError]) -> list[ErrorDetail]:
@@ -80,6 +86,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # Validation runs first, so this is two requests racing for the same unique value.
         logger.warning("API integrity error turned into 409: %s", exc)
         exc = Conflict()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, SuspiciousOperation):
+        logger.warning("API request refused: %s", exc)
+        exc = exceptions.ParseError(str(exc) or "Malformed request.")
     elif isinstance(exc, DataError):
         logger.warning("API data error turned into 400: %s", exc)
         exc = exceptions.ValidationError("A value is out of range for the database.")

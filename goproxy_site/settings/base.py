@@ -144,6 +144,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "accounts.api.pagination.ApiPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "accounts.api.exceptions.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": (
+        "accounts.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ),
     "DEFAULT_THROTTLE_CLASSES": (
         "accounts.api.throttling.AnonThrottle",
         "accounts.api.throttling.UserThrottle",

@@ -217,6 +217,22 @@ class UsersCreateTests(ApiTestCase):
         self.assertEqual(response.status_code, 415)
         self.assertIn("detail", response.json())
 
+    def test_hostile_bodies_get_json_errors(self) -> None:
+        deep = "[" * 100_000 + "]" * 100_000
+        response = self.client.post(USERS, deep, content_type="application/json")
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("nested too deeply", response.json()["detail"])
+        huge = json.dumps({"username": "x" * 3_000_000, "email": "a@example.org"})
+        response = self.client.post(USERS, huge, content_type="application/json")
+        self.assertEqual(response.status_code, 413)
+        self.assertIn("too large", response.json()["detail"])
+        response = self.client.post(
+            USERS, {"username": "nul\x00l", "email": "n@example.org"}, format="json"
+        )
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("Null characters", str(response.json()["username"]))
+        self.assertEqual(self.client.get(USERS, {"search": "\x00"}).status_code, 400)
+
     def test_read_only_fields_are_ignored(self) -> None:
         response = self.client.post(
             USERS,
