@@ -121,6 +121,13 @@ AUTH_PASSWORD_VALIDATORS = [
 # every issued credential, so it is separate from SECRET_KEY.
 PROXY_CREDENTIAL_HASH_KEY = env("PROXY_CREDENTIAL_HASH_KEY", default=SECRET_KEY)
 
+# CACHES
+# ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/topics/cache/
+# Per-process memory by default; several web processes share API throttle counts when
+# CACHE_URL points at Redis (e.g. redis://127.0.0.1:6379/1).
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
 # EMAIL
 # ------------------------------------------------------------------------------
 EMAIL_BACKEND = env(
