@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 CONNECT_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+SMALL_BODY = 64 * 1024
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(frozen=True)
@@ -456,11 +458,23 @@ class ProxyServer(StreamServer):
                 self._send(conn, CONTINUE)
         self._send_body(conn, up, framing)
         conn.framing = NO_BODY  # fully read: an error response may keep the connection
-        return self._relay_response(conn, req, up)
+        if up.reused and framing is NO_BODY and req.method in IDEMPOTENT:
+            # A pooled connection the origin closed meanwhile fails before any response
+            # byte; a body-less idempotent request is then sent again on a fresh one.
+            try:
+                first = self._read_response_head(conn, up)
+            except BadGateway:
+                up.close()
+                up = self._send_head(conn, req, head, fresh=True)
+                first = None
+            return self._relay_response(conn, req, up, first)
+        return self._relay_response(conn, req, up, None)
 
-    def _send_head(self, conn: ClientConnection, req: Request, head: bytes) -> Upstream:
+    def _send_head(
+        self, conn: ClientConnection, req: Request, head: bytes, *, fresh: bool = False
+    ) -> Upstream:
         for attempt in range(2):
-            up = self.upstreams.acquire(req.host, req.port, fresh=attempt > 0)
+            up = self.upstreams.acquire(req.host, req.port, fresh=fresh or attempt > 0)
             conn.upstream = up
             try:
                 send_all(up.sock, head, self.config.upstream_timeout)
@@ -518,14 +532,16 @@ class ProxyServer(StreamServer):
             raise BadGateway("upstream closed the connection without a response")
         return head
 
-    def _relay_response(self, conn: ClientConnection, req: Request, up: Upstream) -> bool:
+    def _relay_response(
+        self, conn: ClientConnection, req: Request, up: Upstream, first: bytes | None
+    ) -> bool:
         cfg = self.config
         up.reader.timeout = cfg.upstream_timeout
         up.reader.timeout_error = GatewayTimeout("upstream timed out")
         while True:
-            resp = parse_response_head(
-                self._read_response_head(conn, up), max_header_count=cfg.max_header_count
-            )
+            raw_head = first if first is not None else self._read_response_head(conn, up)
+            first = None
+            resp = parse_response_head(raw_head, max_header_count=cfg.max_header_count)
             if resp.status >= 200:
                 break
             if resp.status == 101:
@@ -545,9 +561,12 @@ class ProxyServer(StreamServer):
             and resp.version >= (1, 1)
             and "close" not in resp.headers.tokens("connection")
         )
-        self._send(
-            conn, build_client_response_head(resp, out, keep_alive=keep, via_name=cfg.via_name)
-        )
+        head = build_client_response_head(resp, out, keep_alive=keep, via_name=cfg.via_name)
+        if framing.kind == "length" and len(up.reader.buf) >= framing.length <= SMALL_BODY:
+            # The whole (small) body already arrived: one send for head and body.
+            head += up.reader.read_some(framing.length)
+            framing = NO_BODY
+        self._send(conn, head)
         conn.response_started = True
         try:
             self._relay_body(conn, up, framing, reencode=out.kind == "chunked")

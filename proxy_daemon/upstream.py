@@ -10,6 +10,8 @@ from .errors import BadGateway
 from .http import Reader
 from .policy import DestinationPolicy, connect
 
+FRESH_SECONDS = 1.0
+
 
 @dataclass(eq=False)
 class Upstream:
@@ -58,7 +60,10 @@ class UpstreamPool:
         now = time.monotonic()
         while idle and not fresh:
             up = idle.pop()
-            if now - up.idle_since < self.idle_timeout and _is_alive(up.sock):
+            age = now - up.idle_since
+            # A just-released connection skips the liveness syscall: if the origin closed
+            # it anyway, the caller retries a body-less request on a fresh connection.
+            if age < self.idle_timeout and (age < FRESH_SECONDS or _is_alive(up.sock)):
                 up.reused = True
                 return up
             up.close()
