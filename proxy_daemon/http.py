@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .errors import (
     BadGateway,
@@ -49,8 +50,11 @@ CHUNK_LINE_MAX = 4096
 READ_CHUNK = 256 * 1024
 
 
+_EMPTY: list[str] = []
+
+
 class Headers:
-    """An ordered multi-map of header fields; names compared case-insensitively."""
+    """An ordered multi-map of header fields; look-ups take lower-case names."""
 
     __slots__ = ("_index", "items")
 
@@ -68,7 +72,8 @@ class Headers:
         return index
 
     def get_all(self, name: str) -> list[str]:
-        return self._lookup().get(name.lower(), [])
+        """Values of field `name`, which must be given in lower case."""
+        return self._lookup().get(name, _EMPTY)
 
     def get(self, name: str) -> str | None:
         values = self.get_all(name)
@@ -76,13 +81,19 @@ class Headers:
 
     def tokens(self, name: str) -> list[str]:
         """Comma-separated tokens of all `name` fields, lower-cased."""
+        values = self._lookup().get(name)
+        if not values:
+            return _EMPTY
+        if len(values) == 1 and "," not in values[0]:
+            token = values[0].strip().lower()
+            return [token] if token else _EMPTY
         out: list[str] = []
-        for value in self.get_all(name):
+        for value in values:
             out += [t.strip().lower() for t in value.split(",") if t.strip()]
         return out
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lookup()
+        return name in self._lookup()
 
 
 @dataclass
@@ -102,7 +113,7 @@ class Request:
     def is_connect(self) -> bool:
         return self.method == "CONNECT"
 
-    @property
+    @cached_property
     def wants_keep_alive(self) -> bool:
         conn = self.headers.tokens("connection") + self.headers.tokens("proxy-connection")
         if self.version >= (1, 1):
@@ -526,8 +537,8 @@ def forwardable(
     headers: Headers, *, extra_drop: frozenset[str] = frozenset()
 ) -> list[tuple[str, str]]:
     """Header fields minus hop-by-hop ones and those named in Connection."""
-    named = set(headers.tokens("connection")) | set(headers.tokens("proxy-connection"))
-    drop = HOP_BY_HOP | named | extra_drop
+    named = headers.tokens("connection") + headers.tokens("proxy-connection")
+    drop = HOP_BY_HOP.union(named, extra_drop) if named else HOP_BY_HOP | extra_drop
     return [(n, v) for n, v in headers.items if n.lower() not in drop]
 
 
