@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -172,6 +173,33 @@ class ProductionPolicyTests:
         assert statuses == [407, 407, 407, 429]
 
 
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+class ConnectionCapTests:
+    def test_global_connection_cap_answers_503(self, proxy_users, origin, tmp_path) -> None:
+        proc = ProxyProcess(tmp_path, {"PROXY_MAX_CONNECTIONS": "2"}, "goproxy_site.settings.test")
+        proc.start()
+        try:
+            u = proxy_users["px-alice"]
+            held = [get(proc, u, origin.url("/hello")) for _ in range(2)]
+            for c in held:
+                assert c.response().status == 200
+            extra = RawClient(proc.port)
+            r = extra.response()
+            assert r.status == 503 and b"connection limit" in r.body
+            extra.close()
+            for c in held:
+                c.close()
+        finally:
+            proc.stop()
+
+
 class ShutdownTests:
     def test_sigterm_drains_in_flight_request_flushes_meter_and_exits_0(
         self, proxy_users, origin, tmp_path
@@ -189,6 +217,8 @@ class ShutdownTests:
             slow = get(proxy=proc, user=u, url=origin.url("/slow?s=1.5"))
             time.sleep(0.3)
             os.kill(proc.proc.pid, signal.SIGTERM)
+            # The listener closes at once: new connections are refused while old ones drain.
+            assert wait_for(lambda: _refused(proc.port), 2)
             r = slow.response()
             assert r.status == 200 and r.body == b"late"
             idle.sock.settimeout(5)

@@ -164,3 +164,17 @@ class ForwardingTests:
         assert r.status == 407
         assert r.header("Connection") == "close"
         c.close()
+
+    def test_http10_client_gets_dechunked_body_and_close(self, proxy, proxy_users, origin) -> None:
+        u = proxy_users["px-alice"]
+        c = RawClient(proxy.port)
+        c.send(
+            f"GET {origin.url('/chunked?parts=ab,cd')} HTTP/1.0\r\n"
+            f"Proxy-Authorization: {basic(u.login, u.secret)}\r\n\r\n".encode()
+        )
+        r = c.response()
+        assert r.status == 200
+        assert r.header("Transfer-Encoding") is None
+        assert r.header("Connection") == "close"
+        assert r.body == b"abcd"
+        c.close()
