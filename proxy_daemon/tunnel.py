@@ -96,12 +96,13 @@ class Tunnel:
         # Waits and sends carry their own timeouts; the sockets' shared timeout stays off.
         self.client.settimeout(None)
         self.upstream.settimeout(None)
-        up = gevent.spawn(self._pump, self.client, self.upstream, self.up_bucket, True)
+        # The calling greenlet pumps client -> upstream itself; one extra greenlet does the
+        # other direction (one greenlet fewer per tunnel keeps idle tunnels small).
         down = gevent.spawn(self._pump, self.upstream, self.client, self.down_bucket, False)
         try:
-            gevent.joinall([up, down])
+            self._pump(self.client, self.upstream, self.up_bucket, True)
+            down.join()
         finally:
-            up.kill(block=False)
             down.kill(block=False)
 
     def abort(self) -> None:
