@@ -9,6 +9,7 @@ in a real OS thread).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -199,12 +200,15 @@ class KafkaEventConsumer:
             # librdkafka's default (3000) would let short sessions time out.
             "heartbeat.interval.ms": max(100, settings.KAFKA_SESSION_TIMEOUT_MS // 3),
             "partition.assignment.strategy": "range",
+            # Restrictions ride these topics: don't let the broker sit on a fetch 500 ms.
+            "fetch.wait.max.ms": 50,
         }
         config.update(settings.KAFKA_CONSUMER_CONFIG)
         config.update(overrides)
         self._consumer = Consumer(config)
         self.topics = topics
         self.assigned: list[tuple[str, int]] = []
+        self.assigned_at: float | None = None
         if not manual:
             self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -231,6 +235,7 @@ class KafkaEventConsumer:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assigned = [(p.topic, p.partition) for p in partitions]
+        self.assigned_at = time.monotonic()
         logger.info("assigned %s", self.assigned)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:

@@ -173,6 +173,7 @@ def stack_env(bootstrap: str, tmp: Path) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_REPORTER_SPOOL_DIR": str(tmp / "spool"),
         "PYTHONUNBUFFERED": "1",
+        "PYTHONFAULTHANDLER": "1",
     }
 
 
@@ -557,8 +558,9 @@ class PipelineFaultTests(TransactionTestCase):
                 time.sleep(4.0 if forwarder else 22.0)
                 restore()
                 time.sleep(1.5)
+            assert b"plans DB write failed" in stack.worker.log_file.read_bytes()
+            self.assert_all_exact(users)
         finally:
+            stack.worker.stop(timeout=3.0)
             if forwarder:
                 forwarder.close()
-        assert b"plans DB write failed" in stack.worker.log_file.read_bytes()
-        self.assert_all_exact(users)
