@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import time
 from collections import deque
@@ -104,7 +103,7 @@ class AuthCache:
         self._entries: dict[bytes, tuple[Principal, float]] = {}
 
     def cache_key(self, login: str, secret: str) -> bytes:
-        return hmac.new(self._key, f"{login}\0{secret}".encode(), hashlib.sha256).digest()
+        return hmac.digest(self._key, f"{login}\0{secret}".encode(), "sha256")
 
     def get(self, key: bytes, *, now: float | None = None) -> Principal | None:
         entry = self._entries.get(key)

@@ -279,6 +279,10 @@ class ProxyServer(StreamServer):
         cfg = self.config
         reader = conn.reader
         first = True
+        # Built once per connection: any of them ends the connection when raised.
+        too_slow = RequestTimeout("client too slow sending the request head")
+        too_large = HeadersTooLarge(f"request head larger than {cfg.max_header_bytes} bytes")
+        silent = RequestTimeout("no request received in time")
         while conn.cut_reason is None:
             conn.idle = True
             conn.metered_user = None
@@ -290,13 +294,11 @@ class ProxyServer(StreamServer):
                     max_bytes=cfg.max_header_bytes,
                     first_byte_timeout=cfg.header_timeout if first else cfg.keepalive_timeout,
                     head_timeout=cfg.header_timeout,
-                    too_slow=RequestTimeout("client too slow sending the request head"),
-                    too_large=HeadersTooLarge(
-                        f"request head larger than {cfg.max_header_bytes} bytes"
-                    ),
+                    too_slow=too_slow,
+                    too_large=too_large,
                     # A new connection that says nothing is told why it is dropped; an idle
                     # keep-alive connection is closed quietly (RFC 9112 §9.5).
-                    silent_timeout=RequestTimeout("no request received in time") if first else None,
+                    silent_timeout=silent if first else None,
                 )
             except ProxyError as exc:
                 self._send_error(conn, exc, keep_alive=False)
@@ -518,13 +520,15 @@ class ProxyServer(StreamServer):
 
     def _read_response_head(self, conn: ClientConnection, up: Upstream) -> bytes:
         cfg = self.config
+        # One instance serves both timeouts: raising either ends this upstream connection.
+        too_slow = up.head_timeout_error
         head = up.reader.read_head(
             max_bytes=cfg.max_header_bytes,
             first_byte_timeout=cfg.upstream_timeout,
             head_timeout=cfg.upstream_timeout,
-            too_slow=GatewayTimeout("upstream did not answer in time"),
-            too_large=BadGateway("upstream response head too large"),
-            silent_timeout=GatewayTimeout("upstream did not answer in time"),
+            too_slow=too_slow,
+            too_large=up.head_too_large_error,
+            silent_timeout=too_slow,
         )
         if head is None:
             if conn.cut_reason is not None:

@@ -6,7 +6,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from .errors import BadGateway
+from .errors import BadGateway, GatewayTimeout
 from .http import Reader
 from .policy import DestinationPolicy, connect
 
@@ -20,6 +20,12 @@ class Upstream:
     key: tuple[str, int]
     reused: bool = False
     idle_since: float = field(default_factory=time.monotonic)
+    head_timeout_error: GatewayTimeout = field(
+        default_factory=lambda: GatewayTimeout("upstream did not answer in time")
+    )
+    head_too_large_error: BadGateway = field(
+        default_factory=lambda: BadGateway("upstream response head too large")
+    )
 
     def close(self) -> None:
         try:
