@@ -11,12 +11,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import ProxyAuthRequired, TooManyRequests
+from .errors import ProxyAuthRequired, ServiceUnavailable, TooManyRequests
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +163,13 @@ class Authenticator:
         if principal is not None:
             return principal
         self.throttle.check(client_ip)
-        principal = self.lookup(login, secret)
+        try:
+            principal = self.lookup(login, secret)
+        except Exception as exc:
+            logger.exception("credential lookup failed")
+            raise ServiceUnavailable(
+                "proxy credential store unavailable, retry shortly", keep_alive=True
+            ) from exc
         if principal is None:
             self.throttle.record(client_ip)
             raise ProxyAuthRequired("invalid proxy credentials")

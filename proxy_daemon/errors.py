@@ -77,6 +77,10 @@ class TooManyRequests(ProxyError):
         return [("Retry-After", str(self.retry_after))]
 
 
+class InternalError(ProxyError):
+    status = 500
+
+
 class NotImplementedByProxy(ProxyError):
     status = 501
 

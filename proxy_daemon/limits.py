@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+logger = logging.getLogger(__name__)
+
+LOAD_RETRY_SECONDS = 5.0
 # A bucket holds at most this many seconds of traffic, so an idle user can burst briefly.
 BURST_SECONDS = 1.0
 MIN_BURST = 16 * 1024
@@ -62,8 +66,16 @@ class UserLimitsCache:
         now = time.monotonic()
         if entry is not None and entry[1] > now:
             return entry[0]
-        limits = self.loader(user_id)
-        self._entries[user_id] = (limits, now + self.ttl)
+        try:
+            limits = self.loader(user_id)
+            expires = now + self.ttl
+        except Exception:
+            # Plan limits are a quality-of-service control; with the plans DB down the
+            # user keeps the last known limits (or none) and the lookup is retried soon.
+            logger.exception("loading plan limits of user %s failed", user_id)
+            limits = entry[0] if entry is not None else UNLIMITED
+            expires = now + min(self.ttl, LOAD_RETRY_SECONDS)
+        self._entries[user_id] = (limits, expires)
         return limits
 
     def invalidate(self, user_id: int) -> None:

@@ -26,6 +26,7 @@ from .errors import (
     Forbidden,
     GatewayTimeout,
     HeadersTooLarge,
+    InternalError,
     ProxyError,
     RequestTimeout,
     ServiceUnavailable,
@@ -258,6 +259,8 @@ class ProxyServer(StreamServer):
             pass
         except Exception:
             logger.exception("unexpected error serving %s", ip)
+            if not conn.response_started:
+                self._send_error(conn, InternalError("internal proxy error"), keep_alive=False)
         finally:
             self.connections.discard(conn)
             self._release_slot(conn)

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle, Principal, parse_basic
-from proxy_daemon.errors import ProxyAuthRequired, TooManyRequests
+from proxy_daemon.errors import ProxyAuthRequired, ServiceUnavailable, TooManyRequests
 
 from .conftest import E2E, committed
 from .support import RawClient, basic, wait_for
@@ -89,6 +89,19 @@ class AuthCacheTests:
             auth.authenticate(basic("me", "right"), "9.9.9.9")
         assert len(lookups) == 3  # the throttled attempt never reached the DB
         assert auth.authenticate(basic("me", "right"), "8.8.8.8").user_id == 7
+
+    def test_credential_store_failure_is_503_not_a_silent_close(self) -> None:
+        def broken(login: str, secret: str) -> Principal | None:
+            raise RuntimeError("database is locked")
+
+        auth = Authenticator(
+            cache=AuthCache(key=b"k", ttl=60),
+            throttle=FailureThrottle(limit=3, window=60),
+            lookup=broken,
+        )
+        with pytest.raises(ServiceUnavailable, match="credential store unavailable") as info:
+            auth.authenticate(basic("me", "right"), "1.1.1.1")
+        assert info.value.response(keep_alive=True).startswith(b"HTTP/1.1 503 ")
 
     def test_throttle_window_slides(self) -> None:
         t = FailureThrottle(limit=2, window=10)

@@ -14,7 +14,13 @@ from proxy_daemon.http import (
     parse_response_head,
     response_framing,
 )
-from proxy_daemon.limits import ConnectionCounter, TokenBucket
+from proxy_daemon.limits import (
+    UNLIMITED,
+    ConnectionCounter,
+    TokenBucket,
+    UserLimits,
+    UserLimitsCache,
+)
 from proxy_daemon.policy import DestinationPolicy, address_refusal
 
 
@@ -145,6 +151,20 @@ class LimitTests:
         assert bucket.consume(100_000, now=0.0) == 0.0
         assert bucket.consume(50_000, now=0.0) == pytest.approx(0.5)
         assert bucket.consume(50_000, now=1.0) == pytest.approx(0.0)
+
+    def test_limits_cache_keeps_last_known_limits_when_the_db_fails(self) -> None:
+        calls: list[int] = []
+
+        def loader(user_id: int) -> UserLimits:
+            calls.append(user_id)
+            if len(calls) > 1:
+                raise RuntimeError("plans DB down")
+            return UserLimits(max_connections=3, speed_bps=None)
+
+        cache = UserLimitsCache(loader, ttl=0.0)
+        assert cache.get(1).max_connections == 3
+        assert cache.get(1).max_connections == 3  # loader failed: last known limits
+        assert UserLimitsCache(lambda uid: loader(uid), ttl=0).get(2) == UNLIMITED
 
     def test_connection_counter(self) -> None:
         counter = ConnectionCounter()
