@@ -30,7 +30,7 @@ sysdeps:
 	fi
 
 migrate: install
-	mkdir -p var
+	mkdir -p var/celery/queue var/celery/processed var/celery/control var/spool
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py migrate --noinput --database=plans
 

@@ -216,7 +216,7 @@ PROXY_DRAIN_TIMEOUT = env.float("PROXY_DRAIN_TIMEOUT", default=30.0)
 # Relay buffers are 1 MiB, borrowed from a bounded pool only while data flows.
 PROXY_RELAY_BUFFER_BYTES = env.int("PROXY_RELAY_BUFFER_BYTES", default=1024 * 1024)
 PROXY_RELAY_BUFFER_POOL = env.int("PROXY_RELAY_BUFFER_POOL", default=64)
-PROXY_UPSTREAM_POOL_PER_HOST = env.int("PROXY_UPSTREAM_POOL_PER_HOST", default=32)
+PROXY_UPSTREAM_POOL_PER_HOST = env.int("PROXY_UPSTREAM_POOL_PER_HOST", default=128)
 PROXY_UPSTREAM_POOL_IDLE = env.float("PROXY_UPSTREAM_POOL_IDLE", default=30.0)
 # Failed proxy logins per client IP within the window before answering 429.
 PROXY_AUTH_FAIL_LIMIT = env.int("PROXY_AUTH_FAIL_LIMIT", default=20)
@@ -263,13 +263,15 @@ KAFKA_SEQUENCE_RETENTION_DAYS = env.int("KAFKA_SEQUENCE_RETENTION_DAYS", default
 # transport: CELERY_BROKER_URL=filesystem:// (folders from CELERY_FILESYSTEM_DIR).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
 CELERY_FILESYSTEM_DIR = env("CELERY_FILESYSTEM_DIR", default=str(VAR_DIR / "celery"))
+CELERY_FILESYSTEM_TRANSPORT_OPTIONS = {
+    "data_folder_in": f"{CELERY_FILESYSTEM_DIR}/queue",
+    "data_folder_out": f"{CELERY_FILESYSTEM_DIR}/queue",
+    "processed_folder": f"{CELERY_FILESYSTEM_DIR}/processed",
+    "control_folder": f"{CELERY_FILESYSTEM_DIR}/control",
+    "store_processed": False,
+}
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": f"{CELERY_FILESYSTEM_DIR}/queue",
-        "data_folder_out": f"{CELERY_FILESYSTEM_DIR}/queue",
-        "processed_folder": f"{CELERY_FILESYSTEM_DIR}/processed",
-        "store_processed": False,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = CELERY_FILESYSTEM_TRANSPORT_OPTIONS
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"

