@@ -7,8 +7,11 @@ time, close the reporter and plugins, and exit 0.
 
 from __future__ import annotations
 
+import logging
+import os
 import resource
 import signal
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -106,6 +109,12 @@ class Command(BaseCommand):
         db.close()
         self.stdout.write(f"proxy stopped ({cut} connection(s) cut at the drain timeout)")
         self.stdout.flush()
+        # Everything is flushed and closed. Skip interpreter teardown: native threads of
+        # librdkafka and the DB pool may still be unwinding, and finalising modules under
+        # them has crashed the process (SIGSEGV) after a clean shutdown.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
 
     def _raise_fd_limit(self) -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
