@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ProxyAuthRequired, ServiceUnavailable, TooManyRequests
 
@@ -148,10 +149,28 @@ class Authenticator:
         self.throttle = throttle
         self.lookup = lookup
 
-    def authenticate(self, header: str | None, client_ip: str) -> Principal:
+    def authenticate(
+        self, header: str | None, client_ip: str, memo: list[Any] | None = None
+    ) -> Principal:
+        """The principal for a Proxy-Authorization value, checked on every call.
+
+        `memo` is a per-connection [header, cache key] pair: when a keep-alive client
+        repeats the exact header, the base64 decoding and HMAC are skipped, but the
+        cache entry is still looked up, so revocation and expiry apply to every request.
+        """
         if header is None:
             # Clients probe without credentials first; that is not a failed attempt.
             raise ProxyAuthRequired("proxy authentication required")
+        if memo is not None and memo[0] == header:
+            principal = self.cache.get(memo[1])
+            if principal is not None:
+                return principal
+        principal = self._authenticate(header, client_ip)
+        if memo is not None:
+            memo[0], memo[1] = header, self.cache.cache_key(*parse_basic(header))
+        return principal
+
+    def _authenticate(self, header: str, client_ip: str) -> Principal:
         try:
             login, secret = parse_basic(header)
         except ProxyAuthRequired:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from gevent import Timeout
+
 from .errors import (
     BadGateway,
     BadRequest,
@@ -209,9 +211,8 @@ class Reader:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
                     raise too_slow
-            self.sock.settimeout(timeout)
             try:
-                data = self.sock.recv(READ_CHUNK)
+                data = self._recv_head(timeout)
             except TimeoutError:
                 if not self.buf:
                     if silent_timeout is not None:
@@ -229,6 +230,30 @@ class Reader:
             self.buf += data
             if deadline is None:
                 deadline = time.monotonic() + head_timeout
+
+    def _recv_head(self, timeout: float) -> bytes:
+        """One recv for a head: straight from the non-blocking socket when data is
+        waiting, else wait on the socket's own read watcher (TimeoutError after timeout)."""
+        sock = self.sock
+        raw = getattr(sock, "_sock", None)
+        if raw is None:  # not a gevent socket (unit tests with plain sockets)
+            sock.settimeout(timeout)
+            return sock.recv(READ_CHUNK)
+        while True:
+            try:
+                return raw.recv(READ_CHUNK)
+            except BlockingIOError:
+                pass
+            timer = Timeout(timeout)
+            timer.start()
+            try:
+                sock._wait(sock._read_event)  # type: ignore[attr-defined]
+            except Timeout as exc:
+                if exc is not timer:
+                    raise
+                raise TimeoutError("timed out") from None
+            finally:
+                timer.close()
 
     def read_some(self, limit: int) -> bytes:
         """At most `limit` bytes: buffered ones first, else one recv. EOF raises on_eof."""
@@ -272,8 +297,11 @@ def _head_end(buf: bytearray) -> int | None:
     """Index just past the blank line that ends a head (CRLFCRLF or bare LF forms)."""
     idx = buf.find(b"\n\r\n")
     idx2 = buf.find(b"\n\n")
-    candidates = [i + 3 for i in (idx,) if i >= 0] + [i + 2 for i in (idx2,) if i >= 0]
-    return min(candidates) if candidates else None
+    if idx < 0:
+        return idx2 + 2 if idx2 >= 0 else None
+    if idx2 < 0 or idx + 3 <= idx2 + 2:
+        return idx + 3
+    return idx2 + 2
 
 
 def _split_lines(head: bytes) -> list[str]:
@@ -330,8 +358,80 @@ def _field_error(line: str, error: type[ProxyError]) -> None:
     raise error(f"control character in header {name!r}")
 
 
+# Fast paths for well-formed CRLF heads: one C-level regex validates the whole field
+# block, another extracts it. Anything they refuse takes the line-by-line path below,
+# which either accepts it the same way or names the exact problem.
+_TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_FIELD_LINE = _TCHAR + r"+:[ \t]*[^\x00-\x08\x0a-\x1f\x7f]*\r\n"
+FIELDS_BLOCK_RE = re.compile(r"(?:" + _FIELD_LINE + r")*\r\n")
+FIELD_FIND_RE = re.compile(r"(" + _TCHAR + r"+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
+REQUEST_LINE_FAST_RE = re.compile(_TCHAR + r"+ [^\x00-\x20\x7f]+ HTTP/1\.[0-9]\r\n")
+STATUS_LINE_FAST_RE = re.compile(r"HTTP/1\.([0-9]) ([1-5][0-9][0-9])(?: ([^\r\n]*))?\r\n")
+TARGET_FAST_RE = re.compile(
+    r"[hH][tT][tT][pP]://([A-Za-z0-9._~\-]+)(?::([0-9]{1,5}))?(/[^#]*)?(?:#.*)?"
+)
+
+
+def _fields_fast(text: str, start: int, max_count: int) -> Headers | None:
+    """Headers of text[start:] when it is a clean CRLF field block, else None."""
+    if FIELDS_BLOCK_RE.fullmatch(text, start) is None:
+        return None
+    found = FIELD_FIND_RE.findall(text, start)
+    if len(found) > max_count:
+        raise HeadersTooLarge(f"more than {max_count} header fields")
+    items: list[tuple[str, str]] = []
+    index: dict[str, list[str]] = {}
+    for name, value in found:
+        if value.endswith((" ", "\t")):
+            value = value.rstrip(" \t")
+        items.append((name, value))
+        lname = name.lower()
+        values = index.get(lname)
+        if values is None:
+            index[lname] = [value]
+        else:
+            values.append(value)
+    headers = Headers(items)
+    headers._index = index
+    return headers
+
+
+def _parse_request_fast(head: bytes, max_header_count: int) -> Request | None:
+    text = head.decode("latin-1")
+    m = REQUEST_LINE_FAST_RE.match(text)
+    if m is None:
+        return None
+    headers = _fields_fast(text, m.end(), max_header_count)
+    if headers is None:
+        return None
+    method, target, version_text = text[: m.end() - 2].split(" ")
+    version = (1, ord(version_text[7]) - 48)
+    if len(headers.get_all("host")) > 1:
+        raise BadRequest("more than one Host header")
+    req = Request(method, target, version, headers, len(head))
+    if method == "CONNECT":
+        req.host, req.port = parse_authority(target, default_port=None)
+        req.authority = target
+        return req
+    t = TARGET_FAST_RE.fullmatch(target)
+    if t is None:
+        req.host, req.port, req.path, req.authority = parse_absolute_target(target)
+        return req
+    host, port_text, path = t.groups()
+    port = 80 if port_text is None else int(port_text)
+    if not 0 < port < 65536:
+        raise BadRequest(f"invalid port {port_text!r}")
+    host = host.lower()
+    req.host, req.port, req.path = host, port, path or "/"
+    req.authority = host if port == 80 else f"{host}:{port}"
+    return req
+
+
 def parse_request_head(head: bytes, *, max_header_count: int) -> Request:
     """Parse a request head; raise a ProxyError naming the problem."""
+    fast = _parse_request_fast(head, max_header_count)
+    if fast is not None:
+        return fast
     lines = _split_lines(head)
     if not lines:
         raise BadRequest("empty request")
@@ -423,6 +523,16 @@ def parse_absolute_target(target: str) -> tuple[str, int, str, str]:
 
 
 def parse_response_head(head: bytes, *, max_header_count: int) -> Response:
+    text = head.decode("latin-1")
+    m = STATUS_LINE_FAST_RE.match(text)
+    if m is not None:
+        try:
+            headers = _fields_fast(text, m.end(), max_header_count)
+        except HeadersTooLarge:
+            raise BadGateway("upstream sent too many header fields") from None
+        if headers is not None:
+            minor, code, reason = m.groups()
+            return Response(int(code), reason or "", (1, int(minor)), headers, len(head), head)
     try:
         lines = _split_lines(head)
     except BadRequest as exc:

@@ -84,6 +84,15 @@ class DestinationPolicy:
 
 def resolve(host: str, port: int) -> list[tuple[int, str]]:
     """(family, address) pairs for host; BadGateway when DNS fails."""
+    # An IP literal needs no resolver (which gevent runs in a thread pool).
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if "%" not in host:
+            family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+            return [(family, str(literal))]
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:

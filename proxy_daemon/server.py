@@ -104,6 +104,7 @@ class _Abort(Exception):
 
 class ClientConnection:
     __slots__ = (
+        "auth_memo",
         "buckets",
         "cut_reason",
         "framing",
@@ -137,6 +138,8 @@ class ClientConnection:
         self.framing: BodyFraming | None = None
         self.response_started = False
         self.buckets: tuple[TokenBucket, TokenBucket] | None = None
+        # [Proxy-Authorization value, its auth-cache key] of the previous request.
+        self.auth_memo: list[Any] = [None, b""]
 
     def cut(self, reason: str) -> None:
         """Close the client side and any upstream at once; blocked reads wake with EOF."""
@@ -406,7 +409,9 @@ class ProxyServer(StreamServer):
         req = parse_request_head(head, max_header_count=self.config.max_header_count)
         conn.request = req
         conn.framing = NO_BODY if req.is_connect else request_framing(req)
-        principal = self.authenticator.authenticate(req.headers.get("proxy-authorization"), conn.ip)
+        principal = self.authenticator.authenticate(
+            req.headers.get("proxy-authorization"), conn.ip, conn.auth_memo
+        )
         self._admit(conn, principal)
         self._count_up(conn)
         if req.is_connect:
