@@ -11,6 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -76,7 +77,9 @@ def user_deactivate(*, user: User) -> User:
 
 
 def _login_suggest(user: User) -> str:
-    base = re.sub(r"[^a-z0-9._-]", "", user.username.lower())[:50] or "user"
+    # Portal usernames are e-mail addresses: base the login on the local part only.
+    name = user.username.split("@", 1)[0]
+    base = re.sub(r"[^a-z0-9._-]", "", name.lower())[:50] or "user"
     if len(base) < 3:
         base = f"{base}-px"
     suffix = "".join(secrets.choice(LOGIN_SUFFIX_CHARS) for _ in range(6))
@@ -152,7 +155,6 @@ def credential_touch(*, credential_id: int) -> None:
     ProxyCredential.objects.filter(pk=credential_id).update(last_used_at=timezone.now())
 
 
-PORTAL_MAX_LIVE_CREDENTIALS = 10
 
 
 def user_signup(*, email: str, password: str) -> User:
@@ -196,23 +198,6 @@ def user_delete_account(*, user: User) -> None:
     with transaction.atomic(using=ACCOUNTS_DB):
         credential_revoke_all(user=user)
         user.delete()
-
-
-def credential_issue_self_service(*, user: User, login: str | None = None) -> IssuedCredential:
-    """Issue a credential from the portal, at most PORTAL_MAX_LIVE_CREDENTIALS live ones."""
-    with transaction.atomic(using=ACCOUNTS_DB):
-        # Lock the user row so two concurrent requests cannot both pass the count.
-        User.objects.select_for_update().filter(pk=user.pk).first()
-        live = ProxyCredential.objects.filter(user=user, revoked_at__isnull=True).count()
-        if live >= PORTAL_MAX_LIVE_CREDENTIALS:
-            raise ValidationError(
-                f"You already have {live} active credentials; revoke one before issuing another.",
-                code="too_many",
-            )
-        if not login and "@" in user.username:
-            # Portal usernames are e-mails: base the login on the local part only.
-            login = _login_suggest(User(username=user.username.split("@", 1)[0]))
-        return credential_issue(user=user, login=login or None)
 
 
 # API (issue 5): operator and self-service writes used by accounts/api.
@@ -289,9 +274,13 @@ def api_token_issue(*, user: User, reset: bool = False) -> tuple[str, bool]:
 
 
 def credential_issue_within_limit(
-    *, user: User, max_live: int, login: str | None = None
+    *, user: User, login: str | None = None, max_live: int | None = None
 ) -> IssuedCredential:
-    """Issue a credential unless the user already holds `max_live` unrevoked ones."""
+    """Issue a credential unless the user already holds `max_live` unrevoked ones.
+
+    Used by the portal and the API; the limit defaults to API_MAX_LIVE_CREDENTIALS.
+    """
+    max_live = settings.API_MAX_LIVE_CREDENTIALS if max_live is None else max_live
     with transaction.atomic(using=ACCOUNTS_DB):
         # Lock the user row so concurrent requests cannot both pass the count.
         User.objects.select_for_update().filter(pk=user.pk).first()

@@ -124,14 +124,14 @@ class CredentialsView(LoginRequiredMixin, FormView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return super().get_context_data(
             credentials=selectors.credential_list(user=self.request.user),
-            max_live=services.PORTAL_MAX_LIVE_CREDENTIALS,
+            max_live=settings.API_MAX_LIVE_CREDENTIALS,
             proxy_address=f"{settings.PROXY_PUBLIC_HOST}:{settings.PROXY_PORT}",
             **kwargs,
         )
 
     def form_valid(self, form: CredentialIssueForm) -> HttpResponse:
         try:
-            issued = services.credential_issue_self_service(
+            issued = services.credential_issue_within_limit(
                 user=self.request.user, login=form.cleaned_data["login"]
             )
         except ValidationError as exc:

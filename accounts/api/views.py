@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -153,9 +152,7 @@ class MyCredentialViewSet(
         payload = CredentialIssueSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         issued = services.credential_issue_within_limit(
-            user=request.user,
-            login=payload.validated_data.get("login"),
-            max_live=settings.API_MAX_LIVE_CREDENTIALS,
+            user=request.user, login=payload.validated_data.get("login")
         )
         return Response(_issued(issued), status=status.HTTP_201_CREATED)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from django.conf import settings
 from django.core import mail
 from django.test import override_settings
 from django.urls import reverse
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import ProxyCredential, User
 from accounts.selectors import credential_authenticate
-from accounts.services import PORTAL_MAX_LIVE_CREDENTIALS, credential_issue
+from accounts.services import credential_issue
 from goproxy_site.tests.base import BaseTestCase
 from plans.models import FreePlanClaim, Plan, Subscription, SubscriptionStatus, UsageBucket
 
@@ -336,13 +337,14 @@ class CredentialsTests(BaseTestCase):
         )
 
     def test_live_credentials_are_capped(self) -> None:
-        for i in range(PORTAL_MAX_LIVE_CREDENTIALS):
+        for i in range(settings.API_MAX_LIVE_CREDENTIALS):
             credential_issue(user=self.charlie, login=f"charlie-{i}")
         self.client.force_login(self.charlie)
         response = self.client.post(reverse("credentials"), {"login": ""})
-        self.assertContains(response, "revoke one before issuing another")
+        self.assertContains(response, "revoke one first")
         self.assertEqual(
-            ProxyCredential.objects.filter(user=self.charlie).count(), PORTAL_MAX_LIVE_CREDENTIALS
+            ProxyCredential.objects.filter(user=self.charlie).count(),
+            settings.API_MAX_LIVE_CREDENTIALS,
         )
 
 
