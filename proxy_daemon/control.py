@@ -44,6 +44,9 @@ class KafkaControlPlugin:
         self.topic = settings.KAFKA_TOPIC_CONTROL
         self.versions: dict[int, int] = {}
         self.applied = 0
+        # For /healthz: the DB snapshot is applied; the control topic is assigned.
+        self.loaded = False
+        self.streaming = False
         self._queue: deque[schemas.Event] = deque()
         self._stopping = False
         self._pool: Any = None
@@ -113,6 +116,7 @@ class KafkaControlPlugin:
         from gevent.threadpool import ThreadPool
 
         count = self.load_restrictions()
+        self.loaded = True
         logger.info("loaded restrictions: %d user(s) restricted", count)
         self._watcher = gevent.get_hub().loop.async_()
         self._watcher.start(lambda: gevent.spawn(self._drain))
@@ -160,6 +164,7 @@ class KafkaControlPlugin:
         try:
             while not self._stopping and not consumer.assign_all():
                 sleep(ASSIGN_RETRY_INTERVAL)
+            self.streaming = not self._stopping
             while not self._stopping:
                 try:
                     msgs = consumer.consume(500, POLL_TIMEOUT)
@@ -172,4 +177,5 @@ class KafkaControlPlugin:
                     self._queue.extend(events)
                     self._watcher.send()
         finally:
+            self.streaming = False
             consumer.close()

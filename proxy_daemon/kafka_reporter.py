@@ -17,6 +17,7 @@ No byte is lost:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -37,6 +38,10 @@ from .hooks import TrafficDelta
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.05
+# librdkafka statistics (broker connection states) every this many ms, for /healthz.
+STATS_INTERVAL_MS = 2000
+# A delivery this recent also counts as connected (brokers may close idle connections).
+RECENT_DELIVERY = 60.0
 TOPICS_RETRY_INTERVAL = 5.0
 
 
@@ -65,6 +70,8 @@ class KafkaReporter:
         self._producer_config = {
             "message.timeout.ms": 0,  # retry forever: an outage must not drop deltas
             "log.connection.close": False,
+            "statistics.interval.ms": STATS_INTERVAL_MS,
+            "stats_cb": self._on_stats,
             **(producer_config or {}),
         }
         self._lock = _native_lock()
@@ -79,6 +86,29 @@ class KafkaReporter:
         self._pool: Any = None
         self._done: Any = None
         self.delivered = 0
+        # Written by the sender thread, read by /healthz and /metrics on the hub.
+        self.brokers_up = False
+        self._delivered_at = float("-inf")
+
+    @property
+    def connected(self) -> bool:
+        """A broker connection is up, or Kafka acknowledged an event recently."""
+        return self.brokers_up or time.monotonic() - self._delivered_at < RECENT_DELIVERY
+
+    def queue_depth(self) -> dict[str, int]:
+        """Events not yet acknowledged, by stage (len() of each is atomic; no lock needed)."""
+        return {
+            "pending": len(self._pending),
+            "in_flight": len(self._in_flight),
+            "retry": len(self._retry),
+        }
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            brokers = json.loads(stats_json).get("brokers", {})
+        except ValueError:
+            return
+        self.brokers_up = any(b.get("state") == "UP" for b in brokers.values())
 
     # -- hub side --------------------------------------------------------------------
     def start(self) -> None:
@@ -134,6 +164,7 @@ class KafkaReporter:
             self._in_flight.pop(event.event_id, None)
             if err is None:
                 self.delivered += 1
+                self._delivered_at = time.monotonic()
             else:
                 logger.warning("traffic event %s not delivered (%s); retrying", event.seq, err)
                 self._retry.append(event)

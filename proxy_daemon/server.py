@@ -27,6 +27,7 @@ from .errors import (
     GatewayTimeout,
     HeadersTooLarge,
     InternalError,
+    ProxyAuthRequired,
     ProxyError,
     RequestTimeout,
     ServiceUnavailable,
@@ -49,6 +50,7 @@ from .http import (
 )
 from .limits import ConnectionCounter, SpeedLimiter, TokenBucket, UserLimitsCache
 from .metering import Meter
+from .metrics import ProxyMetrics
 from .policy import DestinationPolicy, connect
 from .tunnel import BufferPool, Tunnel, send_all
 from .upstream import Upstream, UpstreamPool
@@ -192,11 +194,12 @@ class ProxyServer(StreamServer):
         self.speed = SpeedLimiter()
         self._restricted: dict[int, str] = {}
         self.draining = False
+        self.metrics = ProxyMetrics()
 
     # ProxyControl -------------------------------------------------------------------
     def restrict(self, user_id: int, reason: str) -> None:
         self._restricted[user_id] = reason
-        self.cut_user(user_id, f"user restricted: {reason}")
+        self.metrics.restriction_cuts += self.cut_user(user_id, f"user restricted: {reason}")
 
     def lift(self, user_id: int) -> None:
         self._restricted.pop(user_id, None)
@@ -251,6 +254,7 @@ class ProxyServer(StreamServer):
     def handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
         ip = address[0] if isinstance(address, tuple) else str(address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.metrics.accepted += 1
         if len(self.connections) >= self.config.max_connections or self.draining:
             self._reply_and_close(sock, ServiceUnavailable("proxy is at its connection limit"))
             return
@@ -275,6 +279,7 @@ class ProxyServer(StreamServer):
                 pass
 
     def _reply_and_close(self, sock: socket.socket, exc: ProxyError) -> None:
+        self.metrics.status(exc.status)
         try:
             send_all(sock, exc.response(keep_alive=False), 5.0)
         except OSError:
@@ -342,6 +347,7 @@ class ProxyServer(StreamServer):
     def _send_error(self, conn: ClientConnection, exc: ProxyError, *, keep_alive: bool) -> None:
         if conn.cut_reason is not None:
             return
+        self.metrics.status(exc.status)
         try:
             self._send(conn, exc.response(keep_alive=keep_alive))
         except (ClientGone, OSError):
@@ -378,6 +384,7 @@ class ProxyServer(StreamServer):
         uid = principal.user_id
         reason = self._restricted.get(uid)
         if reason is not None:
+            self.metrics.restriction_refusals += 1
             raise Forbidden(f"user restricted: {reason}")
         limits = self.limits.get(uid)
         if conn.user_id != uid:
@@ -409,9 +416,13 @@ class ProxyServer(StreamServer):
         req = parse_request_head(head, max_header_count=self.config.max_header_count)
         conn.request = req
         conn.framing = NO_BODY if req.is_connect else request_framing(req)
-        principal = self.authenticator.authenticate(
-            req.headers.get("proxy-authorization"), conn.ip, conn.auth_memo
-        )
+        try:
+            principal = self.authenticator.authenticate(
+                req.headers.get("proxy-authorization"), conn.ip, conn.auth_memo
+            )
+        except (ProxyAuthRequired, TooManyRequests) as exc:
+            self.metrics.auth_failure(exc.status, req.headers.get("proxy-authorization"))
+            raise
         self._admit(conn, principal)
         self._count_up(conn)
         if req.is_connect:
@@ -429,6 +440,7 @@ class ProxyServer(StreamServer):
             return
         self._send(conn, CONNECT_OK)
         conn.response_started = True
+        self.metrics.status(200)
         reader = conn.reader
         # Bytes the client sent right behind the CONNECT head belong to the tunnel.
         if reader.buf:
@@ -580,6 +592,7 @@ class ProxyServer(StreamServer):
             framing = NO_BODY
         self._send(conn, head)
         conn.response_started = True
+        self.metrics.status(resp.status)
         try:
             self._relay_body(conn, up, framing, reencode=out.kind == "chunked")
         except ProxyError as exc:

@@ -226,6 +226,10 @@ PROXY_USER_LIMITS_TTL = env.float("PROXY_USER_LIMITS_TTL", default=30.0)
 # Native threads for ORM lookups, so DB access never stalls the gevent hub.
 PROXY_DB_THREADS = env.int("PROXY_DB_THREADS", default=4)
 PROXY_VIA_NAME = env("PROXY_VIA_NAME", default="goproxy")
+# Admin port with /healthz and /metrics (Prometheus); off unless a port is given, and on
+# loopback unless PROXY_ADMIN_HOST is widened (compose: 0.0.0.0 on the internal network).
+PROXY_ADMIN_HOST = env("PROXY_ADMIN_HOST", default="127.0.0.1")
+PROXY_ADMIN_PORT = env.int("PROXY_ADMIN_PORT", default=None)
 
 # KAFKA
 # ------------------------------------------------------------------------------
@@ -255,6 +259,9 @@ KAFKA_REPORTER_MAX_IN_FLIGHT = env.int("KAFKA_REPORTER_MAX_IN_FLIGHT", default=1
 KAFKA_REPORTER_SPOOL_DIR = env("KAFKA_REPORTER_SPOOL_DIR", default=str(VAR_DIR / "spool"))
 # Days a proxy instance's sequence high-water marks are kept (longer than topic retention).
 KAFKA_SEQUENCE_RETENTION_DAYS = env.int("KAFKA_SEQUENCE_RETENTION_DAYS", default=14)
+# Seconds between consumer-lag computations in the worker (committed offset vs high
+# watermark, two broker round trips per partition).
+KAFKA_LAG_INTERVAL = env.float("KAFKA_LAG_INTERVAL", default=10.0)
 
 # CELERY
 # ------------------------------------------------------------------------------
@@ -297,6 +304,11 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE_FILENAME = env(
     "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
 )
+# Worker metrics (prometheus_client.start_http_server, main process): off unless a port
+# is given; several workers on one host each need their own port.
+# https://prometheus.github.io/client_python/exporting/http/
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=None)
+WORKER_METRICS_ADDR = env("WORKER_METRICS_ADDR", default="127.0.0.1")
 
 # LOGGING
 # ------------------------------------------------------------------------------

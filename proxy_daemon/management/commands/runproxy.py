@@ -29,6 +29,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--drain-timeout", type=float, default=None, help="default: PROXY_DRAIN_TIMEOUT"
         )
+        parser.add_argument(
+            "--admin-host", type=str, default=None, help="default: PROXY_ADMIN_HOST"
+        )
+        parser.add_argument(
+            "--admin-port",
+            type=int,
+            default=None,
+            help="/healthz and /metrics on this port (default: PROXY_ADMIN_PORT; unset = off)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from gevent import monkey
@@ -42,6 +51,7 @@ class Command(BaseCommand):
         from proxy_daemon.dbpool import DBRunner, plan_limits
         from proxy_daemon.limits import UserLimitsCache
         from proxy_daemon.metering import Meter, flush
+        from proxy_daemon.metrics import CountingReporter
         from proxy_daemon.policy import DestinationPolicy
         from proxy_daemon.server import ProxyConfig, ProxyServer
 
@@ -78,6 +88,8 @@ class Command(BaseCommand):
         )
         reporter = import_string(settings.PROXY_REPORTER)()
         plugins = [import_string(path)(server) for path in settings.PROXY_CONTROL_PLUGINS]
+        counted = CountingReporter(reporter, server.metrics)
+        admin = self._start_admin(options, server, reporter, plugins)
         reporter.start()
         for plugin in plugins:
             plugin.start()
@@ -88,7 +100,7 @@ class Command(BaseCommand):
 
         def meter_loop() -> None:
             while not stop.wait(settings.PROXY_METER_INTERVAL):
-                flush(meter, reporter)
+                flush(meter, counted)
                 server.upstreams.sweep()
 
         # Everything loaded so far (Django, settings, code) lives for the whole process:
@@ -107,11 +119,13 @@ class Command(BaseCommand):
         self.stdout.flush()
         cut = server.drain(drain_timeout)
         flusher.kill()
-        flush(meter, reporter)
+        flush(meter, counted)
         reporter.close(timeout=5.0)
         for plugin in plugins:
             plugin.stop()
         db.close()
+        if admin is not None:
+            admin.stop(timeout=1.0)
         self.stdout.write(f"proxy stopped ({cut} connection(s) cut at the drain timeout)")
         self.stdout.flush()
         # Everything is flushed and closed. Skip interpreter teardown: native threads of
@@ -120,6 +134,33 @@ class Command(BaseCommand):
         logging.shutdown()
         sys.stderr.flush()
         os._exit(0)
+
+    def _start_admin(
+        self, options: dict[str, Any], server: Any, reporter: Any, plugins: list
+    ) -> Any:
+        """The admin port (/healthz, /metrics), before plugins load, so it can say "starting"."""
+        from proxy_daemon.admin_server import AdminApp, admin_server_start
+        from proxy_daemon.metrics import registry_build
+
+        port = options["admin_port"]
+        if port is None:
+            port = settings.PROXY_ADMIN_PORT
+        if port is None:
+            return None
+        host = options["admin_host"] or settings.PROXY_ADMIN_HOST
+        app = AdminApp(
+            server=server,
+            reporter=reporter,
+            plugins=plugins,
+            registry=registry_build(server, reporter, plugins),
+        )
+        try:
+            admin = admin_server_start(host, port, app)
+        except OSError as exc:
+            raise CommandError(f"cannot open the admin port {host}:{port}: {exc}") from exc
+        self.stdout.write(f"admin port on {host}:{admin.server_port} (/healthz, /metrics)")
+        self.stdout.flush()
+        return admin
 
     def _raise_fd_limit(self) -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
