@@ -25,6 +25,7 @@ class PlanControllerStep(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._metrics_server: Any = None
 
     def _run(self) -> None:
         from plans.consumer import Stopped, plan_controller_build
@@ -40,6 +41,12 @@ class PlanControllerStep(bootsteps.StartStopStep):
     def start(self, worker: Any) -> None:
         from django.conf import settings
 
+        if settings.WORKER_METRICS_PORT is not None and self._metrics_server is None:
+            from plans.metrics import metrics_server_start
+
+            self._metrics_server = metrics_server_start(
+                settings.WORKER_METRICS_PORT, settings.WORKER_METRICS_ADDR
+            )
         if not settings.KAFKA_PLAN_CONTROLLER_ENABLED:
             logger.info("plan-controller disabled (KAFKA_PLAN_CONTROLLER_ENABLED=False)")
             return
@@ -54,3 +61,7 @@ class PlanControllerStep(bootsteps.StartStopStep):
             self._thread.join(timeout=15)
             logger.info("plan-controller stopped")
             self._thread = None
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None

@@ -29,7 +29,7 @@ from goproxy_site.db_routers import ACCOUNTS_DB, PLANS_DB
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import EventBusError, RawMessage
 
-from . import handlers, selectors, services
+from . import handlers, metrics, selectors, services
 from .models import OutboxEvent as PlansOutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class PlanController:
         self.should_stop = should_stop
         self.applied = 0
         self.dead_lettered = 0
+        self.lag = metrics.LagTracker(settings.KAFKA_LAG_INTERVAL)
 
     # -- helpers ---------------------------------------------------------------------
     def _wait(self, attempt: int, what: str, exc: BaseException) -> None:
@@ -194,9 +195,11 @@ class PlanController:
             try:
                 result = handler([e for _, e in items])
                 self.applied += result.applied
+                metrics.EVENTS_APPLIED.labels(cls.__name__).inc(result.applied)
                 return []
             except TRANSIENT_DB_ERRORS as exc:
                 _close_connections()
+                metrics.DB_RETRIES.inc()
                 self._wait(attempt, "plans DB write", exc)
                 attempt += 1
             except (ValidationError, DatabaseError, ValueError, TypeError) as exc:
@@ -231,12 +234,15 @@ class PlanController:
             self._wait(attempt, "dead-letter flush", EventBusError("not acknowledged"))
             attempt += 1
         self.dead_lettered += len(dead)
+        metrics.DEAD_LETTERS.inc(len(dead))
 
     # -- the loop --------------------------------------------------------------------
     def step(self) -> bool:
         """Handle one batch (or none); return True if messages were processed."""
         msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
         if msgs:
+            started = time.monotonic()
+            metrics.MESSAGES_CONSUMED.inc(len(msgs))
             groups, dead = self._decode(msgs)
             for cls, items in groups.items():
                 dead.extend(self._apply(cls, items))
@@ -247,9 +253,11 @@ class PlanController:
             except EventBusError as exc:
                 # Uncommitted offsets only mean redelivery, which the marks make harmless.
                 logger.warning("offset commit failed: %s", exc)
+            metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        self.lag.maybe_update(self.consumer)
         if self.relay is not None:
             try:
-                self.relay.step(force=bool(msgs))
+                metrics.OUTBOX_RELAYED.inc(self.relay.step(force=bool(msgs)))
             except TRANSIENT_DB_ERRORS as exc:
                 _close_connections()
                 logger.warning("outbox relay: database unavailable (%s)", exc)

@@ -1,0 +1,141 @@
+"""Worker metrics: the plan-controller loop's counters, consumer lag on a real broker, and
+the metrics HTTP server."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from django.test import SimpleTestCase
+from prometheus_client import REGISTRY
+
+from goproxy_site.events import schemas
+from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
+from goproxy_site.events.memory import InMemoryEventBus
+from goproxy_site.tests.base import BaseTestCase
+from plans import metrics
+from plans.consumer import OutboxRelay, PlanController
+
+TRAFFIC = "goproxy.traffic"
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def delta(user_id: int, up: int, down: int, seq: int) -> schemas.Event:
+    return schemas.UserConsumedTrafficEvent(
+        user_id=user_id, bytes_up=up, bytes_down=down, instance_id="scale-px", seq=seq
+    )
+
+
+class WorkerMetricsTests(BaseTestCase):
+    def test_batches_applied_events_dead_letters_and_outbox_are_counted(self) -> None:
+        bus = InMemoryEventBus()
+        producer = bus.producer()
+        controller = PlanController(
+            consumer=bus.consumer(group_id="plan-controller", topics=[TRAFFIC]),
+            producer=producer,
+            relay=OutboxRelay(producer),
+            poll_timeout=0,
+        )
+        names = [
+            ("goproxy_worker_messages_consumed_total", {}),
+            ("goproxy_worker_events_applied_total", {"event": "UserConsumedTrafficEvent"}),
+            ("goproxy_worker_dead_letters_total", {}),
+            ("goproxy_worker_batch_duration_seconds_count", {}),
+            ("goproxy_worker_outbox_relayed_total", {}),
+        ]
+        before = [sample(n, **labels) for n, labels in names]
+        for seq in (1, 2, 3):
+            producer.send(delta(self.alice.pk, 300_000, 100_000, seq))  # crosses alice's limit
+        bus.append(TRAFFIC, b"1", b"{not json")
+        producer.send(delta(self.alice.pk, 1, 1, 3))  # a redelivered sequence: a no-op
+        self.assertIs(controller.step(), True)
+        after = [sample(n, **labels) for n, labels in names]
+        consumed, applied, dead, batches, relayed = (
+            a - b for a, b in zip(after, before, strict=True)
+        )
+        self.assertEqual(consumed, 5)
+        self.assertEqual(applied, 3)
+        self.assertEqual(dead, 1)
+        self.assertEqual(batches, 1)
+        self.assertGreaterEqual(relayed, 1)  # alice's UserExceededTrafficLimitEvent
+
+    def test_lag_is_not_computed_for_a_consumer_without_a_broker(self) -> None:
+        bus = InMemoryEventBus()
+        consumer = bus.consumer(group_id="g", topics=[TRAFFIC])
+        self.assertIsNone(metrics.consumer_lag(consumer))
+        self.assertIs(metrics.LagTracker(0).maybe_update(consumer), False)
+
+
+class ConsumerLagTests(SimpleTestCase):
+    """Against tansu: one message per produce call, so its high watermark is exact."""
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, kafka_broker: str) -> Iterator[None]:
+        self.topic = f"t.lag.{uuid.uuid4().hex[:8]}"
+        with self.settings(KAFKA_BOOTSTRAP_SERVERS=kafka_broker):
+            topics_ensure([self.topic], partitions=2)
+            yield
+
+    def produce(self, count: int, partition: int) -> None:
+        producer = KafkaEventProducer()
+        for i in range(count):
+            producer._producer.produce(self.topic, value=b"%d" % i, partition=partition)
+            assert producer.flush(10) == 0  # one record batch per message
+
+    def lag_now(self, consumer: KafkaEventConsumer) -> dict | None:
+        tracker = metrics.LagTracker(0)
+        assert tracker.maybe_update(consumer)
+        return metrics.consumer_lag(consumer)
+
+    def test_lag_is_watermark_minus_committed_per_partition(self) -> None:
+        self.produce(6, partition=0)
+        self.produce(2, partition=1)
+        consumer = KafkaEventConsumer(group_id=f"lag-{self.topic}", topics=[self.topic])
+        try:
+            got: list = []
+            for _ in range(100):  # bounded: join + fetch take a few seconds on tansu
+                got += consumer.consume(8 - len(got), 0.2)
+                if len(got) == 8:
+                    break
+            assert len(got) == 8
+            consumer.commit()
+            assert self.lag_now(consumer) == {(self.topic, 0): 0, (self.topic, 1): 0}
+            self.produce(5, partition=0)
+            lags = None
+            for _ in range(50):
+                lags = metrics.consumer_lag(consumer)
+                if lags and lags[(self.topic, 0)] == 5:
+                    break
+                time.sleep(0.1)
+            assert lags == {(self.topic, 0): 5, (self.topic, 1): 0}
+            metrics.LagTracker(0).maybe_update(consumer)
+            assert sample("goproxy_worker_consumer_lag", topic=self.topic, partition="0") == 5
+        finally:
+            consumer.close()
+
+
+class MetricsServerTests(SimpleTestCase):
+    def test_serves_the_registry_and_a_taken_port_is_a_logged_error(self) -> None:
+        server = metrics.metrics_server_start(0, "127.0.0.1")
+        assert server is not None
+        try:
+            port = server.server_address[1]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                body = resp.read().decode()
+            assert "goproxy_worker_events_applied_total" in body
+            assert "goproxy_worker_batch_duration_seconds_bucket" in body
+            with socket.create_server(("127.0.0.1", 0)) as taken:
+                busy = taken.getsockname()[1]
+                with self.assertLogs("plans.metrics", "ERROR") as logs:
+                    self.assertIsNone(metrics.metrics_server_start(busy, "127.0.0.1"))
+            self.assertIn(f"cannot bind 127.0.0.1:{busy}", logs.output[0])
+        finally:
+            server.shutdown()
+            server.server_close()

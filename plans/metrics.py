@@ -1,0 +1,118 @@
+"""Prometheus metrics of the worker's plan-controller loop (prometheus_client).
+
+The loop runs in the worker's main process (a bootstep thread), so the default registry
+of that process holds everything; `metrics_server_start()` serves it on
+WORKER_METRICS_PORT. Consumer lag is the committed offset of the group against the
+partition's high watermark. On Apache Kafka that is exact; tansu (tests, `make run`)
+reports the base offset of the last record batch + 1 as its high watermark, so there
+the lag is approximate (it can read low by up to one batch) and is clamped at 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+logger = logging.getLogger(__name__)
+
+MESSAGES_CONSUMED = Counter(
+    "goproxy_worker_messages_consumed", "Messages read from the traffic topic."
+)
+EVENTS_APPLIED = Counter(
+    "goproxy_worker_events_applied",
+    "Events applied to the plans DB (redeliveries the sequence marks turn into no-ops are "
+    "not counted).",
+    ["event"],
+)
+DEAD_LETTERS = Counter(
+    "goproxy_worker_dead_letters", "Messages sent to the dead-letter topic (malformed/refused)."
+)
+BATCH_SECONDS = Histogram(
+    "goproxy_worker_batch_duration_seconds",
+    "One batch from the end of the fetch to the offset commit (decode, DB transaction, "
+    "dead letters, commit).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+CONSUMER_LAG = Gauge(
+    "goproxy_worker_consumer_lag",
+    "Messages not yet committed by the group: high watermark - committed offset, per "
+    "partition assigned to this worker (approximate on tansu).",
+    ["topic", "partition"],
+)
+OUTBOX_RELAYED = Counter(
+    "goproxy_worker_outbox_relayed", "Outbox rows delivered to Kafka and marked sent."
+)
+DB_RETRIES = Counter(
+    "goproxy_worker_db_retries", "Plans DB writes retried after a transient database error."
+)
+
+
+def consumer_lag(consumer: Any, *, timeout: float = 2.0) -> dict[tuple[str, int], int] | None:
+    """Lag per assigned partition of a confluent-kafka consumer (None if not available).
+
+    Two broker round trips per call (committed offsets, then watermarks); call it every
+    KAFKA_LAG_INTERVAL seconds, not per batch.
+    """
+    from confluent_kafka import KafkaException
+
+    raw = getattr(consumer, "_consumer", None)  # KafkaEventConsumer's librdkafka handle
+    if raw is None:
+        return None
+    try:
+        assignment = raw.assignment()
+        if not assignment:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
+        for tp in raw.committed(assignment, timeout=timeout):
+            _low, high = raw.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            committed = tp.offset if tp.offset >= 0 else _low  # none yet: from the start
+            lags[(tp.topic, tp.partition)] = max(0, high - committed)
+    except (KafkaException, RuntimeError) as exc:
+        logger.warning("consumer lag not computed: %s", exc)
+        return None
+    return lags
+
+
+class LagTracker:
+    """Updates CONSUMER_LAG at most every `interval` seconds; drops revoked partitions."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._labels: set[tuple[str, str]] = set()
+
+    def maybe_update(self, consumer: Any, *, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now < self._next:
+            return False
+        self._next = now + self.interval
+        lags = consumer_lag(consumer)
+        if lags is None:
+            return False
+        labels = {(topic, str(partition)) for topic, partition in lags}
+        for stale in self._labels - labels:
+            CONSUMER_LAG.remove(*stale)
+        for (topic, partition), lag in lags.items():
+            CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+        self._labels = labels
+        return True
+
+
+def metrics_server_start(port: int, addr: str) -> Any:
+    """Serve the default registry on addr:port; None (and an error log) if it can't bind."""
+    try:
+        server, _thread = start_http_server(port, addr=addr)
+    except OSError as exc:
+        logger.error(
+            "worker metrics not served: cannot bind %s:%s (%s); set WORKER_METRICS_PORT to a "
+            "free port per worker on this host, or unset it",
+            addr,
+            port,
+            exc,
+        )
+        return None
+    logger.info("worker metrics on http://%s:%s/metrics", addr, port)
+    return server
