@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -20,6 +21,19 @@ class Feature(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ResetCycle(models.TextChoices):
+    NONE = "none", "Never"
+    DAILY = "daily", "Daily (calendar)"
+    WEEKLY = "weekly", "Weekly (calendar, Mondays)"
+    MONTHLY = "monthly", "Monthly (calendar, the 1st)"
+    EVERY_N_DAYS = "every_n_days", "Every N days from the start"
+
+
+class QuotaAction(models.TextChoices):
+    CUT = "cut", "Cut off"
+    THROTTLE = "throttle", "Throttle"
 
 
 class Plan(models.Model):
@@ -61,6 +75,45 @@ class Plan(models.Model):
         help_text="Bytes per second in each direction; empty = unlimited.",
     )
     features = models.ManyToManyField(Feature, blank=True, related_name="plans")
+    reset_cycle = models.CharField(
+        max_length=16,
+        choices=ResetCycle.choices,
+        default=ResetCycle.NONE,
+        help_text="When the period usage goes back to zero (calendar cycles use PLANS_TIME_ZONE).",
+    )
+    reset_every_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="N for the 'every N days from the start' cycle.",
+    )
+    quota_action = models.CharField(
+        max_length=16,
+        choices=QuotaAction.choices,
+        default=QuotaAction.CUT,
+        help_text="At the quota: refuse the user (cut) or slow them down (throttle).",
+    )
+    throttle_speed_bps = models.BigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Bytes per second in each direction once throttled.",
+    )
+    device_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Distinct client IP addresses in use at once; empty = unlimited.",
+    )
+    start_on_first_use = models.BooleanField(
+        default=False, help_text="The subscription waits on hold until the first proxy use."
+    )
+    first_use_deadline_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="An on-hold subscription starts anyway after this many days.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -87,10 +140,33 @@ class Plan(models.Model):
                 condition=Q(max_connections__isnull=True) | Q(max_connections__gt=0),
                 name="plans_plan_connections_positive",
             ),
+            models.CheckConstraint(
+                condition=~Q(reset_cycle="every_n_days") | Q(reset_every_days__gt=0),
+                name="plans_plan_every_n_days_has_n",
+                violation_error_message="The 'every N days' cycle needs N.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(quota_action="throttle") | Q(throttle_speed_bps__gt=0),
+                name="plans_plan_throttle_has_speed",
+                violation_error_message="Throttling at the quota needs a throttle speed.",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors = {}
+        if self.reset_cycle == ResetCycle.EVERY_N_DAYS and not self.reset_every_days:
+            errors["reset_every_days"] = "The 'every N days' cycle needs N."
+        if self.quota_action == QuotaAction.THROTTLE and not self.throttle_speed_bps:
+            errors["throttle_speed_bps"] = "Throttling at the quota needs a throttle speed."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def throttles(self) -> bool:
+        return self.quota_action == QuotaAction.THROTTLE and bool(self.throttle_speed_bps)
 
 
 class SubscriptionStatus(models.TextChoices):
@@ -115,7 +191,20 @@ class Subscription(models.Model):
     bytes_up = models.BigIntegerField(default=0, help_text="Client → destination bytes.")
     bytes_down = models.BigIntegerField(default=0, help_text="Destination → client bytes.")
     traffic_limit_bytes = models.BigIntegerField(
-        null=True, blank=True, help_text="The plan's limit when assigned; empty = unlimited."
+        null=True,
+        blank=True,
+        help_text="This period's allowance: the plan's limit when assigned plus top-ups; "
+        "empty = unlimited.",
+    )
+    topup_bytes = models.BigIntegerField(
+        default=0, help_text="Bytes added to this period's allowance by top-ups."
+    )
+    lifetime_bytes_up = models.BigIntegerField(default=0, help_text="Never reset.")
+    lifetime_bytes_down = models.BigIntegerField(default=0, help_text="Never reset.")
+    period_started_at = models.DateTimeField(null=True, blank=True)
+    next_reset_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    hold_deadline = models.DateTimeField(
+        null=True, blank=True, help_text="An on-hold subscription starts at this time anyway."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -137,6 +226,12 @@ class Subscription(models.Model):
                 condition=Q(traffic_limit_bytes__isnull=True) | Q(traffic_limit_bytes__gt=0),
                 name="plans_subscription_limit_positive",
             ),
+            models.CheckConstraint(
+                condition=Q(topup_bytes__gte=0)
+                & Q(lifetime_bytes_up__gte=0)
+                & Q(lifetime_bytes_down__gte=0),
+                name="plans_subscription_lifetime_nonneg",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -149,6 +244,14 @@ class Subscription(models.Model):
     @property
     def is_exhausted(self) -> bool:
         return self.traffic_limit_bytes is not None and self.bytes_used >= self.traffic_limit_bytes
+
+    @property
+    def lifetime_bytes_used(self) -> int:
+        return self.lifetime_bytes_up + self.lifetime_bytes_down
+
+    @property
+    def is_throttled(self) -> bool:
+        return self.status == SubscriptionStatus.LIMITED and self.plan.throttles
 
     @property
     def usage_ratio(self) -> float | None:
@@ -215,6 +318,9 @@ class UserRestriction(models.Model):
 
     user_id = models.BigIntegerField(unique=True)
     reason = models.CharField(max_length=16, choices=RestrictionReason.choices, blank=True)
+    throttle_bps = models.BigIntegerField(
+        null=True, blank=True, help_text="Speed the proxy holds the user to (not restricted)."
+    )
     version = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -285,3 +391,180 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"outbox {self.event_id} -> {self.topic}"
+
+
+# ---------------------------------------------------------------------------------------
+# Lifecycle (issue 9): history, reset records, queued renewals, notifications, webhooks,
+# subscription URLs.
+# ---------------------------------------------------------------------------------------
+class SubscriptionEventKind(models.TextChoices):
+    ASSIGNED = "assigned", "Assigned"
+    ON_HOLD = "on_hold", "Put on hold until first use"
+    STARTED = "started", "Started"
+    RESET = "reset", "Period reset"
+    LIMITED = "limited", "Quota reached (cut)"
+    THROTTLED = "throttled", "Quota reached (throttled)"
+    LIFTED = "lifted", "Limit lifted"
+    EXPIRED = "expired", "Expired"
+    DISABLED = "disabled", "Disabled"
+    ENABLED = "enabled", "Enabled"
+    EXTENDED = "extended", "Extended"
+    TOPPED_UP = "topped_up", "Topped up"
+    SWITCHED = "switched", "Plan switched"
+    QUEUED = "queued", "Next plan queued"
+    QUEUE_CANCELLED = "queue_cancelled", "Queued plan cancelled"
+    RENEWED = "renewed", "Queued plan took over"
+    REPLACED = "replaced", "Replaced by a new assignment"
+    NOTIFIED = "notified", "Notification sent"
+
+
+class SubscriptionEvent(models.Model):
+    """One entry of a subscription's history; written by the service that made the change."""
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="history")
+    user_id = models.BigIntegerField(db_index=True)
+    kind = models.CharField(max_length=20, choices=SubscriptionEventKind.choices)
+    at = models.DateTimeField(db_index=True)
+    message = models.CharField(max_length=300, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["subscription", "at"], name="plans_subevent_sub_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} (user {self.user_id})"
+
+
+class UsageReset(models.Model):
+    """The reset log: one closed period of a subscription with what it used.
+
+    Traffic that happened inside a closed period but arrives late is added here, not to
+    the new period, so every byte counts to the period it was moved in.
+    """
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="resets")
+    user_id = models.BigIntegerField(db_index=True)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField(help_text="The boundary; traffic from here on is new.")
+    bytes_up = models.BigIntegerField(default=0)
+    bytes_down = models.BigIntegerField(default=0)
+    limit_bytes = models.BigIntegerField(null=True, blank=True)
+    was_limited = models.BooleanField(default=False)
+    manual = models.BooleanField(default=False, help_text="Reset by an operator, not a cycle.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["period_end", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(bytes_up__gte=0) & Q(bytes_down__gte=0),
+                name="plans_usagereset_bytes_nonneg",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id}: period ending {self.period_end:%Y-%m-%d %H:%M}"
+
+
+class QueuedPlan(models.Model):
+    """The next plan of a user, taking over when the current one expires or is exhausted."""
+
+    user_id = models.BigIntegerField(unique=True)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="queued")
+    queued_at = models.DateTimeField(auto_now_add=True)
+    queued_by = models.CharField(max_length=100, blank=True)
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} next: {self.plan_id}"
+
+
+class NotificationKind(models.TextChoices):
+    QUOTA = "quota", "Quota threshold"
+    EXPIRY = "expiry", "Days before expiry"
+
+
+class Notification(models.Model):
+    """A notification decided once per (subscription, period, kind, threshold)."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="notifications"
+    )
+    user_id = models.BigIntegerField(db_index=True)
+    kind = models.CharField(max_length=10, choices=NotificationKind.choices)
+    threshold = models.PositiveIntegerField(help_text="Percent of the quota, or days left.")
+    period_start = models.DateTimeField(help_text="The period (or expiry) it belongs to.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    email_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "kind", "threshold", "period_start"],
+                name="plans_notification_once_per_period",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        unit = "%" if self.kind == NotificationKind.QUOTA else " day(s) left"
+        return f"user {self.user_id}: {self.kind} {self.threshold}{unit}"
+
+
+class WebhookEndpoint(models.Model):
+    """An operator-configured URL that receives lifecycle notifications, signed."""
+
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=200, help_text="Key of the HMAC-SHA256 signature header.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (gave up)"
+
+
+class WebhookDelivery(models.Model):
+    """The delivery log: one notification to one endpoint, with every attempt's outcome."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    notification = models.ForeignKey(
+        Notification, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries"
+    )
+    event_id = models.UUIDField(unique=True)
+    payload = models.TextField()
+    status = models.CharField(
+        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.event_id} ({self.status})"
+
+
+class SubscriptionToken(models.Model):
+    """The private token of a user's subscription URL (client apps poll it)."""
+
+    user_id = models.BigIntegerField(unique=True)
+    token = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} subscription URL"

@@ -13,7 +13,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -22,16 +25,21 @@ from django.utils import timezone
 from goproxy_site.db_routers import PLANS_DB
 from goproxy_site.events import schemas
 
+from . import cycles
 from .models import (
     FreePlanClaim,
     OutboxEvent,
     Plan,
+    QueuedPlan,
     RestrictionReason,
     Subscription,
+    SubscriptionEvent,
+    SubscriptionEventKind,
     SubscriptionStatus,
     TrafficSequence,
     UnplannedUsage,
     UsageBucket,
+    UsageReset,
     UserRestriction,
 )
 
@@ -48,10 +56,82 @@ def _current_for_update(user_id: int) -> Subscription | None:
     return Subscription.objects.select_for_update().filter(user_id=user_id, is_current=True).first()
 
 
-def plan_assign(*, user_id: int, plan: Plan, now: datetime | None = None) -> Subscription:
+def _tz() -> ZoneInfo:
+    return ZoneInfo(settings.PLANS_TIME_ZONE)
+
+
+def _log(
+    sub: Subscription, kind: str, at: datetime, message: str = "", **data: Any
+) -> SubscriptionEvent:
+    """Append one entry to the subscription's history (in the caller's transaction)."""
+    return SubscriptionEvent.objects.create(
+        subscription=sub, user_id=sub.user_id, kind=kind, at=at, message=message[:300], data=data
+    )
+
+
+def _next_reset(sub: Subscription, after: datetime) -> datetime | None:
+    anchor = sub.started_at or after
+    return cycles.next_boundary(
+        cycle=sub.plan.reset_cycle,
+        every_days=sub.plan.reset_every_days,
+        anchor=anchor,
+        after=after,
+        tz=_tz(),
+    )
+
+
+def _start(sub: Subscription, at: datetime, *, why: str) -> None:
+    """Start the clock: ACTIVE from `at`, expiry and the first reset boundary from there."""
+    plan = sub.plan
+    sub.status = SubscriptionStatus.ACTIVE
+    sub.started_at = sub.period_started_at = at
+    sub.hold_deadline = None
+    sub.expires_at = at + timedelta(days=plan.duration_days) if plan.duration_days else None
+    sub.next_reset_at = _next_reset(sub, at)
+    _log(sub, SubscriptionEventKind.STARTED, at, why, expires_at=_iso(sub.expires_at))
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _new_subscription(
+    *, user_id: int, plan: Plan, now: datetime, on_hold: bool, message: str
+) -> Subscription:
+    sub = Subscription(
+        user_id=user_id,
+        plan=plan,
+        status=SubscriptionStatus.ON_HOLD if on_hold else SubscriptionStatus.ACTIVE,
+        is_current=True,
+        traffic_limit_bytes=plan.traffic_limit_bytes,
+    )
+    if on_hold and plan.first_use_deadline_days:
+        sub.hold_deadline = now + timedelta(days=plan.first_use_deadline_days)
+    sub.full_clean(validate_constraints=False)
+    sub.save()
+    _log(sub, SubscriptionEventKind.ASSIGNED, now, message, plan=plan.name)
+    if on_hold:
+        _log(
+            sub,
+            SubscriptionEventKind.ON_HOLD,
+            now,
+            "waiting for the first proxy use",
+            deadline=_iso(sub.hold_deadline),
+        )
+    else:
+        _start(sub, now, why="assigned")
+    sub.save()
+    return sub
+
+
+def plan_assign(
+    *, user_id: int, plan: Plan, now: datetime | None = None, by: str = ""
+) -> Subscription:
     """Make `plan` the user's current subscription, replacing any current one atomically.
 
-    Usage starts at zero; the previous subscription keeps its totals as history.
+    Usage starts at zero; the previous subscription keeps its totals as history. A plan
+    that starts on first use is put on hold (the proxy admits the user; the first traffic
+    starts the clock, or the plan's deadline does).
     """
     now = now or timezone.now()
     with transaction.atomic(using=PLANS_DB):
@@ -59,17 +139,14 @@ def plan_assign(*, user_id: int, plan: Plan, now: datetime | None = None) -> Sub
         if previous is not None:
             previous.is_current = False
             previous.save(update_fields=["is_current", "updated_at"])
-        subscription = Subscription(
+            _log(previous, SubscriptionEventKind.REPLACED, now, f"replaced by {plan.name}")
+        subscription = _new_subscription(
             user_id=user_id,
             plan=plan,
-            status=SubscriptionStatus.ACTIVE,
-            is_current=True,
-            started_at=now,
-            expires_at=now + timedelta(days=plan.duration_days) if plan.duration_days else None,
-            traffic_limit_bytes=plan.traffic_limit_bytes,
+            now=now,
+            on_hold=plan.start_on_first_use,
+            message=f"assigned {by}".strip(),
         )
-        subscription.full_clean(validate_constraints=False)
-        subscription.save()
         _restriction_lift(subscription=subscription)
     return subscription
 
@@ -93,26 +170,45 @@ def subscription_extend(*, subscription: Subscription, days: int) -> Subscriptio
     now = timezone.now()
     with transaction.atomic(using=PLANS_DB):
         sub = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        if sub.status == SubscriptionStatus.ON_HOLD:
+            raise ValidationError(
+                "This subscription has not started; its clock runs from first use."
+            )
         if sub.expires_at is None:
             raise ValidationError("This subscription has no expiry to extend.")
+        old = sub.expires_at
         sub.expires_at = max(sub.expires_at, now) + timedelta(days=days)
         if sub.status == SubscriptionStatus.EXPIRED:
             sub.status = (
                 SubscriptionStatus.LIMITED if sub.is_exhausted else SubscriptionStatus.ACTIVE
             )
-        sub.save(update_fields=["expires_at", "status", "updated_at"])
+            if sub.next_reset_at is not None and sub.next_reset_at <= now:
+                sub.next_reset_at = _next_reset(sub, now)
+        sub.save(update_fields=["expires_at", "status", "next_reset_at", "updated_at"])
+        _log(
+            sub,
+            SubscriptionEventKind.EXTENDED,
+            now,
+            f"+{days} day(s)",
+            days=days,
+            old_expires_at=_iso(old),
+            expires_at=_iso(sub.expires_at),
+        )
         _restriction_sync(subscription=sub)
     return sub
 
 
 def subscription_reset_usage(*, subscription: Subscription) -> Subscription:
-    """Zero a subscription's usage counters; a limited subscription becomes active."""
+    """Close the current period now (operator reset): usage goes to a reset record and
+    back to zero, lifetime totals stay, a limited subscription becomes active. The plan's
+    reset cycle keeps its own boundaries."""
+    now = timezone.now()
     with transaction.atomic(using=PLANS_DB):
-        sub = Subscription.objects.select_for_update().get(pk=subscription.pk)
-        sub.bytes_up = sub.bytes_down = 0
-        if sub.status == SubscriptionStatus.LIMITED:
-            sub.status = SubscriptionStatus.ACTIVE
-        sub.save(update_fields=["bytes_up", "bytes_down", "status", "updated_at"])
+        sub = (
+            Subscription.objects.select_for_update().select_related("plan").get(pk=subscription.pk)
+        )
+        _period_reset(sub, now, manual=True)
+        sub.save()
         _restriction_sync(subscription=sub)
     return sub
 
@@ -121,8 +217,11 @@ def subscription_disable(*, subscription: Subscription, reason: str = "") -> Sub
     """Disable a subscription (operator action); the user is refused by the proxy."""
     with transaction.atomic(using=PLANS_DB):
         sub = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        before = sub.status
         sub.status = SubscriptionStatus.DISABLED
         sub.save(update_fields=["status", "updated_at"])
+        if before != SubscriptionStatus.DISABLED:
+            _log(sub, SubscriptionEventKind.DISABLED, timezone.now(), reason, previous=before)
         _restriction_sync(subscription=sub)
     return sub
 
@@ -163,7 +262,6 @@ STATUS_RESTRICTION = {
     SubscriptionStatus.LIMITED: RestrictionReason.LIMIT,
     SubscriptionStatus.EXPIRED: RestrictionReason.EXPIRED,
     SubscriptionStatus.DISABLED: RestrictionReason.DISABLED,
-    SubscriptionStatus.ON_HOLD: RestrictionReason.NO_PLAN,
 }
 
 
@@ -197,11 +295,12 @@ def _restriction_for_update(user_id: int) -> UserRestriction:
 def _restriction_set(*, user_id: int, reason: str) -> bool:
     """Restrict a user for `reason`; publish only when the restriction changes."""
     row = _restriction_for_update(user_id)
-    if row.reason == reason:
+    if row.reason == reason and row.throttle_bps is None:
         return False
     row.reason = reason
+    row.throttle_bps = None
     row.version += 1
-    row.save(update_fields=["reason", "version", "updated_at"])
+    row.save(update_fields=["reason", "throttle_bps", "version", "updated_at"])
     cls = (
         schemas.UserExceededTrafficLimitEvent
         if reason == RestrictionReason.LIMIT
@@ -216,8 +315,9 @@ def _restriction_lift(*, subscription: Subscription) -> None:
     """Lift any restriction and publish PlanAssignedEvent (assignment or renewal)."""
     row = _restriction_for_update(subscription.user_id)
     row.reason = ""
+    row.throttle_bps = None
     row.version += 1
-    row.save(update_fields=["reason", "version", "updated_at"])
+    row.save(update_fields=["reason", "throttle_bps", "version", "updated_at"])
     outbox_add(
         event=schemas.PlanAssignedEvent(
             user_id=subscription.user_id,
@@ -228,17 +328,45 @@ def _restriction_lift(*, subscription: Subscription) -> None:
     )
 
 
-def _restriction_sync(*, subscription: Subscription) -> None:
-    """Make the user's restriction match their current subscription's status."""
+def _throttle_set(*, user_id: int, speed_bps: int) -> bool:
+    """Hold a user to `speed_bps` instead of refusing them; publish on change."""
+    row = _restriction_for_update(user_id)
+    if row.reason == "" and row.throttle_bps == speed_bps:
+        return False
+    row.reason = ""
+    row.throttle_bps = speed_bps
+    row.version += 1
+    row.save(update_fields=["reason", "throttle_bps", "version", "updated_at"])
+    outbox_add(
+        event=schemas.UserThrottledEvent(
+            user_id=user_id, speed_bps=speed_bps, restriction_version=row.version
+        )
+    )
+    logger.info("user %s throttled to %s B/s (v%s)", user_id, speed_bps, row.version)
+    return True
+
+
+def _restriction_sync(*, subscription: Subscription) -> bool:
+    """Make the proxy-facing state match the current subscription's status.
+
+    limited + throttling plan -> throttled; limited/expired/disabled -> restricted;
+    active/on hold -> open. Publishes (through the outbox) only on a change; returns
+    whether a restriction or throttle was newly set.
+    """
     if not subscription.is_current:
-        return
-    reason = STATUS_RESTRICTION.get(SubscriptionStatus(subscription.status))
+        return False
+    status = SubscriptionStatus(subscription.status)
+    if status == SubscriptionStatus.LIMITED and subscription.plan.throttles:
+        speed = subscription.plan.throttle_speed_bps
+        assert speed is not None
+        return _throttle_set(user_id=subscription.user_id, speed_bps=speed)
+    reason = STATUS_RESTRICTION.get(status)
     if reason is not None:
-        _restriction_set(user_id=subscription.user_id, reason=reason)
-        return
+        return _restriction_set(user_id=subscription.user_id, reason=reason)
     current = UserRestriction.objects.filter(user_id=subscription.user_id).first()
-    if current is not None and current.is_restricted:
+    if current is not None and (current.is_restricted or current.throttle_bps is not None):
         _restriction_lift(subscription=subscription)
+    return False
 
 
 @dataclass(frozen=True)
@@ -262,30 +390,178 @@ def _add_hourly(model: type, lookup: dict, hours: dict[datetime, list[int]]) -> 
             model.objects.create(hour=hour, bytes_up=up, bytes_down=down, **lookup)
 
 
-def _traffic_apply_user(
-    user_id: int, hours: dict[datetime, list[int]], now: datetime
-) -> str | None:
-    """Add one user's bytes; return the restriction reason if one was newly set."""
-    up = sum(v[0] for v in hours.values())
-    down = sum(v[1] for v in hours.values())
-    sub = _current_for_update(user_id)
-    if sub is None:
-        _add_hourly(UnplannedUsage, {"user_id": user_id}, hours)
-        changed = _restriction_set(user_id=user_id, reason=RestrictionReason.NO_PLAN)
-        return RestrictionReason.NO_PLAN if changed else None
-    sub.bytes_up += up
-    sub.bytes_down += down
-    _add_hourly(UsageBucket, {"user_id": user_id, "subscription": sub}, hours)
+Delta = tuple[datetime, int, int]  # (occurred_at, bytes_up, bytes_down)
+
+
+def _period_reset(sub: Subscription, boundary: datetime, *, manual: bool = False) -> UsageReset:
+    """Close the period at `boundary`: a reset record keeps its usage, the counters and
+    top-ups go back to zero, lifetime totals stay, `limited` becomes `active`."""
+    record = UsageReset.objects.create(
+        subscription=sub,
+        user_id=sub.user_id,
+        period_start=sub.period_started_at or sub.started_at or boundary,
+        period_end=boundary,
+        bytes_up=sub.bytes_up,
+        bytes_down=sub.bytes_down,
+        limit_bytes=sub.traffic_limit_bytes,
+        was_limited=sub.status == SubscriptionStatus.LIMITED,
+        manual=manual,
+    )
+    sub.bytes_up = sub.bytes_down = 0
+    if sub.traffic_limit_bytes is not None:
+        sub.traffic_limit_bytes -= sub.topup_bytes
+    sub.topup_bytes = 0
+    sub.period_started_at = boundary
+    if not manual:
+        sub.next_reset_at = _next_reset(sub, boundary)
+    if sub.status == SubscriptionStatus.LIMITED:
+        sub.status = SubscriptionStatus.ACTIVE
+    _log(
+        sub,
+        SubscriptionEventKind.RESET,
+        boundary,
+        "reset by an operator" if manual else f"{sub.plan.reset_cycle} reset",
+        bytes_up=record.bytes_up,
+        bytes_down=record.bytes_down,
+        period_start=_iso(record.period_start),
+        next_reset_at=_iso(sub.next_reset_at),
+    )
+    return record
+
+
+def _roll_periods(sub: Subscription, until: datetime) -> int:
+    """Apply every cycle boundary at or before `until` (bounded: 1000 boundaries)."""
+    done = 0
     live = (SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED)
-    if sub.status in live and sub.expires_at is not None and sub.expires_at <= now:
+    while (
+        done < 1000
+        and sub.status in live
+        and sub.next_reset_at is not None
+        and sub.next_reset_at <= until
+        and (sub.expires_at is None or sub.next_reset_at < sub.expires_at)
+    ):
+        _period_reset(sub, sub.next_reset_at)
+        done += 1
+    return done
+
+
+def _renew_from_queue(sub: Subscription, at: datetime, why: str) -> Subscription | None:
+    """Hand over to the user's queued plan at `at`; None when nothing is queued.
+
+    The old subscription stops being current and the new one is active in the same
+    transaction, and the event published is PlanAssignedEvent (never a restriction),
+    so the proxy sees no gap.
+    """
+    queued = (
+        QueuedPlan.objects.select_for_update()
+        .select_related("plan")
+        .filter(user_id=sub.user_id)
+        .first()
+    )
+    if queued is None:
+        return None
+    sub.is_current = False
+    sub.save()
+    _log(sub, SubscriptionEventKind.RENEWED, at, f"{why}: {queued.plan.name} took over")
+    new = _new_subscription(
+        user_id=sub.user_id,
+        plan=queued.plan,
+        now=at,
+        on_hold=False,
+        message=f"from the queue ({why})",
+    )
+    queued.delete()
+    _restriction_lift(subscription=new)
+    return new
+
+
+def _settle(sub: Subscription, at: datetime) -> Subscription:
+    """Apply expiry and exhaustion at `at`; may hand over to a queued plan."""
+    live = (SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED)
+    if sub.status in live and sub.expires_at is not None and sub.expires_at <= at:
+        sub.save()
+        renewed = _renew_from_queue(sub, sub.expires_at, "expired")
+        if renewed is not None:
+            return renewed
         sub.status = SubscriptionStatus.EXPIRED
+        _log(sub, SubscriptionEventKind.EXPIRED, sub.expires_at)
     elif sub.status == SubscriptionStatus.ACTIVE and sub.is_exhausted:
+        sub.save()
+        renewed = _renew_from_queue(sub, at, "quota reached")
+        if renewed is not None:
+            return renewed
         sub.status = SubscriptionStatus.LIMITED
-    sub.save(update_fields=["bytes_up", "bytes_down", "status", "updated_at"])
-    reason = STATUS_RESTRICTION.get(SubscriptionStatus(sub.status))
-    if reason is not None and _restriction_set(user_id=user_id, reason=reason):
-        return reason
-    return None
+        kind = (
+            SubscriptionEventKind.THROTTLED if sub.plan.throttles else SubscriptionEventKind.LIMITED
+        )
+        _log(sub, kind, at, used=sub.bytes_used, limit=sub.traffic_limit_bytes)
+    return sub
+
+
+def _late_traffic(sub: Subscription, at: datetime, up: int, down: int) -> bool:
+    """Bytes moved in an already closed period go to that period's reset record."""
+    updated = UsageReset.objects.filter(
+        subscription=sub, period_start__lte=at, period_end__gt=at
+    ).update(bytes_up=F("bytes_up") + up, bytes_down=F("bytes_down") + down)
+    return bool(updated)
+
+
+def _traffic_apply_user(user_id: int, deltas: list[Delta], now: datetime) -> bool:
+    """Add one user's deltas in time order; return whether a restriction/throttle was set.
+
+    Each delta counts to the period it happened in: boundaries are applied as the deltas
+    cross them, late bytes of a closed period go to its reset record. An on-hold plan
+    starts at the first delta; expiry and exhaustion may hand over to the queued plan.
+    """
+    deltas.sort(key=lambda d: d[0])
+    sub = (
+        Subscription.objects.select_for_update()
+        .select_related("plan")
+        .filter(user_id=user_id, is_current=True)
+        .first()
+    )
+    if sub is None:
+        hours: dict[datetime, list[int]] = {}
+        for at, up, down in deltas:
+            bucket = hours.setdefault(_hour(at), [0, 0])
+            bucket[0] += up
+            bucket[1] += down
+        _add_hourly(UnplannedUsage, {"user_id": user_id}, hours)
+        return _restriction_set(user_id=user_id, reason=RestrictionReason.NO_PLAN)
+    touched: dict[int, tuple[Subscription, dict[datetime, list[int]]]] = {}
+    first_used = sub.bytes_used
+    first_sub = sub
+    first_period = sub.period_started_at
+    for at, up, down in deltas:
+        if sub.status == SubscriptionStatus.ON_HOLD:
+            start = min(at, sub.hold_deadline) if sub.hold_deadline else at
+            _start(sub, start, why="first use" if start == at else "hold deadline passed")
+        _roll_periods(sub, at)
+        sub = _settle(sub, at)
+        _roll_periods(sub, at)
+        entry = touched.setdefault(sub.pk, (sub, {}))
+        bucket = entry[1].setdefault(_hour(at), [0, 0])
+        bucket[0] += up
+        bucket[1] += down
+        sub.lifetime_bytes_up += up
+        sub.lifetime_bytes_down += down
+        if sub.period_started_at is not None and at < sub.period_started_at:
+            if _late_traffic(sub, at, up, down):
+                continue
+        sub.bytes_up += up
+        sub.bytes_down += down
+        sub = _settle(sub, at)
+    sub = _settle(sub, now)
+    for s, hours in touched.values():
+        s.save()
+        _add_hourly(UsageBucket, {"user_id": user_id, "subscription": s}, hours)
+    sub.save()
+    from . import notifications
+
+    same_period = sub.pk == first_sub.pk and sub.period_started_at == first_period
+    before = first_used if same_period else 0
+    notifications.quota_crossed(subscription=sub, used_before=before)
+    return _restriction_sync(subscription=sub)
 
 
 def traffic_apply_batch(
@@ -293,11 +569,12 @@ def traffic_apply_batch(
 ) -> TrafficBatchResult:
     """Apply proxy traffic deltas exactly once, in one plans-DB transaction.
 
-    Each delta adds its bytes to the user's current subscription and its hourly
-    UsageBucket (or to UnplannedUsage when there is none). Per (proxy instance, user)
-    the highest applied `seq` is stored with the bytes, so a redelivered delta is
-    skipped. Crossing the limit, expiry or having no plan restricts the user once
-    per transition and queues the restriction event in the outbox.
+    Each delta adds its bytes to the user's current subscription, in the period its
+    `occurred_at` falls in, and to its hourly UsageBucket (or to UnplannedUsage when there
+    is none). Per (proxy instance, user) the highest applied `seq` is stored with the
+    bytes, so a redelivered delta is skipped. Crossing the limit, expiry or having no
+    plan restricts (or throttles) the user once per transition and queues the event in
+    the outbox; a queued plan takes over instead when there is one.
     """
     now = now or timezone.now()
     for d in deltas:
@@ -314,7 +591,7 @@ def traffic_apply_batch(
             )
         }
         new_marks: dict[tuple[str, int], int] = {}
-        per_user: dict[int, dict[datetime, list[int]]] = defaultdict(dict)
+        per_user: dict[int, list[Delta]] = defaultdict(list)
         skipped = 0
         for d in sorted(deltas, key=lambda d: (d.instance_id, d.user_id, d.seq)):
             key = (d.instance_id, d.user_id)
@@ -322,13 +599,11 @@ def traffic_apply_batch(
                 skipped += 1
                 continue
             new_marks[key] = d.seq
-            bucket = per_user[d.user_id].setdefault(_hour(d.occurred_at), [0, 0])
-            bucket[0] += d.bytes_up
-            bucket[1] += d.bytes_down
+            per_user[d.user_id].append((d.occurred_at, d.bytes_up, d.bytes_down))
         restricted = [
             user_id
-            for user_id, hours in sorted(per_user.items())
-            if _traffic_apply_user(user_id, hours, now) is not None
+            for user_id, user_deltas in sorted(per_user.items())
+            if _traffic_apply_user(user_id, user_deltas, now)
         ]
         TrafficSequence.objects.bulk_create(
             [
@@ -345,19 +620,25 @@ def traffic_apply_batch(
 
 
 def subscription_expire_due(*, now: datetime | None = None) -> list[int]:
-    """Expire current subscriptions past `expires_at` and restrict their users."""
+    """Expire current subscriptions past `expires_at` and restrict their users; a queued
+    plan takes over instead where there is one."""
     now = now or timezone.now()
     expired: list[int] = []
     with transaction.atomic(using=PLANS_DB):
-        due = Subscription.objects.select_for_update().filter(
-            is_current=True,
-            status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED],
-            expires_at__lte=now,
+        due = (
+            Subscription.objects.select_for_update()
+            .select_related("plan")
+            .filter(
+                is_current=True,
+                status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED],
+                expires_at__lte=now,
+            )
         )
         for sub in due:
-            sub.status = SubscriptionStatus.EXPIRED
-            sub.save(update_fields=["status", "updated_at"])
-            _restriction_sync(subscription=sub)
+            _roll_periods(sub, sub.expires_at)
+            current = _settle(sub, now)
+            current.save()
+            _restriction_sync(subscription=current)
             expired.append(sub.user_id)
     return expired
 
@@ -449,3 +730,205 @@ def plan_claim_free_once(*, user_id: int, plan: Plan) -> Subscription:
                 code="has_plan",
             )
         return plan_claim_free(user_id=user_id, plan=plan)
+
+
+# ---------------------------------------------------------------------------------------
+# Lifecycle (issue 9): clock-driven sweeps and operator changes. Each writes history.
+# ---------------------------------------------------------------------------------------
+def subscription_reset_due(*, now: datetime | None = None) -> list[int]:
+    """Apply every reset-cycle boundary that has passed (Celery beat).
+
+    Each boundary writes a reset record and zeroes the period; a `limited` user is let
+    back in through PlanAssignedEvent. Traffic still in flight from before a boundary is
+    later added to that period's record by traffic_apply_batch.
+    """
+    now = now or timezone.now()
+    done: list[int] = []
+    with transaction.atomic(using=PLANS_DB):
+        due = (
+            Subscription.objects.select_for_update()
+            .select_related("plan")
+            .filter(
+                is_current=True,
+                status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED],
+                next_reset_at__lte=now,
+            )
+        )
+        for sub in due:
+            if _roll_periods(sub, now):
+                sub.save()
+                _restriction_sync(subscription=sub)
+                done.append(sub.user_id)
+    return done
+
+
+def subscription_start_due(*, now: datetime | None = None) -> list[int]:
+    """Start on-hold subscriptions whose first-use deadline has passed (Celery beat)."""
+    now = now or timezone.now()
+    started: list[int] = []
+    with transaction.atomic(using=PLANS_DB):
+        due = (
+            Subscription.objects.select_for_update()
+            .select_related("plan")
+            .filter(is_current=True, status=SubscriptionStatus.ON_HOLD, hold_deadline__lte=now)
+        )
+        for sub in due:
+            assert sub.hold_deadline is not None
+            _start(sub, sub.hold_deadline, why="hold deadline passed")
+            _roll_periods(sub, now)
+            current = _settle(sub, now)
+            current.save()
+            _restriction_sync(subscription=current)
+            started.append(sub.user_id)
+    return started
+
+
+def _locked(subscription: Subscription) -> Subscription:
+    sub = Subscription.objects.select_for_update().select_related("plan").get(pk=subscription.pk)
+    if not sub.is_current:
+        raise ValidationError("Only a user's current subscription can be changed.")
+    return sub
+
+
+def subscription_top_up(*, subscription: Subscription, bytes_: int, by: str = "") -> Subscription:
+    """Add bytes to the current period's allowance.
+
+    The top-up lasts until the period ends (a reset returns the allowance to the plan's
+    limit); a limited or throttled user whose usage is now under the allowance is let
+    back in at full speed.
+    """
+    if bytes_ < 1:
+        raise ValidationError({"bytes": "Top up by at least one byte."})
+    now = timezone.now()
+    with transaction.atomic(using=PLANS_DB):
+        sub = _locked(subscription)
+        if sub.traffic_limit_bytes is None:
+            raise ValidationError("This subscription has unlimited traffic; nothing to top up.")
+        sub.traffic_limit_bytes += bytes_
+        sub.topup_bytes += bytes_
+        lifted = sub.status == SubscriptionStatus.LIMITED and not sub.is_exhausted
+        if lifted:
+            sub.status = SubscriptionStatus.ACTIVE
+        sub.save()
+        _log(
+            sub,
+            SubscriptionEventKind.TOPPED_UP,
+            now,
+            by,
+            bytes=bytes_,
+            allowance=sub.traffic_limit_bytes,
+        )
+        if lifted:
+            _log(sub, SubscriptionEventKind.LIFTED, now, "topped up")
+        _restriction_sync(subscription=sub)
+    return sub
+
+
+def subscription_switch(*, subscription: Subscription, plan: Plan, by: str = "") -> Subscription:
+    """Move the current subscription to another plan, keeping its usage and start date.
+
+    The new plan's limit (plus this period's top-ups), speed, device limit, quota action
+    and reset cycle apply from now; the expiry is recomputed from the original start with
+    the new duration (it may already have passed: then the subscription expires now).
+    """
+    now = timezone.now()
+    with transaction.atomic(using=PLANS_DB):
+        sub = _locked(subscription)
+        old_plan = sub.plan
+        if old_plan.pk == plan.pk:
+            raise ValidationError({"plan": "The subscription is already on this plan."})
+        sub.plan = plan
+        sub.traffic_limit_bytes = (
+            None if plan.traffic_limit_bytes is None else plan.traffic_limit_bytes + sub.topup_bytes
+        )
+        if sub.started_at is not None:
+            sub.expires_at = (
+                sub.started_at + timedelta(days=plan.duration_days) if plan.duration_days else None
+            )
+            sub.next_reset_at = _next_reset(sub, now)
+        if sub.status == SubscriptionStatus.LIMITED and not sub.is_exhausted:
+            sub.status = SubscriptionStatus.ACTIVE
+        _log(
+            sub,
+            SubscriptionEventKind.SWITCHED,
+            now,
+            f"{old_plan.name} -> {plan.name} {by}".strip(),
+            old_plan=old_plan.name,
+            plan=plan.name,
+            expires_at=_iso(sub.expires_at),
+        )
+        if sub.status == SubscriptionStatus.EXPIRED and (
+            sub.expires_at is None or sub.expires_at > now
+        ):
+            sub.status = SubscriptionStatus.ACTIVE
+        current = _settle(sub, now)
+        current.save()
+        # The new plan's limits (speed, connections, devices) reach the proxies.
+        _restriction_lift(subscription=current)
+        _restriction_sync(subscription=current)
+    return current
+
+
+def subscription_enable(*, subscription: Subscription, by: str = "") -> Subscription:
+    """Undo an operator's disable: the status follows from the dates and usage again."""
+    now = timezone.now()
+    with transaction.atomic(using=PLANS_DB):
+        sub = _locked(subscription)
+        if sub.status != SubscriptionStatus.DISABLED:
+            raise ValidationError("This subscription is not disabled.")
+        if sub.started_at is None:
+            sub.status = SubscriptionStatus.ON_HOLD
+        else:
+            sub.status = SubscriptionStatus.ACTIVE
+        _log(sub, SubscriptionEventKind.ENABLED, now, by)
+        _roll_periods(sub, now)
+        current = _settle(sub, now)
+        current.save()
+        _restriction_sync(subscription=current)
+    return current
+
+
+def plan_queue(*, user_id: int, plan: Plan, by: str = "") -> QueuedPlan | Subscription:
+    """Queue `plan` to follow the user's current subscription (one queued plan per user;
+    queuing again replaces it).
+
+    With no current subscription, or one already expired or cut off at its quota, the
+    plan takes over at once and the new Subscription is returned.
+    """
+    now = timezone.now()
+    with transaction.atomic(using=PLANS_DB):
+        current = _current_for_update(user_id)
+        QueuedPlan.objects.filter(user_id=user_id).delete()
+        queued = QueuedPlan.objects.create(user_id=user_id, plan=plan, queued_by=by[:100])
+        if current is None:
+            queued.delete()
+            return plan_assign(user_id=user_id, plan=plan, now=now, by=by)
+        current = Subscription.objects.select_related("plan").get(pk=current.pk)
+        _log(current, SubscriptionEventKind.QUEUED, now, by, plan=plan.name)
+        ended = current.status == SubscriptionStatus.EXPIRED or (
+            current.status == SubscriptionStatus.LIMITED and not current.plan.throttles
+        )
+        if ended:
+            renewed = _renew_from_queue(current, now, "queued after the end")
+            assert renewed is not None
+            return renewed
+    return queued
+
+
+def plan_queue_cancel(*, user_id: int, by: str = "") -> bool:
+    """Drop the user's queued plan; False when there was none."""
+    with transaction.atomic(using=PLANS_DB):
+        queued = QueuedPlan.objects.select_for_update().filter(user_id=user_id).first()
+        if queued is None:
+            return False
+        current = Subscription.objects.filter(user_id=user_id, is_current=True).first()
+        if current is not None:
+            _log(
+                current,
+                SubscriptionEventKind.QUEUE_CANCELLED,
+                timezone.now(),
+                by,
+                plan=queued.plan.name,
+            )
+        queued.delete()
+    return True

@@ -52,3 +52,49 @@ def traffic_sequences_prune_task() -> int:
     return services.traffic_sequences_prune(
         older_than=timedelta(days=settings.KAFKA_SEQUENCE_RETENTION_DAYS)
     )
+
+
+@shared_task(
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_kwargs={"max_retries": 3},
+)
+def lifecycle_tick_task() -> dict[str, list]:
+    """Clock-driven lifecycle: on-hold deadlines, reset-cycle boundaries, expiry
+    reminders (expiry itself is subscription_expire_due_task)."""
+    from . import notifications
+
+    result = {
+        "started": services.subscription_start_due(),
+        "reset": services.subscription_reset_due(),
+        "reminded": notifications.expiry_due(),
+    }
+    if any(result.values()):
+        logger.info("lifecycle tick: %s", result)
+    return result
+
+
+@shared_task(
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_kwargs={"max_retries": 5},
+)
+def notification_dispatch_task(notification_id: int) -> list[int]:
+    """E-mail one notification and queue its webhook deliveries."""
+    from . import notifications
+
+    return notifications.notification_dispatch(notification_id=notification_id)
+
+
+@shared_task(bind=True, max_retries=None, acks_late=True)
+def webhook_deliver_task(self, delivery_id: int) -> bool:  # type: ignore[no-untyped-def]
+    """One webhook attempt; retried with doubling delays until delivered or given up
+    (the service marks the delivery failed after PLANS_WEBHOOK_MAX_ATTEMPTS)."""
+    from . import notifications
+
+    try:
+        return notifications.webhook_deliver(delivery_id=delivery_id)
+    except notifications.WebhookDeliveryError as exc:
+        delay = min(settings.PLANS_WEBHOOK_RETRY_DELAY * 2**self.request.retries, 3600.0)
+        logger.info("webhook delivery %s: %s; retry in %.0fs", delivery_id, exc, delay)
+        raise self.retry(exc=exc, countdown=delay) from exc

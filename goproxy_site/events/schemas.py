@@ -139,6 +139,17 @@ class PlanAssignedEvent(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class UserThrottledEvent(Event):
+    """The user reached a quota whose plan throttles: every proxy holds the user's open
+    and new connections to `speed_bps` (each direction) and lifts any restriction.
+    A later PlanAssignedEvent (reset, top-up, renewal) ends the throttle."""
+
+    user_id: int
+    speed_bps: int
+    restriction_version: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ProxyCredentialRevoked(Event):
     """A proxy credential stopped being valid: proxies drop it from their auth cache."""
 
@@ -162,6 +173,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PlanAssignedEvent,
         ProxyCredentialRevoked,
         UserDeactivated,
+        UserThrottledEvent,
     )
 }
 # Known (type, version) pairs; a new version of a type is added here with its reader.
@@ -170,7 +182,7 @@ RESTRICTION_TYPES = (UserExceededTrafficLimitEvent, UserConsumedTrafficWithoutPl
 
 _INT_FIELDS = frozenset(
     {"user_id", "bytes_up", "bytes_down", "seq", "plan_id", "subscription_id"}
-    | {"restriction_version"}
+    | {"restriction_version", "speed_bps"}
 )
 
 

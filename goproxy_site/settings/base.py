@@ -339,3 +339,33 @@ LOGGING = {
 PORTAL_CURL_EXAMPLE_URL = env("PORTAL_CURL_EXAMPLE_URL", default="https://example.com/")
 # Days shown in the dashboard's usage chart and the admin user page.
 PORTAL_USAGE_CHART_DAYS = env.int("PORTAL_USAGE_CHART_DAYS", default=30)
+
+# PLANS
+# ------------------------------------------------------------------------------
+# Time zone of calendar reset cycles (daily/weekly/monthly boundaries at local midnight).
+PLANS_TIME_ZONE = env("PLANS_TIME_ZONE", default="UTC")
+# Notifications, each sent once per period: percentages of the quota, and days before
+# expiry (only the nearest applicable reminder is sent).
+PLANS_NOTIFY_QUOTA_PERCENTS = env.list("PLANS_NOTIFY_QUOTA_PERCENTS", cast=int, default=[80, 100])
+PLANS_NOTIFY_EXPIRY_DAYS = env.list("PLANS_NOTIFY_EXPIRY_DAYS", cast=int, default=[3, 1])
+PLANS_NOTIFY_EMAIL = env.bool("PLANS_NOTIFY_EMAIL", default=True)
+# Webhooks (endpoints are configured in the admin): seconds per attempt, attempts before
+# a delivery is marked failed, and the first retry delay (doubling, capped at 1 h).
+PLANS_WEBHOOK_TIMEOUT = env.float("PLANS_WEBHOOK_TIMEOUT", default=5.0)
+PLANS_WEBHOOK_MAX_ATTEMPTS = env.int("PLANS_WEBHOOK_MAX_ATTEMPTS", default=6)
+PLANS_WEBHOOK_RETRY_DELAY = env.float("PLANS_WEBHOOK_RETRY_DELAY", default=10.0)
+# Device limit: distinct client IPs of one user seen within this many seconds count as
+# "in use at once". State is shared by every proxy instance through this Redis URL; empty
+# disables the check (a single-instance development proxy without Redis).
+PLANS_DEVICE_WINDOW_SECONDS = env.float("PLANS_DEVICE_WINDOW_SECONDS", default=300.0)
+PLANS_DEVICE_REDIS_URL = env("PLANS_DEVICE_REDIS_URL", default="redis://127.0.0.1:6379/2")
+# Seconds a proxy trusts a (user, IP) admission before asking Redis again.
+PLANS_DEVICE_CACHE_SECONDS = env.float("PLANS_DEVICE_CACHE_SECONDS", default=5.0)
+# Base of the private subscription URLs client apps poll (defaults to SITE_URL).
+PLANS_SUBSCRIPTION_URL_BASE = env("PLANS_SUBSCRIPTION_URL_BASE", default=SITE_URL)
+# Seconds between lifecycle sweeps (cycle resets, on-hold deadlines, expiry reminders).
+PLANS_LIFECYCLE_INTERVAL = env.float("PLANS_LIFECYCLE_INTERVAL", default=30.0)
+CELERY_BEAT_SCHEDULE["plans-lifecycle-tick"] = {
+    "task": "plans.tasks.lifecycle_tick_task",
+    "schedule": PLANS_LIFECYCLE_INTERVAL,
+}
