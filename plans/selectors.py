@@ -237,3 +237,14 @@ def subscription_list(
 def plan_get_default_free() -> Plan | None:
     """The public free plan a user claims when they name none (the oldest one)."""
     return Plan.objects.filter(is_free=True, is_public=True).order_by("pk").first()
+
+
+def throttle_states() -> dict[int, int]:
+    """Users the proxy holds to a reduced speed (throttling quota reached): id -> B/s."""
+    from .models import UserRestriction
+
+    return dict(
+        UserRestriction.objects.filter(throttle_bps__isnull=False).values_list(
+            "user_id", "throttle_bps"
+        )
+    )

@@ -44,6 +44,9 @@ class ProxyControl(Protocol):  # implemented by the server; handed to control pl
     # Drop cached plan limits (speed/connections) for a user.
     def refresh_user_limits(self, user_id: int) -> None: ...
 
+    # Hold a user to speed_bps on open and new connections; None ends the throttle.
+    def throttle(self, user_id: int, speed_bps: int | None) -> None: ...
+
 
 class ControlPlugin(Protocol):
     def __init__(self, control: ProxyControl) -> None: ...

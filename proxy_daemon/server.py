@@ -58,6 +58,9 @@ from .upstream import Upstream, UpstreamPool
 logger = logging.getLogger(__name__)
 
 CONNECT_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
+# Rate given to buckets still held by open connections when a throttle ends on an
+# otherwise unlimited plan (effectively no limit).
+UNTHROTTLED_BPS = 1 << 40
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SMALL_BODY = 64 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -193,6 +196,7 @@ class ProxyServer(StreamServer):
         self.conn_counter = ConnectionCounter()
         self.speed = SpeedLimiter()
         self._restricted: dict[int, str] = {}
+        self._throttled: dict[int, int] = {}  # user_id -> B/s while over a throttling quota
         self.draining = False
         self.metrics = ProxyMetrics()
 
@@ -214,6 +218,37 @@ class ProxyServer(StreamServer):
 
     def refresh_user_limits(self, user_id: int) -> None:
         self.limits.invalidate(user_id)
+
+    def throttle(self, user_id: int, speed_bps: int | None) -> None:
+        """Hold a user to speed_bps (None: back to the plan's speed) on open and new
+        connections; HTTP connections pick up the shared buckets at their next send, a
+        tunnel opened without any speed limit is cut so the client reconnects throttled."""
+        if speed_bps is None:
+            if self._throttled.pop(user_id, None) is None:
+                return
+            rate = self.limits.get(user_id).speed_bps
+        else:
+            self._throttled[user_id] = speed_bps
+            rate = self._speed_for(user_id, self.limits.get(user_id).speed_bps)
+        pair = self.speed.buckets(user_id, rate)
+        if pair is None:
+            # Unlimited again: connections still holding the old pair stop waiting.
+            for conn in self.by_user.get(user_id, ()):
+                if conn.buckets is not None:
+                    conn.buckets[0].set_rate(UNTHROTTLED_BPS)
+                    conn.buckets[1].set_rate(UNTHROTTLED_BPS)
+                conn.buckets = None
+            return
+        for conn in list(self.by_user.get(user_id, ())):
+            if conn.tunnel is not None and conn.tunnel.up_bucket is None:
+                conn.cut("throttled: reconnect at the reduced speed")
+            conn.buckets = pair
+
+    def _speed_for(self, user_id: int, plan_speed: int | None) -> int | None:
+        throttled = self._throttled.get(user_id)
+        if throttled is None:
+            return plan_speed
+        return throttled if plan_speed is None else min(plan_speed, throttled)
 
     def cut_user(self, user_id: int, reason: str = "cut by operator") -> int:
         """Close every open connection of a user; returns how many."""
@@ -396,7 +431,7 @@ class ProxyServer(StreamServer):
                 )
             conn.user_id = uid
             self.by_user.setdefault(uid, set()).add(conn)
-        conn.buckets = self.speed.buckets(uid, limits.speed_bps)
+        conn.buckets = self.speed.buckets(uid, self._speed_for(uid, limits.speed_bps))
         conn.metered_user = uid
 
     def _release_slot(self, conn: ClientConnection) -> None:
