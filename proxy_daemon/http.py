@@ -293,6 +293,11 @@ class Reader:
             self.buf += data
 
 
+def _is_ascii_digits(text: str) -> bool:
+    """str.isdigit() also accepts digits such as '²' that int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _head_end(buf: bytearray) -> int | None:
     """Index just past the blank line that ends a head (CRLFCRLF or bare LF forms)."""
     idx = buf.find(b"\n\r\n")
@@ -432,6 +437,11 @@ def parse_request_head(head: bytes, *, max_header_count: int) -> Request:
     fast = _parse_request_fast(head, max_header_count)
     if fast is not None:
         return fast
+    return _parse_request_slow(head, max_header_count)
+
+
+def _parse_request_slow(head: bytes, max_header_count: int) -> Request:
+    """Line-by-line parsing: every form the fast path declines, and the precise errors."""
     lines = _split_lines(head)
     if not lines:
         raise BadRequest("empty request")
@@ -490,7 +500,7 @@ def parse_authority(authority: str, *, default_port: int | None) -> tuple[str, i
         if default_port is None:
             raise BadRequest("CONNECT target needs host:port")
         return host.lower(), default_port
-    if not port_text.isdigit() or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+    if not _is_ascii_digits(port_text) or len(port_text) > 5 or not 0 < int(port_text) < 65536:
         raise BadRequest(f"invalid port {port_text[:10]!r}")
     return host.lower(), int(port_text)
 
@@ -533,6 +543,10 @@ def parse_response_head(head: bytes, *, max_header_count: int) -> Response:
         if headers is not None:
             minor, code, reason = m.groups()
             return Response(int(code), reason or "", (1, int(minor)), headers, len(head), head)
+    return _parse_response_slow(head, max_header_count)
+
+
+def _parse_response_slow(head: bytes, max_header_count: int) -> Response:
     try:
         lines = _split_lines(head)
     except BadRequest as exc:
@@ -546,7 +560,7 @@ def parse_response_head(head: bytes, *, max_header_count: int) -> Response:
     if not m or int(m.group(1)) != 1:
         raise BadGateway("upstream sent an unsupported HTTP version")
     code = parts[1]
-    if not (code.isdigit() and len(code) == 3 and 100 <= int(code) <= 599):
+    if not (_is_ascii_digits(code) and len(code) == 3 and 100 <= int(code) <= 599):
         raise BadGateway("upstream sent an invalid status code")
     try:
         headers = _parse_fields(lines[1:], max_header_count, BadGateway)
@@ -561,7 +575,7 @@ def _content_length(headers: Headers, error: type[ProxyError]) -> int | None:
     values = headers.tokens("content-length")
     if not values:
         return None
-    if any(not v.isdigit() or len(v) > 18 for v in values):
+    if any(not _is_ascii_digits(v) or len(v) > 18 for v in values):
         raise error("invalid Content-Length")
     if len(set(int(v) for v in values)) != 1:
         raise error("conflicting Content-Length values")
