@@ -24,7 +24,6 @@ from .errors import (
     BadGateway,
     ClientGone,
     Forbidden,
-    GatewayTimeout,
     HeadersTooLarge,
     InternalError,
     ProxyAuthRequired,
@@ -596,7 +595,7 @@ class ProxyServer(StreamServer):
     ) -> bool:
         cfg = self.config
         up.reader.timeout = cfg.upstream_timeout
-        up.reader.timeout_error = GatewayTimeout("upstream timed out")
+        up.reader.timeout_error = up.body_timeout_error  # built once per upstream connection
         while True:
             raw_head = first if first is not None else self._read_response_head(conn, up)
             first = None

@@ -26,6 +26,9 @@ class Upstream:
     head_too_large_error: BadGateway = field(
         default_factory=lambda: BadGateway("upstream response head too large")
     )
+    body_timeout_error: GatewayTimeout = field(
+        default_factory=lambda: GatewayTimeout("upstream timed out")
+    )
 
     def close(self) -> None:
         try:
