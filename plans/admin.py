@@ -13,7 +13,22 @@ from accounts.admin import usage_bar
 from goproxy_site.formatting import human_bytes
 
 from . import services
-from .models import Feature, FreePlanClaim, Plan, Subscription, UsageBucket
+from .models import (
+    Feature,
+    FreePlanClaim,
+    Notification,
+    OutboxEvent,
+    Plan,
+    QueuedPlan,
+    Subscription,
+    SubscriptionEvent,
+    TrafficSequence,
+    UsageBucket,
+    UsageReset,
+    UserRestriction,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 @admin.register(Feature)
@@ -42,10 +57,14 @@ class PlanAdmin(admin.ModelAdmin):
         "is_public",
         "max_connections",
         "speed",
+        "reset_cycle",
+        "quota_action",
+        "device_limit",
+        "start_on_first_use",
         "feature_list",
         "subscribers",
     ]
-    list_filter = ["is_free", "is_public"]
+    list_filter = ["is_free", "is_public", "reset_cycle", "quota_action"]
     search_fields = ["name"]
     exclude = ["features"]
     inlines = [PlanFeatureInline]
@@ -87,6 +106,41 @@ class SubscriptionActionForm(ActionForm):
         label="Days",
         widget=forms.NumberInput(attrs={"min": 1, "style": "width:5em"}),
     )
+    megabytes = forms.CharField(
+        required=False,
+        label="MB",
+        widget=forms.NumberInput(attrs={"min": 1, "style": "width:6em"}),
+    )
+    plan = forms.ModelChoiceField(
+        queryset=Plan.objects.all(), required=False, label="Plan", empty_label="(plan)"
+    )
+
+
+class HistoryInline(admin.TabularInline):
+    """Assignments, starts, resets, restrictions, lifts and notifications, oldest first."""
+
+    model = SubscriptionEvent
+    fields = ["at", "kind", "message", "data"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["at", "id"]
+    verbose_name_plural = "history"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ResetInline(admin.TabularInline):
+    model = UsageReset
+    fields = ["period_start", "period_end", "bytes_up", "bytes_down", "was_limited", "manual"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "reset log"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(Subscription)
@@ -97,14 +151,90 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "status",
         "is_current",
         "usage",
+        "lifetime",
         "started_at",
+        "next_reset_at",
         "expires_at",
     ]
     list_filter = ["status", "is_current", "plan"]
     search_fields = ["=user_id"]
     list_select_related = ["plan"]
     action_form = SubscriptionActionForm
-    actions = ["extend", "reset_usage", "disable"]
+    actions = ["extend", "reset_usage", "disable", "enable", "top_up", "switch", "queue_next"]
+    inlines = [ResetInline, HistoryInline]
+
+    @admin.display(description="lifetime")
+    def lifetime(self, obj: Subscription) -> str:
+        return human_bytes(obj.lifetime_bytes_used)
+
+    def _run(self, request: HttpRequest, queryset: QuerySet[Subscription], fn, done: str) -> None:  # type: ignore[no-untyped-def]
+        count = 0
+        for sub in queryset:
+            try:
+                fn(sub)
+                count += 1
+            except ValidationError as exc:
+                self.message_user(request, f"{sub}: {'; '.join(exc.messages)}", messages.WARNING)
+        self.message_user(request, done.format(count=count))
+
+    @admin.action(description="Enable (undo disable)")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        by = f"by {request.user}"
+        self._run(
+            request,
+            queryset,
+            lambda sub: services.subscription_enable(subscription=sub, by=by),
+            "Enabled {count} subscription(s).",
+        )
+
+    @admin.action(description="Top up by N MB (this period)")
+    def top_up(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        try:
+            mb = forms.IntegerField(min_value=1, max_value=10**9).clean(
+                request.POST.get("megabytes", "").strip() or None
+            )
+        except ValidationError as exc:
+            self.message_user(request, f"MB: {' '.join(exc.messages)}", messages.ERROR)
+            return
+        by = f"by {request.user}"
+        self._run(
+            request,
+            queryset,
+            lambda sub: services.subscription_top_up(subscription=sub, bytes_=mb * 10**6, by=by),
+            f"Topped up {{count}} subscription(s) by {mb} MB.",
+        )
+
+    def _chosen_plan(self, request: HttpRequest) -> Plan | None:
+        plan = Plan.objects.filter(pk=request.POST.get("plan") or None).first()
+        if plan is None:
+            self.message_user(request, "Choose a plan.", messages.ERROR)
+        return plan
+
+    @admin.action(description="Switch to the chosen plan (keeps usage)")
+    def switch(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        plan = self._chosen_plan(request)
+        if plan is None:
+            return
+        by = f"by {request.user}"
+        self._run(
+            request,
+            queryset,
+            lambda sub: services.subscription_switch(subscription=sub, plan=plan, by=by),
+            f"Switched {{count}} subscription(s) to {plan}.",
+        )
+
+    @admin.action(description="Queue the chosen plan as the next one")
+    def queue_next(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        plan = self._chosen_plan(request)
+        if plan is None:
+            return
+        by = f"by {request.user}"
+        self._run(
+            request,
+            queryset,
+            lambda sub: services.plan_queue(user_id=sub.user_id, plan=plan, by=by),
+            f"Queued {plan} for {{count}} user(s).",
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Subscriptions are created by plan_assign (the "Assign plan" action on users).
@@ -172,3 +302,96 @@ class FreePlanClaimAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by services and the pipeline: operators look, never edit."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(SubscriptionEvent)
+class SubscriptionEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "user_id", "subscription", "kind", "message"]
+    list_filter = ["kind"]
+    search_fields = ["=user_id"]
+    date_hierarchy = "at"
+    list_select_related = ["subscription__plan"]
+
+
+@admin.register(UsageReset)
+class UsageResetAdmin(ReadOnlyAdmin):
+    list_display = ["user_id", "period_start", "period_end", "bytes_up", "bytes_down", "manual"]
+    list_filter = ["manual", "was_limited"]
+    search_fields = ["=user_id"]
+
+
+@admin.register(QueuedPlan)
+class QueuedPlanAdmin(admin.ModelAdmin):
+    list_display = ["user_id", "plan", "queued_at", "queued_by"]
+    search_fields = ["=user_id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Queue through the subscription action, which takes over at once when due.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "user_id", "kind", "threshold", "emailed_at", "email_error"]
+    list_filter = ["kind"]
+    search_fields = ["=user_id"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["name", "url", "is_active", "created_at"]
+    list_filter = ["is_active"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """The delivery log: every notification sent to every endpoint, with its outcome."""
+
+    list_display = [
+        "created_at",
+        "endpoint",
+        "event_id",
+        "status",
+        "attempts",
+        "response_status",
+        "last_error",
+        "delivered_at",
+    ]
+    list_filter = ["status", "endpoint"]
+    list_select_related = ["endpoint"]
+
+
+@admin.register(UserRestriction)
+class UserRestrictionAdmin(ReadOnlyAdmin):
+    list_display = ["user_id", "reason", "throttle_bps", "version", "updated_at"]
+    list_filter = ["reason"]
+    search_fields = ["=user_id"]
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "event_id", "topic", "key", "created_at", "sent_at"]
+    list_filter = ["topic"]
+    search_fields = ["=key", "=event_id"]
+
+
+@admin.register(TrafficSequence)
+class TrafficSequenceAdmin(ReadOnlyAdmin):
+    list_display = ["instance_id", "user_id", "last_seq", "updated_at"]
+    search_fields = ["=user_id", "instance_id"]

@@ -10,7 +10,14 @@ from django.db.models import F, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from .models import FreePlanClaim, Plan, Subscription, UsageBucket
+from .models import (
+    FreePlanClaim,
+    Plan,
+    QueuedPlan,
+    Subscription,
+    SubscriptionToken,
+    UsageBucket,
+)
 
 Granularity = Literal["hour", "day"]
 
@@ -248,3 +255,49 @@ def throttle_states() -> dict[int, int]:
             "user_id", "throttle_bps"
         )
     )
+
+
+def queued_plan_get(*, user_id: int) -> QueuedPlan | None:
+    return QueuedPlan.objects.select_related("plan").filter(user_id=user_id).first()
+
+
+def subscription_history(*, subscription: Subscription) -> tuple[list, list]:
+    """A subscription's history entries and reset records, oldest first."""
+    from .models import UsageReset
+
+    events = list(subscription.history.order_by("at", "id"))
+    resets = list(UsageReset.objects.filter(subscription=subscription).order_by("period_end"))
+    return events, resets
+
+
+def user_history(*, user_id: int, limit: int = 500) -> list:
+    """The newest `limit` history entries across all of a user's subscriptions, oldest first."""
+    from .models import SubscriptionEvent
+
+    rows = SubscriptionEvent.objects.filter(user_id=user_id).order_by("-at", "-id")[:limit]
+    return list(reversed(rows))
+
+
+def subscription_token_get(*, token: str) -> SubscriptionToken | None:
+    return SubscriptionToken.objects.filter(token=token).first()
+
+
+def subscription_userinfo(*, user_id: int) -> dict[str, int | str | None]:
+    """The numbers client apps read from `subscription-userinfo`, and the portal shows.
+
+    upload/download: this period's bytes; total: the period's allowance (0 = unlimited);
+    expire: Unix seconds of the expiry (0 = none).
+    """
+    sub = subscription_get_current(user_id=user_id)
+    if sub is None:
+        return {"upload": 0, "download": 0, "total": 0, "expire": 0, "status": None, "plan": None}
+    return {
+        "upload": sub.bytes_up,
+        "download": sub.bytes_down,
+        "total": sub.traffic_limit_bytes or 0,
+        "expire": int(sub.expires_at.timestamp()) if sub.expires_at else 0,
+        "status": sub.status,
+        "plan": sub.plan.name,
+        "next_reset_at": sub.next_reset_at.isoformat() if sub.next_reset_at else None,
+        "lifetime": sub.lifetime_bytes_used,
+    }

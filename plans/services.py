@@ -932,3 +932,28 @@ def plan_queue_cancel(*, user_id: int, by: str = "") -> bool:
             )
         queued.delete()
     return True
+
+
+def subscription_token_get_or_create(*, user_id: int) -> str:
+    """The user's subscription-URL token, created on first use."""
+    import secrets
+
+    from .models import SubscriptionToken
+
+    with transaction.atomic(using=PLANS_DB):
+        row, _ = SubscriptionToken.objects.get_or_create(
+            user_id=user_id, defaults={"token": secrets.token_urlsafe(32)}
+        )
+    return row.token
+
+
+def subscription_token_rotate(*, user_id: int) -> str:
+    """Replace the user's subscription-URL token; the old URL stops working at once."""
+    import secrets
+
+    from .models import SubscriptionToken
+
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic(using=PLANS_DB):
+        SubscriptionToken.objects.update_or_create(user_id=user_id, defaults={"token": token})
+    return token

@@ -11,4 +11,5 @@ app_name = "plans"
 urlpatterns = [
     path("", views.catalogue_view, name="catalogue"),
     path("<int:pk>/claim/", views.claim_free_plan_view, name="claim-free"),
+    path("sub/<str:token>/", views.subscription_url_view, name="subscription-url"),
 ]

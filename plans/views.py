@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import messages
@@ -65,3 +66,44 @@ class ClaimFreePlanView(LoginRequiredMixin, View):
 
 catalogue_view = CatalogueView.as_view()
 claim_free_plan_view = ClaimFreePlanView.as_view()
+
+
+def subscription_userinfo_header(info: dict[str, Any]) -> str:
+    return "upload={upload}; download={download}; total={total}; expire={expire}".format(**info)
+
+
+def subscription_url_view(request: HttpRequest, token: str) -> HttpResponse:
+    """The private subscription URL: `subscription-userinfo` header + a plain-text summary.
+
+    No login: the unguessable token is the credential (rotatable from the portal/API).
+    """
+    row = selectors.subscription_token_get(token=token)
+    if row is None:
+        return HttpResponse(
+            "Unknown subscription URL (it may have been rotated).\n",
+            status=404,
+            content_type="text/plain; charset=utf-8",
+        )
+    info = selectors.subscription_userinfo(user_id=row.user_id)
+    used = info["upload"] + info["download"]
+    lines = [
+        f"plan: {info['plan'] or 'none'}",
+        f"status: {info['status'] or 'no subscription'}",
+        f"used: {human_bytes(used)} (up {human_bytes(info['upload'])}, "
+        f"down {human_bytes(info['download'])})",
+        f"limit: {human_bytes(info['total'] or None)}",
+        "expires: "
+        + (
+            datetime.fromtimestamp(info["expire"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+            if info["expire"]
+            else "never"
+        ),
+    ]
+    if info.get("next_reset_at"):
+        lines.append(f"next reset: {info['next_reset_at']}")
+    response = HttpResponse("\n".join(lines) + "\n", content_type="text/plain; charset=utf-8")
+    response["subscription-userinfo"] = subscription_userinfo_header(info)
+    response["profile-update-interval"] = "1"
+    response["Cache-Control"] = "no-store"
+    response["X-Robots-Tag"] = "noindex"
+    return response

@@ -7,7 +7,14 @@ from typing import Any
 from rest_framework import serializers
 
 from accounts import selectors as account_selectors
-from plans.models import Feature, Plan, Subscription, SubscriptionStatus
+from plans.models import (
+    Feature,
+    Plan,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+    UsageReset,
+)
 
 # Bounds that keep date arithmetic (expiry = start + days) far from datetime's year 9999.
 MAX_DURATION_DAYS = 36_500
@@ -43,12 +50,23 @@ class PlanSerializer(serializers.ModelSerializer):
             "is_public",
             "max_connections",
             "speed_limit_bps",
+            "reset_cycle",
+            "reset_every_days",
+            "quota_action",
+            "throttle_speed_bps",
+            "device_limit",
+            "start_on_first_use",
+            "first_use_deadline_days",
             "features",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
         extra_kwargs = {
+            "reset_every_days": {"min_value": 1, "max_value": MAX_DURATION_DAYS},
+            "throttle_speed_bps": {"min_value": 1, "max_value": MAX_BIGINT},
+            "device_limit": {"min_value": 1, "max_value": MAX_INT},
+            "first_use_deadline_days": {"min_value": 1, "max_value": MAX_DURATION_DAYS},
             "traffic_limit_bytes": {"min_value": 1, "max_value": MAX_BIGINT},
             "duration_days": {"min_value": 1, "max_value": MAX_DURATION_DAYS},
             "max_connections": {"min_value": 1, "max_value": MAX_INT},
@@ -67,6 +85,18 @@ class PlanSerializer(serializers.ModelSerializer):
         price = attrs.get("price", instance.price if instance else 0)
         if is_free and price:
             raise serializers.ValidationError({"price": "A free plan must have a price of 0."})
+
+        def get(name: str) -> Any:
+            return attrs.get(name, getattr(instance, name) if instance else None)
+
+        if get("reset_cycle") == "every_n_days" and not get("reset_every_days"):
+            raise serializers.ValidationError(
+                {"reset_every_days": "The 'every N days' cycle needs N."}
+            )
+        if get("quota_action") == "throttle" and not get("throttle_speed_bps"):
+            raise serializers.ValidationError(
+                {"throttle_speed_bps": "Throttling at the quota needs a throttle speed."}
+            )
         return attrs
 
 
@@ -74,6 +104,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     plan_name = serializers.CharField(source="plan.name", read_only=True)
     bytes_used = serializers.IntegerField(read_only=True)
     usage_ratio = serializers.FloatField(read_only=True, allow_null=True)
+    queued_plan = serializers.SerializerMethodField()
 
     class Meta:
         model = Subscription
@@ -90,11 +121,27 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "bytes_down",
             "bytes_used",
             "traffic_limit_bytes",
+            "topup_bytes",
             "usage_ratio",
+            "lifetime_bytes_up",
+            "lifetime_bytes_down",
+            "period_started_at",
+            "next_reset_at",
+            "hold_deadline",
+            "queued_plan",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_queued_plan(self, obj: Subscription) -> int | None:
+        """The plan queued to take over from this subscription, if any."""
+        from plans.selectors import queued_plan_get
+
+        if not obj.is_current:
+            return None
+        queued = queued_plan_get(user_id=obj.user_id)
+        return queued.plan_id if queued else None
 
 
 class SubscriptionFilterSerializer(serializers.Serializer):
@@ -176,3 +223,60 @@ class UsageSeriesSerializer(serializers.Serializer):
         fields["from"] = serializers.DateTimeField(allow_null=True)
         fields["to"] = serializers.DateTimeField(allow_null=True)
         return fields
+
+
+class SubscriptionEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SubscriptionEvent
+        fields = ["id", "subscription", "at", "kind", "message", "data"]
+        read_only_fields = fields
+
+
+class UsageResetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = UsageReset
+        fields = [
+            "id",
+            "subscription",
+            "period_start",
+            "period_end",
+            "bytes_up",
+            "bytes_down",
+            "limit_bytes",
+            "was_limited",
+            "manual",
+        ]
+        read_only_fields = fields
+
+
+class SubscriptionHistorySerializer(serializers.Serializer):
+    subscription = SubscriptionSerializer()
+    events = SubscriptionEventSerializer(many=True)
+    resets = UsageResetSerializer(many=True)
+
+
+class TopUpSerializer(serializers.Serializer):
+    bytes = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT // 2)
+
+
+class PlanChoiceSerializer(serializers.Serializer):
+    plan = serializers.PrimaryKeyRelatedField(queryset=Plan.objects.all())
+
+
+class QueueSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
+    plan = serializers.PrimaryKeyRelatedField(queryset=Plan.objects.all())
+
+    def validate_user_id(self, value: int) -> int:
+        return SubscriptionAssignSerializer().validate_user_id(value)
+
+
+class MyQueueSerializer(serializers.Serializer):
+    plan = serializers.PrimaryKeyRelatedField(
+        queryset=Plan.objects.filter(is_public=True, price=0),
+        help_text="A public plan without a price (paid plans are queued by operators).",
+    )
+
+
+class SubscriptionUrlSerializer(serializers.Serializer):
+    url = serializers.URLField()

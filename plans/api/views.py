@@ -24,16 +24,46 @@ from plans.models import Plan, Subscription
 from .permissions import IsStaffOrReadOnly
 from .serializers import (
     ClaimFreeSerializer,
+    MyQueueSerializer,
+    PlanChoiceSerializer,
     PlanSerializer,
+    QueueSerializer,
     SubscriptionAssignSerializer,
     SubscriptionExtendSerializer,
     SubscriptionFilterSerializer,
+    SubscriptionHistorySerializer,
     SubscriptionSerializer,
+    SubscriptionUrlSerializer,
+    TopUpSerializer,
     UsageQuerySerializer,
     UsageSeriesSerializer,
 )
 
 ID_REGEX = r"[0-9]+"
+
+
+def history_response(subscription: Subscription) -> Response:
+    events, resets = selectors.subscription_history(subscription=subscription)
+    body = {"subscription": subscription, "events": events, "resets": resets}
+    return Response(SubscriptionHistorySerializer(body).data)
+
+
+def subscription_url(request: Request, token: str) -> str:
+    from django.conf import settings
+    from django.urls import reverse
+
+    path = reverse("plans:subscription-url", kwargs={"token": token})
+    return settings.PLANS_SUBSCRIPTION_URL_BASE.rstrip("/") + path
+
+
+def _queued(result: object, status_code: int = status.HTTP_202_ACCEPTED) -> Response:
+    """A queued plan (202 + its id) or, when it took over at once, the new subscription."""
+    if isinstance(result, Subscription):
+        return Response(SubscriptionSerializer(result).data, status=status.HTTP_201_CREATED)
+    return Response(
+        {"user_id": result.user_id, "queued_plan": result.plan_id},  # type: ignore[attr-defined]
+        status=status_code,
+    )
 
 
 def usage_series(*, request: Request, user_id: int) -> Response:
@@ -171,8 +201,129 @@ class SubscriptionViewSet(
         )
         return Response(SubscriptionSerializer(subscription).data)
 
+    @extend_schema(request=None, responses=SubscriptionSerializer)
+    @action(detail=True, methods=["post"])
+    def enable(self, request: Request, pk: str | None = None) -> Response:
+        subscription = services.subscription_enable(
+            subscription=self._current(), by=f"via API by {request.user.pk}"
+        )
+        return Response(SubscriptionSerializer(subscription).data)
 
-class MyPlanViewSet(viewsets.GenericViewSet):
+    @extend_schema(
+        request=TopUpSerializer,
+        responses=SubscriptionSerializer,
+        description="Add bytes to this period's allowance (until the next reset).",
+    )
+    @action(detail=True, methods=["post"], url_path="top-up", url_name="top-up")
+    def top_up(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self._current()
+        payload = TopUpSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        subscription = services.subscription_top_up(
+            subscription=subscription,
+            bytes_=payload.validated_data["bytes"],
+            by=f"via API by {request.user.pk}",
+        )
+        return Response(SubscriptionSerializer(subscription).data)
+
+    @extend_schema(
+        request=PlanChoiceSerializer,
+        responses=SubscriptionSerializer,
+        description="Move to another plan keeping usage and start date.",
+    )
+    @action(detail=True, methods=["post"])
+    def switch(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self._current()
+        payload = PlanChoiceSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        subscription = services.subscription_switch(
+            subscription=subscription,
+            plan=payload.validated_data["plan"],
+            by=f"via API by {request.user.pk}",
+        )
+        return Response(SubscriptionSerializer(subscription).data)
+
+    @extend_schema(responses=SubscriptionHistorySerializer)
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        return history_response(self.get_object())
+
+    @extend_schema(
+        request=QueueSerializer,
+        responses={201: SubscriptionSerializer, 202: OpenApiResponse(description="Queued.")},
+        description="Queue a user's next plan; it takes over when the current one expires "
+        "or is exhausted (at once if it already has).",
+    )
+    @action(detail=False, methods=["post"])
+    def queue(self, request: Request) -> Response:
+        payload = QueueSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        result = services.plan_queue(
+            user_id=payload.validated_data["user_id"],
+            plan=payload.validated_data["plan"],
+            by=f"via API by {request.user.pk}",
+        )
+        return _queued(result)
+
+
+class MyLifecycleActions:
+    """`me/...` actions for the caller's history, queued plan and subscription URL."""
+
+    @extend_schema(responses=SubscriptionHistorySerializer)
+    @action(detail=False, methods=["get"], url_path="subscription/history")
+    def history(self, request: Request) -> Response:
+        current = selectors.subscription_get_current(user_id=request.user.pk)
+        if current is None:
+            raise NotFound("You have no current subscription.")
+        return history_response(current)
+
+    @extend_schema(
+        methods=["POST"],
+        request=MyQueueSerializer,
+        responses={201: SubscriptionSerializer, 202: OpenApiResponse(description="Queued.")},
+        description="Queue a public plan without a price as your next plan.",
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        request=None,
+        responses={
+            204: OpenApiResponse(description="Cancelled."),
+            404: OpenApiResponse(description="No queued plan."),
+        },
+        description="Cancel your queued plan.",
+    )
+    @action(detail=False, methods=["post", "delete"], url_path="subscription/queue")
+    def queue(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            if not services.plan_queue_cancel(user_id=request.user.pk, by="by the user"):
+                raise NotFound("You have no queued plan.")
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        payload = MyQueueSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        result = services.plan_queue(
+            user_id=request.user.pk, plan=payload.validated_data["plan"], by="by the user"
+        )
+        return _queued(result)
+
+    @extend_schema(responses=SubscriptionUrlSerializer)
+    @action(detail=False, methods=["get"], url_path="subscription-url")
+    def subscription_url(self, request: Request) -> Response:
+        token = services.subscription_token_get_or_create(user_id=request.user.pk)
+        return Response({"url": subscription_url(request, token)})
+
+    @extend_schema(request=None, responses=SubscriptionUrlSerializer)
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="subscription-url/rotate",
+        url_name="subscription-url-rotate",
+    )
+    def rotate_subscription_url(self, request: Request) -> Response:
+        token = services.subscription_token_rotate(user_id=request.user.pk)
+        return Response({"url": subscription_url(request, token)})
+
+
+class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):
     """The caller's own subscription, free-plan claim and usage (`me/...`)."""
 
     serializer_class = SubscriptionSerializer
