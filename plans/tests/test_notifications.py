@@ -1,0 +1,196 @@
+"""Quota and expiry notifications: once per period, e-mail, signed webhooks with retries,
+a delivery log; a failing endpoint blocks nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import time_machine
+from django.core import mail
+from django.test import override_settings
+
+from goproxy_site.events import schemas
+from goproxy_site.tests.base import BaseTestCase
+from plans import notifications, services
+from plans.models import (
+    DeliveryStatus,
+    Notification,
+    Plan,
+    Subscription,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+
+T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
+
+
+class Receiver(ThreadingHTTPServer):
+    """A local webhook target; answers `status` and records (headers, body)."""
+
+    daemon_threads = True
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.received: list[tuple[dict[str, str], bytes]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+            def do_POST(inner) -> None:
+                body = inner.rfile.read(int(inner.headers["Content-Length"]))
+                self.received.append((dict(inner.headers.items()), body))
+                inner.send_response(self.status)
+                inner.send_header("Content-Length", "0")
+                inner.end_headers()
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+def traffic(user_id: int, up: int, seq: int, at: datetime) -> None:
+    services.traffic_apply_batch(
+        deltas=[
+            schemas.UserConsumedTrafficEvent(
+                user_id=user_id,
+                bytes_up=up,
+                bytes_down=0,
+                instance_id="px",
+                seq=seq,
+                occurred_at=at,
+            )
+        ]
+    )
+
+
+def valid_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    expected = hmac.new(
+        secret.encode(), headers["X-Goproxy-Timestamp"].encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
+    return hmac.compare_digest(headers["X-Goproxy-Signature"], "sha256=" + expected)
+
+
+class QuotaNotificationTests(BaseTestCase):
+    def setUp(self) -> None:
+        self.daily = Plan.objects.create(
+            name="Daily", traffic_limit_bytes=1000, duration_days=30, reset_cycle="daily"
+        )
+        with time_machine.travel(T0, tick=False):
+            services.plan_assign(user_id=self.charlie.pk, plan=self.daily)
+
+    def test_thresholds_once_per_period(self) -> None:
+        with self.captureOnCommitCallbacks(using="plans") as callbacks:
+            with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+                traffic(self.charlie.pk, 790, 1, T0)
+                traffic(self.charlie.pk, 20, 2, T0)  # crosses 80 %
+                traffic(self.charlie.pk, 10, 3, T0)  # nothing new
+                traffic(self.charlie.pk, 500, 4, T0)  # crosses 100 %
+        notes = list(Notification.objects.order_by("threshold").values_list("threshold", flat=True))
+        self.assertEqual(notes, [80, 100])
+        self.assertEqual(len(callbacks), 2)
+        # The next day is a new period: the same thresholds notify again.
+        with time_machine.travel(T0 + timedelta(days=1), tick=False):
+            traffic(self.charlie.pk, 900, 5, T0 + timedelta(days=1))
+        self.assertEqual(Notification.objects.filter(threshold=80).count(), 2)
+
+    def test_email_goes_to_the_user(self) -> None:
+        with time_machine.travel(T0 + timedelta(minutes=1), tick=False):
+            traffic(self.charlie.pk, 1000, 1, T0)
+        note = Notification.objects.get(threshold=100)
+        notifications.notification_dispatch(notification_id=note.pk)
+        self.assertEqual(len(mail.outbox), 1)
+        self.assertEqual(mail.outbox[0].to, ["charlie@example.org"])
+        self.assertIn("100%", mail.outbox[0].subject)
+        self.assertIn("refuses new traffic", mail.outbox[0].body)
+        note.refresh_from_db()
+        self.assertIsNotNone(note.emailed_at)
+
+
+@override_settings(PLANS_NOTIFY_EXPIRY_DAYS=[3, 1])
+class ExpiryNotificationTests(BaseTestCase):
+    def setUp(self) -> None:
+        services.subscription_disable(subscription=self.bob_sub)  # only alice expires
+
+    def test_nearest_reminder_only_and_again_after_extension(self) -> None:
+        sub = Subscription.objects.get(pk=self.alice_sub.pk)
+        expires = sub.expires_at
+        with time_machine.travel(expires - timedelta(days=4), tick=False):
+            self.assertEqual(notifications.expiry_due(), [])
+        with time_machine.travel(expires - timedelta(days=2), tick=False):
+            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 3)])
+            self.assertEqual(notifications.expiry_due(), [])
+        with time_machine.travel(expires - timedelta(hours=5), tick=False):
+            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 1)])
+            # One more day: 1 day 5 h left, a new expiry, so the 3-day reminder again.
+            services.subscription_extend(subscription=sub, days=1)
+            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 3)])
+
+
+@override_settings(PLANS_WEBHOOK_MAX_ATTEMPTS=3, PLANS_WEBHOOK_TIMEOUT=2.0)
+class WebhookTests(BaseTestCase):
+    def setUp(self) -> None:
+        self.ok = Receiver(200)
+        self.broken = Receiver(500)
+        self.addCleanup(self.ok.shutdown)
+        self.addCleanup(self.broken.shutdown)
+        WebhookEndpoint.objects.create(name="ok", url=self.ok.url, secret="s3cret")
+        WebhookEndpoint.objects.create(name="broken", url=self.broken.url, secret="other")
+        with time_machine.travel(T0, tick=False):
+            services.plan_assign(user_id=self.charlie.pk, plan=self.plan)
+            traffic(self.charlie.pk, 800_000, 1, T0)
+        self.note = Notification.objects.get()
+
+    def test_signed_delivery_and_retries_until_given_up(self) -> None:
+        with self.captureOnCommitCallbacks(using="plans") as queued:
+            ids = notifications.notification_dispatch(notification_id=self.note.pk)
+        self.assertEqual(len(ids), 2)
+        self.assertEqual(len(queued), 2)  # one Celery task per endpoint
+        by_name = {d.endpoint.name: d for d in WebhookDelivery.objects.select_related("endpoint")}
+        self.assertIs(notifications.webhook_deliver(delivery_id=by_name["ok"].pk), True)
+        [(headers, body)] = self.ok.received
+        self.assertIs(valid_signature("s3cret", headers, body), True)
+        self.assertIs(valid_signature("wrong", headers, body), False)
+        self.assertIn(b'"threshold":80', body)
+        failing = by_name["broken"].pk
+        for _ in range(2):
+            with self.assertRaises(notifications.WebhookDeliveryError):
+                notifications.webhook_deliver(delivery_id=failing)
+        self.assertIs(notifications.webhook_deliver(delivery_id=failing), False)
+        delivery = WebhookDelivery.objects.get(pk=failing)
+        self.assertEqual(
+            (delivery.status, delivery.attempts, delivery.response_status),
+            (DeliveryStatus.FAILED, 3, 500),
+        )
+        self.assertEqual(len(self.broken.received), 3)
+        ids = {h["X-Goproxy-Event-Id"] for h, _ in self.broken.received}
+        self.assertEqual(ids, {str(delivery.event_id)})  # the same id on every retry
+        ok = WebhookDelivery.objects.get(pk=by_name["ok"].pk)
+        self.assertEqual((ok.status, ok.attempts), (DeliveryStatus.DELIVERED, 1))
+
+    def test_unreachable_target_is_logged_and_retried(self) -> None:
+        WebhookEndpoint.objects.update(url="http://127.0.0.1:9/closed")
+        notifications.notification_dispatch(notification_id=self.note.pk)
+        delivery = WebhookDelivery.objects.first()
+        with self.assertRaises(notifications.WebhookDeliveryError):
+            notifications.webhook_deliver(delivery_id=delivery.pk)
+        delivery.refresh_from_db()
+        self.assertIn("Connection refused", delivery.last_error)
+
+    def test_task_schedules_a_backoff_retry(self) -> None:
+        from celery.exceptions import Retry
+
+        from plans.tasks import webhook_deliver_task
+
+        notifications.notification_dispatch(notification_id=self.note.pk)
+        failing = WebhookDelivery.objects.get(endpoint__name="broken")
+        with self.assertRaises(Retry) as caught:
+            webhook_deliver_task.apply(args=[failing.pk], throw=True)
+        self.assertEqual(caught.exception.when, 10.0)
