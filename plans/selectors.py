@@ -301,3 +301,12 @@ def subscription_userinfo(*, user_id: int) -> dict[str, int | str | None]:
         "next_reset_at": sub.next_reset_at.isoformat() if sub.next_reset_at else None,
         "lifetime": sub.lifetime_bytes_used,
     }
+
+
+def device_limit_for(user_id: int) -> int | None:
+    """The device limit of the user's current plan (None = unlimited); proxy hot path."""
+    return (
+        Subscription.objects.filter(user_id=user_id, is_current=True)
+        .values_list("plan__device_limit", flat=True)
+        .first()
+    )

@@ -108,6 +108,9 @@ class KafkaControlPlugin:
                 logger.info("restricted user %s: %s", event.user_id, event.reason)
         elif isinstance(event, schemas.PlanAssignedEvent):
             self.control.refresh_user_limits(event.user_id)
+            devices = getattr(self.control, "devices", None)
+            if devices is not None:
+                devices.forget(event.user_id)
             if self._newer(event.user_id, event.restriction_version):
                 self.control.lift(event.user_id)
                 self._throttle(event.user_id, None)
@@ -133,10 +136,22 @@ class KafkaControlPlugin:
         count = self.load_restrictions()
         self.loaded = True
         logger.info("loaded restrictions: %d user(s) restricted", count)
+        self._start_device_guard()
         self._watcher = gevent.get_hub().loop.async_()
         self._watcher.start(lambda: gevent.spawn(self._drain))
         self._pool = ThreadPool(1)
         self._done = self._pool.spawn(self._run)
+
+    def _start_device_guard(self) -> None:
+        """Give the server the shared device-limit guard (needs Redis; see settings)."""
+        from .devices import DeviceGuard
+
+        server: Any = self.control
+        if getattr(server, "devices", "absent") is None:
+            db_call = getattr(server, "db_call", lambda fn, *a: fn(*a))
+            server.devices = DeviceGuard.from_settings(settings, db_call)
+            if server.devices is not None:
+                logger.info("device limits on (window %ss)", settings.PLANS_DEVICE_WINDOW_SECONDS)
 
     def stop(self) -> None:
         self._stopping = True

@@ -196,6 +196,8 @@ class ProxyServer(StreamServer):
         self.speed = SpeedLimiter()
         self._restricted: dict[int, str] = {}
         self._throttled: dict[int, int] = {}  # user_id -> B/s while over a throttling quota
+        # Shared device-limit guard (proxy_daemon.devices); set by the control plugin.
+        self.devices: Any = None
         self.draining = False
         self.metrics = ProxyMetrics()
 
@@ -422,6 +424,13 @@ class ProxyServer(StreamServer):
             raise Forbidden(f"user restricted: {reason}")
         limits = self.limits.get(uid)
         if conn.user_id != uid:
+            if self.devices is not None:
+                over = self.devices.admit(uid, conn.ip)
+                if over is not None:
+                    raise Forbidden(
+                        f"device limit reached: the plan allows {over} client IP "
+                        "address(es) at once"
+                    )
             self._release_slot(conn)
             if not self.conn_counter.acquire(uid, limits.max_connections):
                 raise TooManyRequests(
