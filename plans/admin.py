@@ -20,6 +20,8 @@ from .models import (
     OutboxEvent,
     Plan,
     QueuedPlan,
+    QuotaAction,
+    ResetCycle,
     Subscription,
     SubscriptionEvent,
     TrafficSequence,
@@ -45,8 +47,33 @@ class PlanFeatureInline(admin.TabularInline):
     autocomplete_fields = ["feature"]
 
 
+class PlanForm(forms.ModelForm):
+    """Lifecycle choices left out of a submission keep their defaults (cut, no reset)."""
+
+    class Meta:
+        model = Plan
+        fields = [
+            f.name
+            for f in Plan._meta.get_fields()
+            if f.concrete and f.editable and not f.auto_created and f.name != "features"
+        ]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        for name in ("reset_cycle", "quota_action"):
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def clean_reset_cycle(self) -> str:
+        return self.cleaned_data.get("reset_cycle") or ResetCycle.NONE
+
+    def clean_quota_action(self) -> str:
+        return self.cleaned_data.get("quota_action") or QuotaAction.CUT
+
+
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
+    form = PlanForm
     list_display = [
         "name",
         "limit",
