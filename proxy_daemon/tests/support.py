@@ -237,8 +237,11 @@ def db_url(alias: str) -> str:
 class ProxyProcess:
     """`manage.py runproxy` in a subprocess on a free port, with its meter written to a file."""
 
-    def __init__(self, tmp: Path, env: dict[str, str], settings_module: str) -> None:
+    def __init__(
+        self, tmp: Path, env: dict[str, str], settings_module: str, args: list[str] | None = None
+    ) -> None:
         self.tmp = tmp
+        self.args = args or []
         self.port = free_port()
         self.meter_file = tmp / "meter.jsonl"
         self.log_file = tmp / "proxy.log"
@@ -266,6 +269,7 @@ class ProxyProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             cwd=ROOT,
             env=self.env,

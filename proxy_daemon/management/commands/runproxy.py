@@ -7,6 +7,7 @@ time, close the reporter and plugins, and exit 0.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import logging
 import os
@@ -38,6 +39,14 @@ class Command(BaseCommand):
             default=None,
             help="/healthz and /metrics on this port (default: PROXY_ADMIN_PORT; unset = off)",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="N > 1: run N proxy processes on one port (SO_REUSEPORT) under this one, "
+            "which forwards SIGTERM/SIGINT to every worker and waits for them",
+        )
+        parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from gevent import monkey
@@ -61,6 +70,24 @@ class Command(BaseCommand):
         if drain_timeout is None:
             drain_timeout = settings.PROXY_DRAIN_TIMEOUT
         self._raise_fd_limit()
+        if options["workers"] > 1:
+            from proxy_daemon.workers import supervise
+
+            rc = supervise(
+                workers=options["workers"],
+                host=host,
+                port=port,
+                drain_timeout=drain_timeout,
+                admin_port=options["admin_port"],
+                out=self.stdout,
+            )
+            sys.stdout.flush()
+            os._exit(rc)
+        listener: Any = (host, port)
+        if options["reuse_port"]:
+            from proxy_daemon.workers import reuse_port_listener
+
+            listener = reuse_port_listener(host, port)
 
         db = DBRunner(settings.PROXY_DB_THREADS)
         authenticator = Authenticator(
@@ -76,7 +103,7 @@ class Command(BaseCommand):
         )
         meter = Meter()
         server = ProxyServer(
-            (host, port),
+            listener,
             config=ProxyConfig.from_settings(settings),
             authenticator=authenticator,
             policy=policy,
@@ -110,7 +137,9 @@ class Command(BaseCommand):
         server.start()
         flusher = gevent.spawn(meter_loop)
         self.stdout.write(
-            f"goproxy proxy listening on {host}:{server.server_port} "
+            # A worker says "ready"; its supervisor says "listening" once all are ready.
+            f"goproxy {'worker ready on' if options['reuse_port'] else 'proxy listening on'} "
+            f"{host}:{server.server_port} "
             f"(reporter {type(reporter).__name__}, {len(plugins)} control plugin(s))"
         )
         self.stdout.flush()
