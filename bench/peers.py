@@ -267,7 +267,7 @@ def ab(t: Target, url: str, login: str, secret: str, n: int) -> dict:
 
 
 def curl_bulk(t: Target, url: str, login: str, secret: str, *, tunnel: bool, upload: Path | None):
-    cmd = ["curl", "-s", "-o", "/dev/null", "--max-time", "120", "-H", "Expect:"]
+    cmd = ["curl", "-s", "-o", "/dev/null", "--max-time", "60", "-H", "Expect:"]
     if t.port is not None:
         cmd += ["-x", f"http://127.0.0.1:{t.port}", "-U", f"{login}:{secret}"]
         if tunnel:

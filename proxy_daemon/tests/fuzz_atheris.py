@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports():
     from proxy_daemon import http
@@ -41,8 +45,24 @@ def one_input(data: bytes) -> None:
         assert exc.status == 502, exc
 
 
+SEEDS = [
+    b"GET http://example.com/a?b HTTP/1.1\r\nHost: example.com\r\n"
+    b"Proxy-Authorization: Basic dXNlcjpwYXNz\r\nConnection: keep-alive\r\n\r\n",
+    b"POST http://[::1]:8080/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"PUT http://a:81/ HTTP/1.0\nContent-Length: 5\nExpect: 100-continue\n\n",
+    b"CONNECT example.com:443 HTTP/1.1\r\nProxy-Authorization: Basic Og==\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+    b"HTTP/1.0 304 Not Modified\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+]
+
+
 def main() -> None:
     args = list(sys.argv)
+    if not any(not a.startswith("-") for a in args[1:]):
+        corpus = Path(tempfile.mkdtemp(prefix="goproxy-fuzz-"))
+        for i, seed in enumerate(SEEDS):
+            (corpus / f"seed{i}").write_bytes(seed)
+        args.append(str(corpus))
     if not any(a.startswith("-runs=") for a in args):
         args.append(f"-runs={os.environ.get('FUZZ_RUNS', '200000')}")
     atheris.Setup(args, one_input)
