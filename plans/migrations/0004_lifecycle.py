@@ -17,235 +17,435 @@ def backfill(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('plans', '0003_pipeline'),
+        ("plans", "0003_pipeline"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Notification',
+            name="Notification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_id', models.BigIntegerField(db_index=True)),
-                ('kind', models.CharField(choices=[('quota', 'Quota threshold'), ('expiry', 'Days before expiry')], max_length=10)),
-                ('threshold', models.PositiveIntegerField(help_text='Percent of the quota, or days left.')),
-                ('period_start', models.DateTimeField(help_text='The period (or expiry) it belongs to.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('emailed_at', models.DateTimeField(blank=True, null=True)),
-                ('email_error', models.CharField(blank=True, max_length=300)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("user_id", models.BigIntegerField(db_index=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("quota", "Quota threshold"), ("expiry", "Days before expiry")],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "threshold",
+                    models.PositiveIntegerField(help_text="Percent of the quota, or days left."),
+                ),
+                (
+                    "period_start",
+                    models.DateTimeField(help_text="The period (or expiry) it belongs to."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("emailed_at", models.DateTimeField(blank=True, null=True)),
+                ("email_error", models.CharField(blank=True, max_length=300)),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='QueuedPlan',
+            name="QueuedPlan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_id', models.BigIntegerField(unique=True)),
-                ('queued_at', models.DateTimeField(auto_now_add=True)),
-                ('queued_by', models.CharField(blank=True, max_length=100)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("user_id", models.BigIntegerField(unique=True)),
+                ("queued_at", models.DateTimeField(auto_now_add=True)),
+                ("queued_by", models.CharField(blank=True, max_length=100)),
             ],
         ),
         migrations.CreateModel(
-            name='SubscriptionEvent',
+            name="SubscriptionEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_id', models.BigIntegerField(db_index=True)),
-                ('kind', models.CharField(choices=[('assigned', 'Assigned'), ('on_hold', 'Put on hold until first use'), ('started', 'Started'), ('reset', 'Period reset'), ('limited', 'Quota reached (cut)'), ('throttled', 'Quota reached (throttled)'), ('lifted', 'Limit lifted'), ('expired', 'Expired'), ('disabled', 'Disabled'), ('enabled', 'Enabled'), ('extended', 'Extended'), ('topped_up', 'Topped up'), ('switched', 'Plan switched'), ('queued', 'Next plan queued'), ('queue_cancelled', 'Queued plan cancelled'), ('renewed', 'Queued plan took over'), ('replaced', 'Replaced by a new assignment'), ('notified', 'Notification sent')], max_length=20)),
-                ('at', models.DateTimeField(db_index=True)),
-                ('message', models.CharField(blank=True, max_length=300)),
-                ('data', models.JSONField(blank=True, default=dict)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("user_id", models.BigIntegerField(db_index=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("assigned", "Assigned"),
+                            ("on_hold", "Put on hold until first use"),
+                            ("started", "Started"),
+                            ("reset", "Period reset"),
+                            ("limited", "Quota reached (cut)"),
+                            ("throttled", "Quota reached (throttled)"),
+                            ("lifted", "Limit lifted"),
+                            ("expired", "Expired"),
+                            ("disabled", "Disabled"),
+                            ("enabled", "Enabled"),
+                            ("extended", "Extended"),
+                            ("topped_up", "Topped up"),
+                            ("switched", "Plan switched"),
+                            ("queued", "Next plan queued"),
+                            ("queue_cancelled", "Queued plan cancelled"),
+                            ("renewed", "Queued plan took over"),
+                            ("replaced", "Replaced by a new assignment"),
+                            ("notified", "Notification sent"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("at", models.DateTimeField(db_index=True)),
+                ("message", models.CharField(blank=True, max_length=300)),
+                ("data", models.JSONField(blank=True, default=dict)),
             ],
             options={
-                'ordering': ['at', 'id'],
+                "ordering": ["at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='SubscriptionToken',
+            name="SubscriptionToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_id', models.BigIntegerField(unique=True)),
-                ('token', models.CharField(max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("user_id", models.BigIntegerField(unique=True)),
+                ("token", models.CharField(max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='UsageReset',
+            name="UsageReset",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_id', models.BigIntegerField(db_index=True)),
-                ('period_start', models.DateTimeField()),
-                ('period_end', models.DateTimeField(help_text='The boundary; traffic from here on is new.')),
-                ('bytes_up', models.BigIntegerField(default=0)),
-                ('bytes_down', models.BigIntegerField(default=0)),
-                ('limit_bytes', models.BigIntegerField(blank=True, null=True)),
-                ('was_limited', models.BooleanField(default=False)),
-                ('manual', models.BooleanField(default=False, help_text='Reset by an operator, not a cycle.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("user_id", models.BigIntegerField(db_index=True)),
+                ("period_start", models.DateTimeField()),
+                (
+                    "period_end",
+                    models.DateTimeField(help_text="The boundary; traffic from here on is new."),
+                ),
+                ("bytes_up", models.BigIntegerField(default=0)),
+                ("bytes_down", models.BigIntegerField(default=0)),
+                ("limit_bytes", models.BigIntegerField(blank=True, null=True)),
+                ("was_limited", models.BooleanField(default=False)),
+                (
+                    "manual",
+                    models.BooleanField(
+                        default=False, help_text="Reset by an operator, not a cycle."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['period_end', 'id'],
+                "ordering": ["period_end", "id"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookDelivery',
+            name="WebhookDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.UUIDField(unique=True)),
-                ('payload', models.TextField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('delivered', 'Delivered'), ('failed', 'Failed (gave up)')], default='pending', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('response_status', models.PositiveIntegerField(blank=True, null=True)),
-                ('last_error', models.CharField(blank=True, max_length=300)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("event_id", models.UUIDField(unique=True)),
+                ("payload", models.TextField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("delivered", "Delivered"),
+                            ("failed", "Failed (gave up)"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("response_status", models.PositiveIntegerField(blank=True, null=True)),
+                ("last_error", models.CharField(blank=True, max_length=300)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'webhook deliveries',
-                'ordering': ['-created_at'],
+                "verbose_name_plural": "webhook deliveries",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookEndpoint',
+            name="WebhookEndpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('url', models.URLField(max_length=500)),
-                ('secret', models.CharField(help_text='Key of the HMAC-SHA256 signature header.', max_length=200)),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("url", models.URLField(max_length=500)),
+                (
+                    "secret",
+                    models.CharField(
+                        help_text="Key of the HMAC-SHA256 signature header.", max_length=200
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.AddField(
-            model_name='plan',
-            name='device_limit',
-            field=models.PositiveIntegerField(blank=True, help_text='Distinct client IP addresses in use at once; empty = unlimited.', null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="plan",
+            name="device_limit",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Distinct client IP addresses in use at once; empty = unlimited.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='first_use_deadline_days',
-            field=models.PositiveIntegerField(blank=True, help_text='An on-hold subscription starts anyway after this many days.', null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="plan",
+            name="first_use_deadline_days",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="An on-hold subscription starts anyway after this many days.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='quota_action',
-            field=models.CharField(choices=[('cut', 'Cut off'), ('throttle', 'Throttle')], default='cut', help_text='At the quota: refuse the user (cut) or slow them down (throttle).', max_length=16),
+            model_name="plan",
+            name="quota_action",
+            field=models.CharField(
+                choices=[("cut", "Cut off"), ("throttle", "Throttle")],
+                default="cut",
+                help_text="At the quota: refuse the user (cut) or slow them down (throttle).",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='reset_cycle',
-            field=models.CharField(choices=[('none', 'Never'), ('daily', 'Daily (calendar)'), ('weekly', 'Weekly (calendar, Mondays)'), ('monthly', 'Monthly (calendar, the 1st)'), ('every_n_days', 'Every N days from the start')], default='none', help_text='When the period usage goes back to zero (calendar cycles use PLANS_TIME_ZONE).', max_length=16),
+            model_name="plan",
+            name="reset_cycle",
+            field=models.CharField(
+                choices=[
+                    ("none", "Never"),
+                    ("daily", "Daily (calendar)"),
+                    ("weekly", "Weekly (calendar, Mondays)"),
+                    ("monthly", "Monthly (calendar, the 1st)"),
+                    ("every_n_days", "Every N days from the start"),
+                ],
+                default="none",
+                help_text="When the period usage goes back to zero (calendar cycles use PLANS_TIME_ZONE).",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='reset_every_days',
-            field=models.PositiveIntegerField(blank=True, help_text="N for the 'every N days from the start' cycle.", null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="plan",
+            name="reset_every_days",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="N for the 'every N days from the start' cycle.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='start_on_first_use',
-            field=models.BooleanField(default=False, help_text='The subscription waits on hold until the first proxy use.'),
+            model_name="plan",
+            name="start_on_first_use",
+            field=models.BooleanField(
+                default=False, help_text="The subscription waits on hold until the first proxy use."
+            ),
         ),
         migrations.AddField(
-            model_name='plan',
-            name='throttle_speed_bps',
-            field=models.BigIntegerField(blank=True, help_text='Bytes per second in each direction once throttled.', null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="plan",
+            name="throttle_speed_bps",
+            field=models.BigIntegerField(
+                blank=True,
+                help_text="Bytes per second in each direction once throttled.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
         migrations.AddField(
-            model_name='subscription',
-            name='hold_deadline',
-            field=models.DateTimeField(blank=True, help_text='An on-hold subscription starts at this time anyway.', null=True),
+            model_name="subscription",
+            name="hold_deadline",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="An on-hold subscription starts at this time anyway.",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='subscription',
-            name='lifetime_bytes_down',
-            field=models.BigIntegerField(default=0, help_text='Never reset.'),
+            model_name="subscription",
+            name="lifetime_bytes_down",
+            field=models.BigIntegerField(default=0, help_text="Never reset."),
         ),
         migrations.AddField(
-            model_name='subscription',
-            name='lifetime_bytes_up',
-            field=models.BigIntegerField(default=0, help_text='Never reset.'),
+            model_name="subscription",
+            name="lifetime_bytes_up",
+            field=models.BigIntegerField(default=0, help_text="Never reset."),
         ),
         migrations.AddField(
-            model_name='subscription',
-            name='next_reset_at',
+            model_name="subscription",
+            name="next_reset_at",
             field=models.DateTimeField(blank=True, db_index=True, null=True),
         ),
         migrations.AddField(
-            model_name='subscription',
-            name='period_started_at',
+            model_name="subscription",
+            name="period_started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='subscription',
-            name='topup_bytes',
-            field=models.BigIntegerField(default=0, help_text="Bytes added to this period's allowance by top-ups."),
+            model_name="subscription",
+            name="topup_bytes",
+            field=models.BigIntegerField(
+                default=0, help_text="Bytes added to this period's allowance by top-ups."
+            ),
         ),
         migrations.AddField(
-            model_name='userrestriction',
-            name='throttle_bps',
-            field=models.BigIntegerField(blank=True, help_text='Speed the proxy holds the user to (not restricted).', null=True),
+            model_name="userrestriction",
+            name="throttle_bps",
+            field=models.BigIntegerField(
+                blank=True,
+                help_text="Speed the proxy holds the user to (not restricted).",
+                null=True,
+            ),
         ),
         migrations.AlterField(
-            model_name='subscription',
-            name='traffic_limit_bytes',
-            field=models.BigIntegerField(blank=True, help_text="This period's allowance: the plan's limit when assigned plus top-ups; empty = unlimited.", null=True),
+            model_name="subscription",
+            name="traffic_limit_bytes",
+            field=models.BigIntegerField(
+                blank=True,
+                help_text="This period's allowance: the plan's limit when assigned plus top-ups; empty = unlimited.",
+                null=True,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='plan',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('reset_cycle', 'every_n_days'), _negated=True), ('reset_every_days__gt', 0), _connector='OR'), name='plans_plan_every_n_days_has_n', violation_error_message="The 'every N days' cycle needs N."),
+            model_name="plan",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("reset_cycle", "every_n_days"), _negated=True),
+                    ("reset_every_days__gt", 0),
+                    _connector="OR",
+                ),
+                name="plans_plan_every_n_days_has_n",
+                violation_error_message="The 'every N days' cycle needs N.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='plan',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('quota_action', 'throttle'), _negated=True), ('throttle_speed_bps__gt', 0), _connector='OR'), name='plans_plan_throttle_has_speed', violation_error_message='Throttling at the quota needs a throttle speed.'),
+            model_name="plan",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("quota_action", "throttle"), _negated=True),
+                    ("throttle_speed_bps__gt", 0),
+                    _connector="OR",
+                ),
+                name="plans_plan_throttle_has_speed",
+                violation_error_message="Throttling at the quota needs a throttle speed.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='subscription',
-            constraint=models.CheckConstraint(condition=models.Q(('topup_bytes__gte', 0), ('lifetime_bytes_up__gte', 0), ('lifetime_bytes_down__gte', 0)), name='plans_subscription_lifetime_nonneg'),
+            model_name="subscription",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("topup_bytes__gte", 0),
+                    ("lifetime_bytes_up__gte", 0),
+                    ("lifetime_bytes_down__gte", 0),
+                ),
+                name="plans_subscription_lifetime_nonneg",
+            ),
         ),
         migrations.AddField(
-            model_name='notification',
-            name='subscription',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notifications', to='plans.subscription'),
+            model_name="notification",
+            name="subscription",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="notifications",
+                to="plans.subscription",
+            ),
         ),
         migrations.AddField(
-            model_name='queuedplan',
-            name='plan',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='queued', to='plans.plan'),
+            model_name="queuedplan",
+            name="plan",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="queued", to="plans.plan"
+            ),
         ),
         migrations.AddField(
-            model_name='subscriptionevent',
-            name='subscription',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='history', to='plans.subscription'),
+            model_name="subscriptionevent",
+            name="subscription",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="history",
+                to="plans.subscription",
+            ),
         ),
         migrations.AddField(
-            model_name='usagereset',
-            name='subscription',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='resets', to='plans.subscription'),
+            model_name="usagereset",
+            name="subscription",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="resets",
+                to="plans.subscription",
+            ),
         ),
         migrations.AddField(
-            model_name='webhookdelivery',
-            name='notification',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deliveries', to='plans.notification'),
+            model_name="webhookdelivery",
+            name="notification",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="deliveries",
+                to="plans.notification",
+            ),
         ),
         migrations.AddField(
-            model_name='webhookdelivery',
-            name='endpoint',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='plans.webhookendpoint'),
+            model_name="webhookdelivery",
+            name="endpoint",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="deliveries",
+                to="plans.webhookendpoint",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='notification',
-            constraint=models.UniqueConstraint(fields=('subscription', 'kind', 'threshold', 'period_start'), name='plans_notification_once_per_period'),
+            model_name="notification",
+            constraint=models.UniqueConstraint(
+                fields=("subscription", "kind", "threshold", "period_start"),
+                name="plans_notification_once_per_period",
+            ),
         ),
         migrations.AddIndex(
-            model_name='subscriptionevent',
-            index=models.Index(fields=['subscription', 'at'], name='plans_subevent_sub_at'),
+            model_name="subscriptionevent",
+            index=models.Index(fields=["subscription", "at"], name="plans_subevent_sub_at"),
         ),
         migrations.AddConstraint(
-            model_name='usagereset',
-            constraint=models.CheckConstraint(condition=models.Q(('bytes_up__gte', 0), ('bytes_down__gte', 0)), name='plans_usagereset_bytes_nonneg'),
+            model_name="usagereset",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("bytes_up__gte", 0), ("bytes_down__gte", 0)),
+                name="plans_usagereset_bytes_nonneg",
+            ),
         ),
         migrations.RunPython(backfill, migrations.RunPython.noop),
     ]
