@@ -12,7 +12,17 @@ from django.test import SimpleTestCase
 
 ROOT = Path(settings.BASE_DIR)
 ONE_SHOT = {"migrate", "kafka-init"}
-LONG_RUNNING = {"accounts-db", "plans-db", "kafka", "rabbitmq", "web", "proxy", "worker", "beat"}
+LONG_RUNNING = {
+    "accounts-db",
+    "plans-db",
+    "kafka",
+    "rabbitmq",
+    "redis",
+    "web",
+    "proxy",
+    "worker",
+    "beat",
+}
 CONDITIONS = {"service_healthy", "service_completed_successfully", "service_started"}
 # ${VAR}, ${VAR:-default}, ${VAR:?message}; `$$` escapes are for the container's shell.
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)")
