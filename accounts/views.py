@@ -24,7 +24,7 @@ from django.views.generic import FormView, TemplateView, View
 from goproxy_site.formatting import human_bytes
 from plans import selectors as plan_selectors
 from plans.charts import daily_usage_svg, usage_bar_html
-from plans.views import plan_catalogue
+from plans.views import lifecycle_panel, plan_catalogue
 
 from . import selectors, services
 from .forms import AccountDeleteForm, CredentialIssueForm, SignupForm
@@ -78,6 +78,7 @@ class SignupView(FormView):
         return super().form_valid(form)
 
 
+@method_decorator(never_cache, name="dispatch")  # shows the private subscription URL
 class DashboardView(LoginRequiredMixin, TemplateView):
     template_name = "accounts/dashboard.html"
 
@@ -110,6 +111,7 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             live_credentials=selectors.credential_list(
                 user=self.request.user, include_revoked=False
             ).count(),
+            **lifecycle_panel(request=self.request),
             **kwargs,
         )
 

@@ -1,4 +1,5 @@
-"""Portal pages for plans: the public catalogue and claiming the free plan."""
+"""Portal pages for plans: the catalogue, claiming the free plan, the queued next plan
+and the private subscription URL (shown and rotated from the dashboard)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,76 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
 from django.views.generic import TemplateView, View
 
 from goproxy_site.formatting import human_bytes
 
 from . import selectors, services
-from .models import Plan
+from .models import Plan, Subscription, SubscriptionEvent
+
+HISTORY_ROWS = 10
+
+
+def self_queueable_plans() -> QuerySet[Plan]:
+    """The plans a user may queue themselves: exactly the API's rule (`MyQueueSerializer`)."""
+    from .api.serializers import MyQueueSerializer
+
+    return MyQueueSerializer().fields["plan"].get_queryset()
 
 
 def plan_catalogue(*, user_id: int | None) -> list[dict[str, Any]]:
-    """Public plans for display, each flagged with whether this user may claim it now."""
+    """Public plans for display, each flagged with whether this user may claim or queue it."""
     may_claim = user_id is not None and selectors.free_plan_claim_allowed(user_id=user_id)
+    queueable = (
+        set(self_queueable_plans().values_list("pk", flat=True)) if user_id is not None else set()
+    )
     return [
         {
             "plan": plan,
             "limit": human_bytes(plan.traffic_limit_bytes),
             "claimable": plan.is_free and may_claim,
+            "queueable": plan.pk in queueable,
         }
         for plan in selectors.plan_list(public_only=True)
     ]
+
+
+_BYTE_KEYS = frozenset({"bytes", "allowance", "used", "limit"})
+
+
+def _event_details(event: SubscriptionEvent) -> str:
+    extra = ", ".join(
+        f"{key.replace('_', ' ')}: "
+        + (human_bytes(value) if key in _BYTE_KEYS and isinstance(value, int) else str(value))
+        for key, value in event.data.items()
+        if value not in (None, "")
+    )
+    return " · ".join(part for part in (event.message, extra) if part)
+
+
+def lifecycle_panel(*, request: HttpRequest) -> dict[str, Any]:
+    """Dashboard context: the private subscription URL, recent history and the queued plan.
+
+    The URL comes from the API's helper (PLANS_SUBSCRIPTION_URL_BASE, default SITE_URL), so
+    the portal and `me/subscription-url/` always show the same address.
+    """
+    from .api.views import subscription_url
+
+    user_id = request.user.pk
+    token = services.subscription_token_get_or_create(user_id=user_id)
+    events = selectors.user_history(user_id=user_id, limit=HISTORY_ROWS)
+    return {
+        "subscription_url": subscription_url(request, token),  # type: ignore[arg-type]
+        "history_rows": [
+            {"at": e.at, "what": e.get_kind_display(), "details": _event_details(e)}
+            for e in reversed(events)
+        ],
+        "queued": selectors.queued_plan_get(user_id=user_id),
+    }
 
 
 class CatalogueView(TemplateView):
@@ -40,6 +90,7 @@ class CatalogueView(TemplateView):
         return super().get_context_data(
             catalogue=plan_catalogue(user_id=user_id),
             subscription=selectors.subscription_get_current(user_id=user_id) if user_id else None,
+            queued=selectors.queued_plan_get(user_id=user_id) if user_id else None,
             **kwargs,
         )
 
@@ -64,8 +115,61 @@ class ClaimFreePlanView(LoginRequiredMixin, View):
         return redirect("dashboard")
 
 
+class QueuePlanView(LoginRequiredMixin, View):
+    """Queue a plan as the user's next one, under the same rule and service as the API."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        plan = get_object_or_404(Plan, pk=pk)
+        if not self_queueable_plans().filter(pk=plan.pk).exists():
+            messages.error(
+                request,
+                f"The {plan.name} plan cannot be queued from the portal; "
+                "paid plans are queued by the operator.",
+            )
+            return redirect("dashboard")
+        result = services.plan_queue(user_id=request.user.pk, plan=plan, by="by the user")
+        if isinstance(result, Subscription):
+            messages.success(request, f"The {plan.name} plan is now your plan.")
+        else:
+            messages.success(
+                request,
+                f"The {plan.name} plan is queued; it takes over when your current plan "
+                "expires or runs out of traffic.",
+            )
+        return redirect("dashboard")
+
+
+class QueueCancelView(LoginRequiredMixin, View):
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        if services.plan_queue_cancel(user_id=request.user.pk, by="by the user"):
+            messages.success(request, "Your queued plan is cancelled.")
+        else:
+            messages.error(request, "You have no queued plan.")
+        return redirect("dashboard")
+
+
+class SubscriptionUrlRotateView(LoginRequiredMixin, View):
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        services.subscription_token_rotate(user_id=request.user.pk)
+        messages.success(
+            request,
+            "Your subscription URL is replaced; the old one stops working now. "
+            "Update it in your client apps.",
+        )
+        return redirect(reverse("dashboard") + "#subscription-url-heading")
+
+
 catalogue_view = CatalogueView.as_view()
 claim_free_plan_view = ClaimFreePlanView.as_view()
+queue_plan_view = QueuePlanView.as_view()
+queue_cancel_view = QueueCancelView.as_view()
+subscription_url_rotate_view = SubscriptionUrlRotateView.as_view()
 
 
 def subscription_userinfo_header(info: dict[str, Any]) -> str:

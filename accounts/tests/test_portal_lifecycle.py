@@ -1,0 +1,200 @@
+"""Portal dashboard: the private subscription URL, subscription history and the queued plan."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from goproxy_site.tests.base import BaseTestCase
+from plans.models import (
+    Plan,
+    QueuedPlan,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionEventKind,
+    SubscriptionToken,
+)
+from plans.services import subscription_token_get_or_create, subscription_top_up
+
+
+def sub_url(token: str) -> str:
+    path = reverse("plans:subscription-url", kwargs={"token": token})
+    return settings.PLANS_SUBSCRIPTION_URL_BASE.rstrip("/") + path
+
+
+class LifecyclePortalCase(BaseTestCase):
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        cls.free = Plan.objects.create(
+            name="Starter", traffic_limit_bytes=10_000, duration_days=7, price="0", is_free=True
+        )
+        cls.hidden_free = Plan.objects.create(
+            name="Internal", traffic_limit_bytes=10_000, price="0", is_public=False
+        )
+
+
+class SubscriptionUrlPanelTests(LifecyclePortalCase):
+    def test_dashboard_shows_the_absolute_url_with_copy_button_and_rotate_form(self) -> None:
+        self.client.force_login(self.alice)
+        response = self.client.get(reverse("dashboard"))
+        token = SubscriptionToken.objects.get(user_id=self.alice.pk).token
+        url = sub_url(token)
+        self.assertTrue(url.startswith("http"))
+        self.assertContains(response, f'value="{url}"')
+        self.assertContains(response, 'data-copy-target="field-subscription-url"')
+        self.assertContains(response, "upload, download, total and expiry")
+        self.assertContains(response, f'action="{reverse("plans:subscription-url-rotate")}"')
+        self.assertContains(response, "csrfmiddlewaretoken")
+        self.assertIn("no-store", response["Cache-Control"])
+        # The URL shown is the one client apps can poll.
+        polled = self.client.get(url.removeprefix(settings.PLANS_SUBSCRIPTION_URL_BASE))
+        self.assertEqual(polled.status_code, 200)
+        self.assertIn("upload=0; download=0; total=1000000", polled["subscription-userinfo"])
+
+    def test_same_url_on_every_visit(self) -> None:
+        self.client.force_login(self.alice)
+        first = self.client.get(reverse("dashboard")).context["subscription_url"]
+        second = self.client.get(reverse("dashboard")).context["subscription_url"]
+        self.assertEqual(first, second)
+        self.assertEqual(SubscriptionToken.objects.filter(user_id=self.alice.pk).count(), 1)
+
+    def test_rotate_changes_the_token_and_the_old_url_answers_404(self) -> None:
+        old = subscription_token_get_or_create(user_id=self.alice.pk)
+        old_path = reverse("plans:subscription-url", kwargs={"token": old})
+        self.assertEqual(self.client.get(old_path).status_code, 200)
+        self.client.force_login(self.alice)
+        response = self.client.post(reverse("plans:subscription-url-rotate"), follow=True)
+        self.assertRedirects(response, reverse("dashboard") + "#subscription-url-heading")
+        self.assertContains(response, "the old one stops working now")
+        new = SubscriptionToken.objects.get(user_id=self.alice.pk).token
+        self.assertNotEqual(new, old)
+        self.assertContains(response, f'value="{sub_url(new)}"')
+        self.assertNotContains(response, old)
+        gone = self.client.get(old_path)
+        self.assertEqual(gone.status_code, 404)
+        self.assertContains(gone, "Unknown subscription URL", status_code=404)
+        new_path = reverse("plans:subscription-url", kwargs={"token": new})
+        self.assertEqual(self.client.get(new_path).status_code, 200)
+
+    def test_rotate_needs_post_login_and_csrf(self) -> None:
+        old = subscription_token_get_or_create(user_id=self.alice.pk)
+        url = reverse("plans:subscription-url-rotate")
+        anonymous = self.client.post(url)
+        self.assertRedirects(anonymous, f"{reverse('login')}?next={url}")
+        csrf_client = Client(enforce_csrf_checks=True)
+        csrf_client.force_login(self.alice)
+        self.assertEqual(csrf_client.post(url).status_code, 403)
+        self.client.force_login(self.alice)
+        self.assertEqual(self.client.get(url).status_code, 405)
+        self.assertEqual(SubscriptionToken.objects.get(user_id=self.alice.pk).token, old)
+
+    def test_another_users_token_is_never_shown_or_rotated(self) -> None:
+        bob_token = subscription_token_get_or_create(user_id=self.bob.pk)
+        self.client.force_login(self.alice)
+        response = self.client.get(reverse("dashboard"))
+        self.assertNotContains(response, bob_token)
+        self.client.post(reverse("plans:subscription-url-rotate"))
+        self.assertEqual(SubscriptionToken.objects.get(user_id=self.bob.pk).token, bob_token)
+        response = self.client.get(reverse("dashboard"))
+        self.assertNotContains(response, bob_token)
+        alice_token = SubscriptionToken.objects.get(user_id=self.alice.pk).token
+        self.assertContains(response, alice_token)
+
+
+class HistoryPanelTests(LifecyclePortalCase):
+    def test_latest_ten_events_newest_first_and_only_ones_own(self) -> None:
+        for n in range(1, 13):
+            subscription_top_up(subscription=self.alice_sub, bytes_=n * 1000, by=f"top-up {n}")
+        subscription_top_up(subscription=self.bob_sub, bytes_=5, by="bob-only top-up")
+        self.client.force_login(self.alice)
+        response = self.client.get(reverse("dashboard"))
+        rows = response.context["history_rows"]
+        self.assertEqual(len(rows), 10)
+        self.assertTrue(all(row["what"] == "Topped up" for row in rows))
+        self.assertIn("top-up 12", rows[0]["details"])
+        self.assertIn("top-up 3", rows[-1]["details"])
+        self.assertContains(response, 'id="subscription-history"')
+        self.assertContains(response, "top-up 12")
+        self.assertContains(response, "top-up 3 · bytes: 3.0 KB")
+        self.assertNotContains(response, "top-up 2 ·")
+        self.assertNotContains(response, "top-up 1 ·")
+        self.assertNotContains(response, "bob-only top-up")
+        self.assertContains(response, "<td>Topped up</td>", count=10)
+
+    def test_user_without_plan_sees_no_changes_yet(self) -> None:
+        self.client.force_login(self.charlie)
+        response = self.client.get(reverse("dashboard"))
+        self.assertContains(response, "No changes yet.")
+        self.assertContains(response, "No plan is queued.")
+
+
+class QueuedPlanTests(LifecyclePortalCase):
+    def test_catalogue_offers_queue_only_for_public_plans_without_price(self) -> None:
+        self.client.force_login(self.alice)
+        for page in (reverse("plans:catalogue"), reverse("dashboard")):
+            response = self.client.get(page)
+            self.assertContains(response, reverse("plans:queue", args=[self.free.pk]))
+            self.assertNotContains(response, reverse("plans:queue", args=[self.plan.pk]))
+            self.assertNotContains(response, reverse("plans:queue", args=[self.hidden_free.pk]))
+        self.client.logout()
+        anonymous = self.client.get(reverse("plans:catalogue"))
+        self.assertNotContains(anonymous, "Queue as next plan")
+
+    def test_queue_then_cancel(self) -> None:
+        self.client.force_login(self.alice)
+        response = self.client.post(reverse("plans:queue", args=[self.free.pk]), follow=True)
+        self.assertRedirects(response, reverse("dashboard"))
+        self.assertContains(response, "The Starter plan is queued")
+        queued = QueuedPlan.objects.get(user_id=self.alice.pk)
+        self.assertEqual(queued.plan, self.free)
+        self.assertEqual(queued.queued_by, "by the user")
+        self.assertContains(response, 'id="queued-plan"')
+        self.assertContains(response, f'action="{reverse("plans:queue-cancel")}"')
+        self.assertContains(response, "Queued as your next plan")
+        self.assertContains(response, "<td>Next plan queued</td>")
+        # The current plan is untouched.
+        self.assertEqual(
+            Subscription.objects.get(user_id=self.alice.pk, is_current=True).plan, self.plan
+        )
+
+        response = self.client.post(reverse("plans:queue-cancel"), follow=True)
+        self.assertContains(response, "Your queued plan is cancelled.")
+        self.assertIs(QueuedPlan.objects.filter(user_id=self.alice.pk).exists(), False)
+        self.assertTrue(
+            SubscriptionEvent.objects.filter(
+                user_id=self.alice.pk, kind=SubscriptionEventKind.QUEUE_CANCELLED
+            ).exists()
+        )
+        self.assertContains(response, "No plan is queued.")
+        again = self.client.post(reverse("plans:queue-cancel"), follow=True)
+        self.assertContains(again, "You have no queued plan.")
+
+    def test_paid_hidden_and_unknown_plans_are_refused(self) -> None:
+        self.client.force_login(self.alice)
+        for plan in (self.plan, self.hidden_free):
+            response = self.client.post(reverse("plans:queue", args=[plan.pk]), follow=True)
+            self.assertContains(response, f"The {plan.name} plan cannot be queued")
+        self.assertIs(QueuedPlan.objects.filter(user_id=self.alice.pk).exists(), False)
+        self.assertEqual(self.client.post(reverse("plans:queue", args=[999_999])).status_code, 404)
+        self.assertEqual(
+            self.client.get(reverse("plans:queue", args=[self.free.pk])).status_code, 405
+        )
+
+    def test_without_a_plan_the_queued_plan_starts_at_once(self) -> None:
+        self.client.force_login(self.charlie)
+        response = self.client.post(reverse("plans:queue", args=[self.free.pk]), follow=True)
+        self.assertContains(response, "The Starter plan is now your plan.")
+        current = Subscription.objects.get(user_id=self.charlie.pk, is_current=True)
+        self.assertEqual(current.plan, self.free)
+        self.assertIs(QueuedPlan.objects.filter(user_id=self.charlie.pk).exists(), False)
+
+    def test_cancel_only_touches_ones_own_queue(self) -> None:
+        QueuedPlan.objects.create(user_id=self.bob.pk, plan=self.free, queued_by="operator")
+        self.client.force_login(self.alice)
+        response = self.client.get(reverse("dashboard"))
+        self.assertIsNone(response.context["queued"])
+        response = self.client.post(reverse("plans:queue-cancel"), follow=True)
+        self.assertContains(response, "You have no queued plan.")
+        self.assertIs(QueuedPlan.objects.filter(user_id=self.bob.pk).exists(), True)
