@@ -310,3 +310,13 @@ def device_limit_for(user_id: int) -> int | None:
         .values_list("plan__device_limit", flat=True)
         .first()
     )
+
+
+def plan_list_self_queueable() -> QuerySet[Plan]:
+    """Plans users may queue themselves: public, without a price, and not a free plan.
+
+    Free plans come only through the once-per-user claim (plan_claim_free); letting users
+    queue them would hand out the free plan again and again. Paid plans are queued by
+    operators until billing exists.
+    """
+    return Plan.objects.filter(is_public=True, price=0, is_free=False)

@@ -24,10 +24,8 @@ HISTORY_ROWS = 10
 
 
 def self_queueable_plans() -> QuerySet[Plan]:
-    """The plans a user may queue themselves: exactly the API's rule (`MyQueueSerializer`)."""
-    from .api.serializers import MyQueueSerializer
-
-    return MyQueueSerializer().fields["plan"].get_queryset()
+    """The plans a user may queue themselves (the same selector the API uses)."""
+    return selectors.plan_list_self_queueable()
 
 
 def plan_catalogue(*, user_id: int | None) -> list[dict[str, Any]]:

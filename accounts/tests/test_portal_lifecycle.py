@@ -15,6 +15,7 @@ from plans.models import (
     SubscriptionEventKind,
     SubscriptionToken,
 )
+from plans.selectors import subscription_get_current
 from plans.services import subscription_token_get_or_create, subscription_top_up
 
 
@@ -28,8 +29,9 @@ class LifecyclePortalCase(BaseTestCase):
     def setUpTestData(cls) -> None:
         super().setUpTestData()
         cls.free = Plan.objects.create(
-            name="Starter", traffic_limit_bytes=10_000, duration_days=7, price="0", is_free=True
+            name="Starter", traffic_limit_bytes=10_000, duration_days=7, price="0"
         )
+        cls.claimable = Plan.objects.get(name="Free")
         cls.hidden_free = Plan.objects.create(
             name="Internal", traffic_limit_bytes=10_000, price="0", is_public=False
         )
@@ -198,3 +200,13 @@ class QueuedPlanTests(LifecyclePortalCase):
         response = self.client.post(reverse("plans:queue-cancel"), follow=True)
         self.assertContains(response, "You have no queued plan.")
         self.assertIs(QueuedPlan.objects.filter(user_id=self.bob.pk).exists(), True)
+
+
+class FreePlanNeverQueueableTests(LifecyclePortalCase):
+    def test_the_free_plan_is_claimed_once_never_queued(self) -> None:
+        self.client.force_login(self.charlie)
+        page = self.client.get(reverse("plans:catalogue"))
+        self.assertNotContains(page, reverse("plans:queue", args=[self.claimable.pk]))
+        self.client.post(reverse("plans:queue", args=[self.claimable.pk]), follow=True)
+        self.assertFalse(QueuedPlan.objects.filter(user_id=self.charlie.pk).exists())
+        self.assertIsNone(subscription_get_current(user_id=self.charlie.pk))

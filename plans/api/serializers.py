@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from accounts import selectors as account_selectors
+from plans import selectors as plan_selectors
 from plans.models import (
     Feature,
     Plan,
@@ -273,8 +274,11 @@ class QueueSerializer(serializers.Serializer):
 
 class MyQueueSerializer(serializers.Serializer):
     plan = serializers.PrimaryKeyRelatedField(
-        queryset=Plan.objects.filter(is_public=True, price=0),
-        help_text="A public plan without a price (paid plans are queued by operators).",
+        queryset=plan_selectors.plan_list_self_queueable(),
+        help_text=(
+            "A public plan without a price that is not a free plan (free plans are claimed "
+            "once through claim-free; paid plans are queued by operators)."
+        ),
     )
 
 

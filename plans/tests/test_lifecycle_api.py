@@ -85,6 +85,11 @@ class LifecycleApiTests(ApiTestCase):
         self.login(self.alice)
         url = "/api/v1/me/subscription/queue/"
         self.assertEqual(self.client.post(url, {"plan": paid.pk}, format="json").status_code, 400)
+        # The free plan is claimed once through claim-free, never queued.
+        claimable = Plan.objects.get(name="Free")
+        self.assertEqual(
+            self.client.post(url, {"plan": claimable.pk}, format="json").status_code, 400
+        )
         self.assertEqual(self.client.post(url, {"plan": free.pk}, format="json").status_code, 202)
         self.assertEqual(self.client.delete(url).status_code, 204)
         self.assertEqual(self.client.delete(url).status_code, 404)
