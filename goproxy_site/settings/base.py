@@ -216,7 +216,9 @@ PROXY_DRAIN_TIMEOUT = env.float("PROXY_DRAIN_TIMEOUT", default=30.0)
 # Relay buffers are 1 MiB, borrowed from a bounded pool only while data flows.
 PROXY_RELAY_BUFFER_BYTES = env.int("PROXY_RELAY_BUFFER_BYTES", default=1024 * 1024)
 PROXY_RELAY_BUFFER_POOL = env.int("PROXY_RELAY_BUFFER_POOL", default=64)
-PROXY_UPSTREAM_POOL_PER_HOST = env.int("PROXY_UPSTREAM_POOL_PER_HOST", default=128)
+# Idle keep-alive connections kept per origin; below the client concurrency, every release
+# past the cap closes a connection the next request must reopen (bench/RESULTS.md).
+PROXY_UPSTREAM_POOL_PER_HOST = env.int("PROXY_UPSTREAM_POOL_PER_HOST", default=512)
 PROXY_UPSTREAM_POOL_IDLE = env.float("PROXY_UPSTREAM_POOL_IDLE", default=30.0)
 # Failed proxy logins per client IP within the window before answering 429.
 PROXY_AUTH_FAIL_LIMIT = env.int("PROXY_AUTH_FAIL_LIMIT", default=20)
