@@ -118,5 +118,20 @@ echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 if [ "${BENCH_PIPELINE:-1}" = 1 ]; then
   # The pipeline bench makes its own databases, broker and proxy: none of the above env.
   (unset $(env | grep -o '^PROXY_[A-Z_]*') ACCOUNTS_DATABASE_URL PLANS_DATABASE_URL DJANGO_SETTINGS_MODULE
-   "$PY" bench/pipeline.py)
+   "$PY" bench/pipeline.py) | tee "$WORK/pipeline.out"
+  "$PY" - "$WORK/pipeline.out" <<'PYEOF'
+import sys, time
+from pathlib import Path
+results = Path("bench/RESULTS.md")
+begin, end = "<!-- PIPELINE:BEGIN -->", "<!-- PIPELINE:END -->"
+lines = [line.rstrip() for line in open(sys.argv[1]) if line.startswith("pipeline:")]
+stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+block = f"{begin}\n_Last run: {stamp}_\n\n" + "\n".join(f"- {line}" for line in lines) + f"\n{end}"
+text = results.read_text()
+if begin in text and end in text:
+    text = text.split(begin, 1)[0] + block + text.split(end, 1)[1]
+else:
+    text += "\n" + block + "\n"
+results.write_text(text)
+PYEOF
 fi
