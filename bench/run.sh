@@ -33,7 +33,9 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  sleep 1
+  for pid in "${PIDS[@]}"; do  # proxies drain first: wait for them (bounded)
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -92,21 +94,22 @@ print(c.credential.login + ':' + c.secret)" | tail -1)
 LOGIN=${CRED%%:*}
 SECRET=${CRED#*:}
 
-start_proxy() {  # port log [extra args]
+STARTED=""
+start_proxy() {  # port log [extra args]; sets STARTED (no subshell, so cleanup sees the pid)
   local port=$1 log=$2; shift 2
   "$PY" manage.py runproxy --host 127.0.0.1 --port "$port" "$@" > "$log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
+  STARTED=$!
+  PIDS+=("$STARTED")
   for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
   grep -q "listening on" "$log" || { cat "$log" >&2; exit 1; }
-  echo "$pid"
 }
-PROXY_PID=$(start_proxy "$PROXY_PORT" "$WORK/proxy.log")
+start_proxy "$PROXY_PORT" "$WORK/proxy.log"
+PROXY_PID=$STARTED
 EXTRA=""
 if [ "$WORKERS" -gt 1 ] && "$PY" manage.py runproxy --help 2>/dev/null | grep -q -- "--workers"; then
   MULTI_PORT=$(free_port)
-  MULTI_PID=$(start_proxy "$MULTI_PORT" "$WORK/proxy-multi.log" --workers "$WORKERS")
-  EXTRA="goproxy-${WORKERS}w=$MULTI_PORT:$MULTI_PID"
+  start_proxy "$MULTI_PORT" "$WORK/proxy-multi.log" --workers "$WORKERS"
+  EXTRA="goproxy-${WORKERS}w=$MULTI_PORT:$STARTED"
 fi
 
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r); load generator, origin and proxies share the CPUs"
