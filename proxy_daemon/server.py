@@ -222,8 +222,8 @@ class ProxyServer(StreamServer):
 
     def throttle(self, user_id: int, speed_bps: int | None) -> None:
         """Hold a user to speed_bps (None: back to the plan's speed) on open and new
-        connections; HTTP connections pick up the shared buckets at their next send, a
-        tunnel opened without any speed limit is cut so the client reconnects throttled."""
+        connections: HTTP connections pick up the shared buckets at their next send, open
+        tunnels at their next chunk (nothing is cut)."""
         if speed_bps is None:
             if self._throttled.pop(user_id, None) is None:
                 return
@@ -239,11 +239,13 @@ class ProxyServer(StreamServer):
                     conn.buckets[0].set_rate(UNTHROTTLED_BPS)
                     conn.buckets[1].set_rate(UNTHROTTLED_BPS)
                 conn.buckets = None
+                if conn.tunnel is not None:
+                    conn.tunnel.up_bucket = conn.tunnel.down_bucket = None
             return
         for conn in list(self.by_user.get(user_id, ())):
-            if conn.tunnel is not None and conn.tunnel.up_bucket is None:
-                conn.cut("throttled: reconnect at the reduced speed")
             conn.buckets = pair
+            if conn.tunnel is not None:
+                conn.tunnel.up_bucket, conn.tunnel.down_bucket = pair
 
     def _speed_for(self, user_id: int, plan_speed: int | None) -> int | None:
         throttled = self._throttled.get(user_id)

@@ -98,9 +98,9 @@ class Tunnel:
         self.upstream.settimeout(None)
         # The calling greenlet pumps client -> upstream itself; one extra greenlet does the
         # other direction (one greenlet fewer per tunnel keeps idle tunnels small).
-        down = gevent.spawn(self._pump, self.upstream, self.client, self.down_bucket, False)
+        down = gevent.spawn(self._pump, self.upstream, self.client, False)
         try:
-            self._pump(self.client, self.upstream, self.up_bucket, True)
+            self._pump(self.client, self.upstream, True)
             down.join()
         finally:
             down.kill(block=False)
@@ -130,7 +130,6 @@ class Tunnel:
         self,
         src: socket.socket,
         dst: socket.socket,
-        bucket: TokenBucket | None,
         upward: bool,
     ) -> None:
         raw = src._sock  # type: ignore[attr-defined]  # non-blocking socket under gevent's
@@ -148,6 +147,8 @@ class Tunnel:
                         self.abort()
                         return
                     buf = self.pool.take()
+                # Read the bucket every chunk: a throttle can start or end mid-tunnel.
+                bucket = self.up_bucket if upward else self.down_bucket
                 limit = len(buf) if bucket is None else min(len(buf), bucket.max_read)
                 try:
                     n = raw.recv_into(buf, limit)

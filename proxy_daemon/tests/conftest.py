@@ -30,6 +30,7 @@ LOGINS = [
     "px-restrict",
     "px-cut",
     "px-memory",
+    "px-throttle",
 ]
 LIMITED_PLAN = {"max_connections": 2, "speed_limit_bps": 100_000}
 

@@ -46,6 +46,9 @@ class LineControlPlugin:
                 self.control.invalidate_credentials(user_id=int(args[0]))
             elif cmd == "refresh":
                 self.control.refresh_user_limits(int(args[0]))
+            elif cmd == "throttle":
+                speed = None if args[1] == "none" else int(args[1])
+                self.control.throttle(int(args[0]), speed)
             else:
                 result = f"unknown command {cmd!r}"
             f.write((json.dumps(result) + "\n").encode())

@@ -57,6 +57,30 @@ class RestrictionTests:
         control_call(proxy.control_port, f"lift {u.user_id}")
         assert get(proxy, u, origin.url("/hello")).response().status == 200
 
+    def test_throttle_slows_an_open_tunnel_without_cutting_it(
+        self, proxy, proxy_users, echo
+    ) -> None:
+        u = proxy_users["px-throttle"]
+        tunnel = open_tunnel(proxy, u, echo.port)
+        tunnel.send(b"ping")
+        assert tunnel.recv_exact(4) == b"ping"
+        rate = 256 * 1024
+        assert control_call(proxy.control_port, f"throttle {u.user_id} {rate}") == "ok"
+        try:
+            # Three seconds' worth at the throttled rate; the one-second burst is free,
+            # so the echo cannot come back in under ~2 s if the tunnel really slowed down.
+            payload = os.urandom(3 * rate)
+            started = time.monotonic()
+            tunnel.send(payload)
+            assert tunnel.recv_exact(len(payload)) == payload
+            assert time.monotonic() - started >= 1.6
+        finally:
+            control_call(proxy.control_port, f"throttle {u.user_id} none")
+        # Unthrottled again, and still the same open tunnel.
+        tunnel.send(b"pong")
+        assert tunnel.recv_exact(4) == b"pong"
+        tunnel.close()
+
     def test_invalidate_credentials_drops_the_cache_at_once(
         self, proxy, proxy_users, origin
     ) -> None:
