@@ -61,5 +61,9 @@ lint: install
 bench: install
 	bash bench/run.sh
 
+# Longer, opt-in coverage-guided fuzzing of the request and auth parsers (atheris).
+fuzz: install
+	FUZZ_RUNS=$${FUZZ_RUNS:-2000000} $(PY) proxy_daemon/tests/fuzz_atheris.py
+
 clean:
 	rm -rf var/*.sqlite3* .pytest_cache
