@@ -327,14 +327,21 @@ FIELD_RE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x
 def _parse_fields(lines: list[str], max_count: int, error: type[ProxyError]) -> Headers:
     if len(lines) > max_count:
         raise HeadersTooLarge(f"more than {max_count} header fields")
-    items: list[tuple[str, str]] = []
-    index: dict[str, list[str]] = {}
+    fields: list[tuple[str, str]] = []
     match = FIELD_RE.fullmatch
     for line in lines:
         m = match(line)
         if m is None:
             _field_error(line, error)
-        name, value = m.groups()  # type: ignore[union-attr]
+        fields.append(m.groups())  # type: ignore[union-attr, arg-type]
+    return _headers_from(fields)
+
+
+def _headers_from(fields: list[tuple[str, str]]) -> Headers:
+    """Headers from parsed (name, value) pairs, with the lower-case name index built once."""
+    items: list[tuple[str, str]] = []
+    index: dict[str, list[str]] = {}
+    for name, value in fields:
         if value.endswith((" ", "\t")):
             value = value.rstrip(" \t")
         items.append((name, value))
@@ -384,21 +391,7 @@ def _fields_fast(text: str, start: int, max_count: int) -> Headers | None:
     found = FIELD_FIND_RE.findall(text, start)
     if len(found) > max_count:
         raise HeadersTooLarge(f"more than {max_count} header fields")
-    items: list[tuple[str, str]] = []
-    index: dict[str, list[str]] = {}
-    for name, value in found:
-        if value.endswith((" ", "\t")):
-            value = value.rstrip(" \t")
-        items.append((name, value))
-        lname = name.lower()
-        values = index.get(lname)
-        if values is None:
-            index[lname] = [value]
-        else:
-            values.append(value)
-    headers = Headers(items)
-    headers._index = index
-    return headers
+    return _headers_from(found)
 
 
 def _parse_request_fast(head: bytes, max_header_count: int) -> Request | None:
