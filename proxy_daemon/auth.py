@@ -165,12 +165,13 @@ class Authenticator:
             principal = self.cache.get(memo[1])
             if principal is not None:
                 return principal
-        principal = self._authenticate(header, client_ip)
+        principal, key = self._authenticate(header, client_ip)
         if memo is not None:
-            memo[0], memo[1] = header, self.cache.cache_key(*parse_basic(header))
+            memo[0], memo[1] = header, key
         return principal
 
-    def _authenticate(self, header: str, client_ip: str) -> Principal:
+    def _authenticate(self, header: str, client_ip: str) -> tuple[Principal, bytes]:
+        """The principal and its cache key (decoded and hashed once)."""
         try:
             login, secret = parse_basic(header)
         except ProxyAuthRequired:
@@ -180,7 +181,7 @@ class Authenticator:
         key = self.cache.cache_key(login, secret)
         principal = self.cache.get(key)
         if principal is not None:
-            return principal
+            return principal, key
         self.throttle.check(client_ip)
         try:
             principal = self.lookup(login, secret)
@@ -193,7 +194,7 @@ class Authenticator:
             self.throttle.record(client_ip)
             raise ProxyAuthRequired("invalid proxy credentials")
         self.cache.put(key, principal)
-        return principal
+        return principal, key
 
 
 def db_lookup(login: str, secret: str) -> Principal | None:

@@ -58,10 +58,6 @@ class RequestTimeout(ProxyError):
     status = 408
 
 
-class PayloadTooLarge(ProxyError):
-    status = 413
-
-
 class HeadersTooLarge(ProxyError):
     status = 431
 

@@ -11,7 +11,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 from gevent import Timeout
@@ -20,11 +20,9 @@ from .errors import (
     BadGateway,
     BadRequest,
     ClientGone,
-    GatewayTimeout,
     HeadersTooLarge,
     NotImplementedByProxy,
     ProxyError,
-    RequestTimeout,
     VersionNotSupported,
 )
 
@@ -46,7 +44,6 @@ HOP_BY_HOP = frozenset(
 TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 HOST_RE = re.compile(r"^[A-Za-z0-9._~\-]+$")
 VERSION_RE = re.compile(r"^HTTP/(\d)\.(\d)$")
-FIELD_VALUE_BAD_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 TARGET_BAD_RE = re.compile(r"[\x00-\x20\x7f]")
 CHUNK_LINE_MAX = 4096
 READ_CHUNK = 256 * 1024
@@ -130,7 +127,6 @@ class Response:
     version: tuple[int, int]
     headers: Headers
     head_size: int
-    raw_head: bytes = field(repr=False, default=b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +297,9 @@ def _is_ascii_digits(text: str) -> bool:
 def _head_end(buf: bytearray) -> int | None:
     """Index just past the blank line that ends a head (CRLFCRLF or bare LF forms)."""
     idx = buf.find(b"\n\r\n")
-    idx2 = buf.find(b"\n\n")
+    # Once a CRLF end is found, only a bare-LF end before it could win: don't scan the
+    # body bytes that often share the buffer.
+    idx2 = buf.find(b"\n\n") if idx < 0 else buf.find(b"\n\n", 0, idx + 2)
     if idx < 0:
         return idx2 + 2 if idx2 >= 0 else None
     if idx2 < 0 or idx + 3 <= idx2 + 2:
@@ -535,7 +533,7 @@ def parse_response_head(head: bytes, *, max_header_count: int) -> Response:
             raise BadGateway("upstream sent too many header fields") from None
         if headers is not None:
             minor, code, reason = m.groups()
-            return Response(int(code), reason or "", (1, int(minor)), headers, len(head), head)
+            return Response(int(code), reason or "", (1, int(minor)), headers, len(head))
     return _parse_response_slow(head, max_header_count)
 
 
@@ -561,7 +559,7 @@ def _parse_response_slow(head: bytes, max_header_count: int) -> Response:
         raise BadGateway("upstream sent too many header fields") from None
     version = (int(m.group(1)), int(m.group(2)))
     reason = parts[2] if len(parts) > 2 else ""
-    return Response(int(code), reason, version, headers, len(head), head)
+    return Response(int(code), reason, version, headers, len(head))
 
 
 def _content_length(headers: Headers, error: type[ProxyError]) -> int | None:
@@ -650,13 +648,17 @@ def iter_length(reader: Reader, length: int, piece: int) -> Iterator[bytes]:
         yield data
 
 
-def forwardable(
-    headers: Headers, *, extra_drop: frozenset[str] = frozenset()
-) -> list[tuple[str, str]]:
-    """Header fields minus hop-by-hop ones and those named in Connection."""
+def forwardable(headers: Headers, *, drop: frozenset[str] = HOP_BY_HOP) -> list[tuple[str, str]]:
+    """Header fields minus `drop` (hop-by-hop ones by default) and those named in Connection."""
     named = headers.tokens("connection") + headers.tokens("proxy-connection")
-    drop = HOP_BY_HOP.union(named, extra_drop) if named else HOP_BY_HOP | extra_drop
+    if named:
+        drop = drop.union(named)
     return [(n, v) for n, v in headers.items if n.lower() not in drop]
+
+
+# Fields the proxy rewrites itself, on top of the hop-by-hop ones.
+UPSTREAM_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", "via"}
+CLIENT_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "via"}
 
 
 def via_value(existing: str | None, version: tuple[int, int], name: str) -> str:
@@ -666,8 +668,7 @@ def via_value(existing: str | None, version: tuple[int, int], name: str) -> str:
 
 def build_upstream_request(req: Request, framing: BodyFraming, *, via_name: str) -> bytes:
     lines = [f"{req.method} {req.path} HTTP/1.1", f"Host: {req.authority}"]
-    drop = frozenset({"host", "content-length", "expect", "via"})
-    lines += [f"{n}: {v}" for n, v in forwardable(req.headers, extra_drop=drop)]
+    lines += [f"{n}: {v}" for n, v in forwardable(req.headers, drop=UPSTREAM_REQUEST_DROP)]
     lines.append(f"Via: {via_value(req.headers.get('via'), req.version, via_name)}")
     if framing.kind == "length":
         lines.append(f"Content-Length: {framing.length}")
@@ -683,8 +684,7 @@ def build_client_response_head(
 ) -> bytes:
     reason = resp.reason or "-"
     lines = [f"HTTP/1.1 {resp.status} {reason}"]
-    drop = frozenset({"content-length", "via"})
-    lines += [f"{n}: {v}" for n, v in forwardable(resp.headers, extra_drop=drop)]
+    lines += [f"{n}: {v}" for n, v in forwardable(resp.headers, drop=CLIENT_RESPONSE_DROP)]
     lines.append(f"Via: {via_value(resp.headers.get('via'), resp.version, via_name)}")
     if out_framing.kind == "length":
         lines.append(f"Content-Length: {out_framing.length}")
@@ -696,11 +696,3 @@ def build_client_response_head(
     if resp.status >= 200:
         lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def upstream_timeout_error(message: str) -> GatewayTimeout:
-    return GatewayTimeout(message)
-
-
-def client_timeout_error(message: str) -> RequestTimeout:
-    return RequestTimeout(message)

@@ -112,7 +112,6 @@ class ClientConnection:
         "buckets",
         "cut_reason",
         "framing",
-        "greenlet",
         "idle",
         "ip",
         "metered_user",
@@ -130,7 +129,6 @@ class ClientConnection:
         self.sock = sock
         self.ip = ip
         self.reader = Reader(sock)
-        self.greenlet = gevent.getcurrent()
         self.user_id: int | None = None  # the user holding this connection's slot
         self.metered_user: int | None = None  # whom the current exchange is billed to
         self.up_mark = 0
