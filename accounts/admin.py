@@ -145,6 +145,20 @@ class UserAdmin(DjangoUserAdmin):
     )
     inlines = [ProxyCredentialInline]
 
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        # Unticking "active" must end proxy access too, as the Deactivate action does.
+        deactivating = change and "is_active" in form.changed_data and not obj.is_active
+        super().save_model(request, obj, form, change)
+        if deactivating:
+            services.user_deactivate(user=obj)
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        services.user_delete_account(user=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            services.user_delete_account(user=user)
+
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return UserChangeList
 

@@ -190,6 +190,11 @@ class SubscriptionAdmin(admin.ModelAdmin):
     actions = ["extend", "reset_usage", "disable", "enable", "top_up", "switch", "queue_next"]
     inlines = [ResetInline, HistoryInline]
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Deleting would leave restrictions, claims and history pointing at nothing;
+        # "Disable" is the operator's way to end a subscription.
+        return False
+
     @admin.display(description="lifetime")
     def lifetime(self, obj: Subscription) -> str:
         return human_bytes(obj.lifetime_bytes_used)
@@ -327,6 +332,10 @@ class FreePlanClaimAdmin(admin.ModelAdmin):
     list_display = ["user_id", "plan", "claimed_at"]
     search_fields = ["=user_id"]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Claims are written by plan_claim_free together with the subscription.
+        return False
+
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
@@ -371,6 +380,13 @@ class QueuedPlanAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def delete_model(self, request: HttpRequest, obj: QueuedPlan) -> None:
+        services.plan_queue_cancel(user_id=obj.user_id, by=f"by {request.user}")
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[QueuedPlan]) -> None:
+        for queued in queryset:
+            services.plan_queue_cancel(user_id=queued.user_id, by=f"by {request.user}")
 
 
 @admin.register(Notification)
