@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from goproxy_site.db_routers import ACCOUNTS_DB
@@ -150,11 +152,19 @@ def credential_revoke_all(*, user: User) -> int:
         return len(logins)
 
 
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 def credential_touch(*, credential_id: int) -> None:
-    """Record that a credential was just used (called rarely, not per request)."""
-    ProxyCredential.objects.filter(pk=credential_id).update(last_used_at=timezone.now())
+    """Record that a credential was just used.
 
-
+    The proxy calls this on a credential-cache miss, not per request; the conditional
+    UPDATE writes at most once per LAST_USED_RESOLUTION per credential.
+    """
+    now = timezone.now()
+    ProxyCredential.objects.filter(pk=credential_id).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+    ).update(last_used_at=now)
 
 
 def user_signup(*, email: str, password: str) -> User:

@@ -200,10 +200,12 @@ class Authenticator:
 def db_lookup(login: str, secret: str) -> Principal | None:
     """The ORM lookup; call it through DBRunner so it runs off the gevent hub."""
     from accounts.selectors import credential_authenticate
+    from accounts.services import credential_touch
 
     credential = credential_authenticate(login=login, secret=secret)
     if credential is None:
         return None
+    credential_touch(credential_id=credential.pk)
     return Principal(
         user_id=credential.user_id, login=credential.login, credential_id=credential.pk
     )

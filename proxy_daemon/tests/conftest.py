@@ -31,6 +31,7 @@ LOGINS = [
     "px-cut",
     "px-memory",
     "px-throttle",
+    "px-used",
 ]
 LIMITED_PLAN = {"max_connections": 2, "speed_limit_bps": 100_000}
 

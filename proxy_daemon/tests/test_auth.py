@@ -174,6 +174,14 @@ class ProxyAuthTests:
             assert r.header("Connection") == "keep-alive"
         c.close()
 
+    def test_use_is_recorded_on_the_credential(self, proxy, proxy_users, origin) -> None:
+        from accounts.models import ProxyCredential
+
+        carol = proxy_users["px-used"]
+        assert self._status(proxy, origin, basic(carol.login, carol.secret))[0] == 200
+        used = committed(lambda: ProxyCredential.objects.get(login=carol.login).last_used_at)
+        assert used is not None
+
     def test_revocation_takes_effect_within_cache_ttl(self, proxy, proxy_users, origin) -> None:
         from accounts.models import ProxyCredential
         from accounts.services import credential_revoke
