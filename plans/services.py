@@ -42,6 +42,7 @@ from .models import (
     UsageReset,
     UserRestriction,
 )
+from .selectors import free_plan_claimable
 
 logger = logging.getLogger(__name__)
 
@@ -232,25 +233,6 @@ def subscription_disable_current(*, user_id: int, reason: str = "") -> Subscript
         if current is None:
             return None
         return subscription_disable(subscription=current, reason=reason)
-
-
-def plan_claim_free_self_service(*, user_id: int, plan: Plan) -> Subscription:
-    """A user claims a free plan from the portal.
-
-    On top of `plan_claim_free` (free plans only, once per user) it refuses while the user
-    has a current subscription that is not expired, so a claim never replaces a running
-    paid plan nor lifts an operator's "disabled". The check and the claim run under the
-    lock of the current subscription row.
-    """
-    if not plan.is_public:
-        raise ValidationError({"plan": "This plan is not offered in the portal."})
-    with transaction.atomic(using=PLANS_DB):
-        current = _current_for_update(user_id)
-        if current is not None and current.status != SubscriptionStatus.EXPIRED:
-            raise ValidationError(
-                "You already have a plan; the free plan can be claimed when it has expired."
-            )
-        return plan_claim_free(user_id=user_id, plan=plan)
 
 
 # ---------------------------------------------------------------------------------------
@@ -710,23 +692,24 @@ def plan_delete(*, plan: Plan) -> None:
         plan.delete()
 
 
-def plan_claim_free_once(*, user_id: int, plan: Plan) -> Subscription:
-    """A user claims a free plan (API): once ever, and never over a running subscription.
+def plan_claim_free_once(*, user_id: int, plan: Plan, public_only: bool = False) -> Subscription:
+    """A user claims a free plan (portal and API): once ever, never over a running plan.
 
-    A second claim raises FreePlanAlreadyClaimed whatever the current state; a current
-    subscription that is not expired (a paid plan, or one an operator disabled) is not
-    replaced.
+    A second claim raises FreePlanAlreadyClaimed whatever the current state. A current
+    subscription that is not expired (a paid plan, or one an operator disabled) is never
+    replaced; the check and the claim run under the lock of the current subscription row.
+    `public_only` refuses plans not offered in the catalogue (the portal).
     """
-    if FreePlanClaim.objects.filter(user_id=user_id).exists():
+    if not free_plan_claimable(user_id=user_id):
         raise FreePlanAlreadyClaimed("This user has already claimed a free plan.")
-    if not plan.is_free:
-        raise ValidationError({"plan": "Only a plan marked free can be claimed."})
+    if public_only and not plan.is_public:
+        raise ValidationError({"plan": "This plan is not offered in the portal."})
     with transaction.atomic(using=PLANS_DB):
         current = _current_for_update(user_id)
         if current is not None and current.status != SubscriptionStatus.EXPIRED:
             raise ValidationError(
-                "The user already has a current subscription; a free plan can be claimed "
-                "when there is none or it has expired.",
+                "You already have a plan; a free plan can be claimed when there is none "
+                "or it has expired.",
                 code="has_plan",
             )
         return plan_claim_free(user_id=user_id, plan=plan)
