@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from goproxy_site.db_routers import PLANS_DB
@@ -123,6 +123,21 @@ def _new_subscription(
         _start(sub, now, why="assigned")
     sub.save()
     return sub
+
+
+# Statuses whose clock runs: they can expire and reach reset boundaries.
+RUNNING_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED)
+
+
+def _current_due_for_update(
+    statuses: Sequence[str], **deadline_lte: datetime
+) -> QuerySet[Subscription]:
+    """Current subscriptions in `statuses` whose deadline has passed, locked, with plans."""
+    return (
+        Subscription.objects.select_for_update()
+        .select_related("plan")
+        .filter(is_current=True, status__in=list(statuses), **deadline_lte)
+    )
 
 
 def plan_assign(
@@ -607,16 +622,7 @@ def subscription_expire_due(*, now: datetime | None = None) -> list[int]:
     now = now or timezone.now()
     expired: list[int] = []
     with transaction.atomic(using=PLANS_DB):
-        due = (
-            Subscription.objects.select_for_update()
-            .select_related("plan")
-            .filter(
-                is_current=True,
-                status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED],
-                expires_at__lte=now,
-            )
-        )
-        for sub in due:
+        for sub in _current_due_for_update(RUNNING_STATUSES, expires_at__lte=now):
             _roll_periods(sub, sub.expires_at)
             current = _settle(sub, now)
             current.save()
@@ -728,16 +734,7 @@ def subscription_reset_due(*, now: datetime | None = None) -> list[int]:
     now = now or timezone.now()
     done: list[int] = []
     with transaction.atomic(using=PLANS_DB):
-        due = (
-            Subscription.objects.select_for_update()
-            .select_related("plan")
-            .filter(
-                is_current=True,
-                status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED],
-                next_reset_at__lte=now,
-            )
-        )
-        for sub in due:
+        for sub in _current_due_for_update(RUNNING_STATUSES, next_reset_at__lte=now):
             if _roll_periods(sub, now):
                 sub.save()
                 _restriction_sync(subscription=sub)
@@ -750,12 +747,8 @@ def subscription_start_due(*, now: datetime | None = None) -> list[int]:
     now = now or timezone.now()
     started: list[int] = []
     with transaction.atomic(using=PLANS_DB):
-        due = (
-            Subscription.objects.select_for_update()
-            .select_related("plan")
-            .filter(is_current=True, status=SubscriptionStatus.ON_HOLD, hold_deadline__lte=now)
-        )
-        for sub in due:
+        on_hold = (SubscriptionStatus.ON_HOLD,)
+        for sub in _current_due_for_update(on_hold, hold_deadline__lte=now):
             assert sub.hold_deadline is not None
             _start(sub, sub.hold_deadline, why="hold deadline passed")
             _roll_periods(sub, now)

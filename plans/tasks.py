@@ -11,16 +11,22 @@ from django.db import InterfaceError, OperationalError
 
 from . import services
 
+
+def db_retry(max_retries: int) -> dict[str, object]:
+    """Retry a task with backoff when the plans DB is briefly unreachable."""
+    return {
+        "autoretry_for": (OperationalError, InterfaceError),
+        "retry_backoff": True,
+        "retry_kwargs": {"max_retries": max_retries},
+    }
+
+
 logger = logging.getLogger(__name__)
 
 _relay = None
 
 
-@shared_task(
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_kwargs={"max_retries": 3},
-)
+@shared_task(**db_retry(3))
 def subscription_expire_due_task() -> list[int]:
     """Expire due subscriptions so idle users are restricted on time."""
     expired = services.subscription_expire_due()
@@ -29,11 +35,7 @@ def subscription_expire_due_task() -> list[int]:
     return expired
 
 
-@shared_task(
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_kwargs={"max_retries": 3},
-)
+@shared_task(**db_retry(3))
 def outbox_relay_task() -> int:
     """Relay undelivered outbox rows (backs up the worker's relay loop)."""
     global _relay
@@ -54,11 +56,7 @@ def traffic_sequences_prune_task() -> int:
     )
 
 
-@shared_task(
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_kwargs={"max_retries": 3},
-)
+@shared_task(**db_retry(3))
 def lifecycle_tick_task() -> dict[str, list]:
     """Clock-driven lifecycle: on-hold deadlines, reset-cycle boundaries, expiry
     reminders (expiry itself is subscription_expire_due_task)."""
@@ -74,11 +72,7 @@ def lifecycle_tick_task() -> dict[str, list]:
     return result
 
 
-@shared_task(
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_kwargs={"max_retries": 5},
-)
+@shared_task(**db_retry(5))
 def notification_dispatch_task(notification_id: int) -> list[int]:
     """E-mail one notification and queue its webhook deliveries."""
     from . import notifications
