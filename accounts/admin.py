@@ -306,7 +306,7 @@ class CredentialIssueForm(forms.ModelForm):
         login = self.cleaned_data.get("login", "").strip()
         if login:
             login_validator(login)
-            if ProxyCredential.objects.filter(login=login).exists():
+            if selectors.credential_login_taken(login=login):
                 raise ValidationError("This proxy login is already taken.")
         return login
 

@@ -17,10 +17,6 @@ def user_get(*, user_id: int) -> User | None:
     return User.objects.filter(pk=user_id).first()
 
 
-def user_get_by_email(*, email: str) -> User | None:
-    return User.objects.filter(email__iexact=email.strip()).first()
-
-
 def credential_list(*, user: User, include_revoked: bool = True) -> QuerySet[ProxyCredential]:
     qs = ProxyCredential.objects.filter(user=user)
     if not include_revoked:

@@ -21,6 +21,7 @@ from django.utils import timezone
 from goproxy_site.db_routers import ACCOUNTS_DB
 from goproxy_site.events import schemas
 
+from . import selectors
 from .crypto import secret_generate, secret_hash
 from .models import LOGIN_PATTERN, OutboxEvent, ProxyCredential, User
 
@@ -55,7 +56,7 @@ def user_create(
         user.set_password(password)
     else:
         user.set_unusable_password()
-    if User.objects.filter(email__iexact=user.email).exists():
+    if selectors.user_email_taken(email=user.email):
         raise ValidationError(
             {"email": "A user with this e-mail address already exists."}, code="duplicate"
         )
@@ -95,7 +96,7 @@ def credential_issue(*, user: User, login: str | None = None) -> IssuedCredentia
     chosen = (login or _login_suggest(user)).strip()
     if not re.fullmatch(LOGIN_PATTERN, chosen):
         raise ValidationError({"login": LOGIN_RULE})
-    if ProxyCredential.objects.filter(login=chosen).exists():
+    if selectors.credential_login_taken(login=chosen):
         raise ValidationError({"login": "This proxy login is already taken."}, code="duplicate")
     secret = secret_generate()
     credential = ProxyCredential(user=user, login=chosen, secret_hash=secret_hash(secret))
@@ -256,10 +257,7 @@ def user_update(*, user: User, data: dict[str, str]) -> User:
         changed.append("password")
     if not changed:
         return user
-    if (
-        "email" in changed
-        and User.objects.filter(email__iexact=user.email).exclude(pk=user.pk).exists()
-    ):
+    if "email" in changed and selectors.user_email_taken(email=user.email, exclude_pk=user.pk):
         raise ValidationError({"email": "A user with this e-mail address already exists."})
     user.full_clean(exclude=["password"])
     with transaction.atomic(using=ACCOUNTS_DB):
