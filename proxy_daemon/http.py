@@ -11,10 +11,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import cached_property
-
-from gevent import Timeout
+from dataclasses import dataclass, field
 
 from .errors import (
     BadGateway,
@@ -25,6 +22,7 @@ from .errors import (
     ProxyError,
     VersionNotSupported,
 )
+from .tunnel import ReadWaiter
 
 CRLF = b"\r\n"
 # RFC 9110 §7.6.1 plus the proxy-specific fields the issue names.
@@ -41,6 +39,24 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+# Fields the proxy reads or rewrites itself, on top of the hop-by-hop ones.
+UPSTREAM_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", "via"}
+CLIENT_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "via"}
+# The fields the fast parsers extract; everything else is forwarded verbatim.
+SPECIAL_FIELDS = UPSTREAM_REQUEST_DROP | CLIENT_RESPONSE_DROP
+
+
+def _field_line_re(names: frozenset[str], value: str) -> re.Pattern[str]:
+    """A field line named in `names` (any case), from the LF before it to its CR."""
+    return re.compile(r"\n((?i:" + "|".join(sorted(names)) + r")):" + value + r"\r")
+
+
+SPECIAL_FIND_RE = _field_line_re(SPECIAL_FIELDS, r"[ \t]*([^\r]*)")
+_CLOSE_FIELD_RE = re.compile(r"\n(?i:close):")
+DROP_LINE_RES = {
+    UPSTREAM_REQUEST_DROP: _field_line_re(UPSTREAM_REQUEST_DROP, r"[^\r]*"),
+    CLIENT_RESPONSE_DROP: _field_line_re(CLIENT_RESPONSE_DROP, r"[^\r]*"),
+}
 TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 HOST_RE = re.compile(r"^[A-Za-z0-9._~\-]+$")
 VERSION_RE = re.compile(r"^HTTP/(\d)\.(\d)$")
@@ -53,13 +69,43 @@ _EMPTY: list[str] = []
 
 
 class Headers:
-    """An ordered multi-map of header fields; look-ups take lower-case names."""
+    """An ordered multi-map of header fields; look-ups take lower-case names.
 
-    __slots__ = ("_index", "items")
+    Heads taken by the fast parsers are lazy: only the fields the proxy itself reads
+    (SPECIAL_FIELDS) are extracted up front, together with the field lines it forwards
+    untouched; the full item list and index are built only if something asks for them.
+    """
+
+    __slots__ = ("_connection", "_index", "_items", "_special", "_start", "_text")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        self.items: list[tuple[str, str]] = items or []
+        self._items: list[tuple[str, str]] | None = items or []
         self._index: dict[str, list[str]] | None = None
+        self._special: dict[str, list[str]] | None = None
+        self._connection: list[str] | None = None
+        self._text = ""
+        self._start = 0
+
+    @classmethod
+    def lazy(cls, text: str, start: int, special: dict[str, list[str]]) -> Headers:
+        """Fields of the validated CRLF block text[start:]; `special` holds the
+        SPECIAL_FIELDS ones (lower-case names)."""
+        headers = cls.__new__(cls)
+        headers._items = headers._index = headers._connection = None
+        headers._special = special
+        headers._text = text
+        headers._start = start
+        return headers
+
+    @property
+    def items(self) -> list[tuple[str, str]]:
+        items = self._items
+        if items is None:
+            items = self._items = [
+                (n, v.rstrip(" \t") if v.endswith((" ", "\t")) else v)
+                for n, v in FIELD_FIND_RE.findall(self._text, self._start)
+            ]
+        return items
 
     def _lookup(self) -> dict[str, list[str]]:
         index = self._index
@@ -72,6 +118,9 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Values of field `name`, which must be given in lower case."""
+        special = self._special
+        if special is not None and name in SPECIAL_FIELDS:
+            return special.get(name, _EMPTY)
         return self._lookup().get(name, _EMPTY)
 
     def get(self, name: str) -> str | None:
@@ -80,7 +129,7 @@ class Headers:
 
     def tokens(self, name: str) -> list[str]:
         """Comma-separated tokens of all `name` fields, lower-cased."""
-        values = self._lookup().get(name)
+        values = self.get_all(name)
         if not values:
             return _EMPTY
         if len(values) == 1 and "," not in values[0]:
@@ -91,7 +140,30 @@ class Headers:
             out += [t.strip().lower() for t in value.split(",") if t.strip()]
         return out
 
+    def connection_tokens(self) -> list[str]:
+        """Tokens of Connection and Proxy-Connection together (the hop-by-hop options)."""
+        tokens = self._connection
+        if tokens is None:
+            tokens = self._connection = self.tokens("connection") + self.tokens("proxy-connection")
+        return tokens
+
+    def kept_lines(self, drop: frozenset[str]) -> str | None:
+        """The verbatim field lines left after removing `drop` (each ending in CRLF), for
+        heads the fast parser took, when Connection names nothing beyond `drop`."""
+        if self._special is None:
+            return None
+        for option in self.connection_tokens():
+            if option not in drop and (
+                option != "close" or _CLOSE_FIELD_RE.search(self._text, self._start - 1)
+            ):
+                return None  # a field named in Connection must go too: general path
+        text = self._text
+        return DROP_LINE_RES[drop].sub("", text[self._start - 1 : -2])[1:]
+
     def __contains__(self, name: object) -> bool:
+        special = self._special
+        if special is not None and name in SPECIAL_FIELDS:
+            return name in special
         return name in self._lookup()
 
 
@@ -107,17 +179,23 @@ class Request:
     port: int = 0
     path: str = "/"
     authority: str = ""
+    _keep_alive: bool | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_connect(self) -> bool:
         return self.method == "CONNECT"
 
-    @cached_property
+    @property
     def wants_keep_alive(self) -> bool:
-        conn = self.headers.tokens("connection") + self.headers.tokens("proxy-connection")
-        if self.version >= (1, 1):
-            return "close" not in conn
-        return "keep-alive" in conn
+        keep = self._keep_alive
+        if keep is None:
+            conn = self.headers.connection_tokens()
+            if self.version >= (1, 1):
+                keep = "close" not in conn
+            else:
+                keep = "keep-alive" in conn
+            self._keep_alive = keep
+        return keep
 
 
 @dataclass
@@ -129,7 +207,7 @@ class Response:
     head_size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BodyFraming:
     """How a message body is delimited: none, length (n bytes), chunked, or until close."""
 
@@ -154,18 +232,38 @@ class Reader:
         self.on_eof = on_eof
         self.timeout: float | None = None
         self.timeout_error: ProxyError | None = None
+        self._waiter: ReadWaiter | None = None
+
+    def _wait(self, timeout: float | None) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = ReadWaiter(self.sock)
+        waiter.wait(timeout)
+
+    def release(self) -> None:
+        """Stop waiting on the socket for good; call before closing it or handing it on."""
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
 
     def _recv(self, n: int, timeout: float | None) -> bytes:
-        self.sock.settimeout(timeout)
+        sock = self.sock
+        raw = getattr(sock, "_sock", None)
         try:
-            data = self.sock.recv(n)
+            if raw is None:  # not a gevent socket (unit tests with plain sockets)
+                sock.settimeout(timeout)
+                return sock.recv(n)
+            while True:
+                try:
+                    return raw.recv(n)
+                except BlockingIOError:
+                    self._wait(timeout)
         except TimeoutError:
             if self.timeout_error is not None:
                 raise self.timeout_error from None
             raise
         except (ConnectionError, OSError) as exc:
             raise self.on_eof(str(exc)) from exc
-        return data
 
     def read_head(
         self,
@@ -176,13 +274,40 @@ class Reader:
         too_slow: ProxyError,
         too_large: ProxyError,
         silent_timeout: ProxyError | None = None,
+        wait_first: bool = False,
     ) -> bytes | None:
         """The next message head (up to and including the blank line).
 
         None when the peer closed before sending any byte of a new message, or stayed
         silent past `first_byte_timeout` and no `silent_timeout` error is given.
+        `wait_first`: the peer cannot have answered yet (a response just requested, the
+        next request on a keep-alive connection), so skip the read that would only say
+        EAGAIN and wait for readability first: one syscall fewer per message.
         """
         deadline: float | None = None
+        if not self.buf:
+            # The common case: nothing buffered, and one read brings exactly one head.
+            try:
+                data = self._recv_head(first_byte_timeout, wait_first)
+            except TimeoutError:
+                if silent_timeout is not None:
+                    raise silent_timeout from None
+                return None
+            except OSError:
+                return None
+            if not data:
+                return None
+            end = _head_end(data) if data[0] != 13 and data[0] != 10 else None
+            if end is not None:
+                if end > max_bytes:
+                    raise too_large
+                self.consumed += end
+                if end == len(data):
+                    return data
+                self.buf += memoryview(data)[end:]  # the body, or a pipelined request
+                return data[:end]
+            self.buf += data
+            deadline = time.monotonic() + head_timeout
         # Leading empty lines before a request are ignored (RFC 9112 §2.2).
         while True:
             while self.buf[:2] == CRLF or self.buf[:1] == b"\n":
@@ -227,7 +352,7 @@ class Reader:
             if deadline is None:
                 deadline = time.monotonic() + head_timeout
 
-    def _recv_head(self, timeout: float) -> bytes:
+    def _recv_head(self, timeout: float, wait_first: bool = False) -> bytes:
         """One recv for a head: straight from the non-blocking socket when data is
         waiting, else wait on the socket's own read watcher (TimeoutError after timeout)."""
         sock = self.sock
@@ -235,21 +360,13 @@ class Reader:
         if raw is None:  # not a gevent socket (unit tests with plain sockets)
             sock.settimeout(timeout)
             return sock.recv(READ_CHUNK)
+        if wait_first:
+            self._wait(timeout)
         while True:
             try:
                 return raw.recv(READ_CHUNK)
             except BlockingIOError:
-                pass
-            timer = Timeout(timeout)
-            timer.start()
-            try:
-                sock._wait(sock._read_event)  # type: ignore[attr-defined]
-            except Timeout as exc:
-                if exc is not timer:
-                    raise
-                raise TimeoutError("timed out") from None
-            finally:
-                timer.close()
+                self._wait(timeout)
 
     def read_some(self, limit: int) -> bytes:
         """At most `limit` bytes: buffered ones first, else one recv. EOF raises on_eof."""
@@ -294,7 +411,7 @@ def _is_ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _head_end(buf: bytearray) -> int | None:
+def _head_end(buf: bytes | bytearray) -> int | None:
     """Index just past the blank line that ends a head (CRLFCRLF or bare LF forms)."""
     idx = buf.find(b"\n\r\n")
     # Once a CRLF end is found, only a bare-LF end before it could win: don't scan the
@@ -368,12 +485,14 @@ def _field_error(line: str, error: type[ProxyError]) -> None:
     raise error(f"control character in header {name!r}")
 
 
-# Fast paths for well-formed CRLF heads: one C-level regex validates the whole field
-# block, another extracts it. Anything they refuse takes the line-by-line path below,
-# which either accepts it the same way or names the exact problem.
+# Fast paths for well-formed CRLF heads. A head qualifies when it has no control
+# character but CRLF pairs (one C-level translate), and one regex accepts the structure
+# (a token and a colon starting every field line). Anything they refuse takes the
+# line-by-line path below, which either accepts it the same way or names the exact problem.
 _TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
-_FIELD_LINE = _TCHAR + r"+:[ \t]*[^\x00-\x08\x0a-\x1f\x7f]*\r\n"
-FIELDS_BLOCK_RE = re.compile(r"(?:" + _FIELD_LINE + r")*\r\n")
+# Bytes allowed anywhere in a fast head: HTAB, SP..~ and obs-text (CR and LF are counted).
+_HEAD_BYTES = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
+FIELDS_BLOCK_RE = re.compile(r"(?:" + _TCHAR + r"+:[^\n]*\n)*\r\n")
 FIELD_FIND_RE = re.compile(r"(" + _TCHAR + r"+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
 REQUEST_LINE_FAST_RE = re.compile(_TCHAR + r"+ [^\x00-\x20\x7f]+ HTTP/1\.[0-9]\r\n")
 STATUS_LINE_FAST_RE = re.compile(r"HTTP/1\.([0-9]) ([1-5][0-9][0-9])(?: ([^\r\n]*))?\r\n")
@@ -382,17 +501,35 @@ TARGET_FAST_RE = re.compile(
 )
 
 
+def _clean_crlf_head(head: bytes) -> bool:
+    """No control characters other than HTAB, and every CR and LF in a CRLF pair."""
+    if head.translate(None, _HEAD_BYTES):
+        return False
+    lines = head.count(b"\n")
+    return head.count(b"\r") == lines and head.count(b"\r\n") == lines
+
+
 def _fields_fast(text: str, start: int, max_count: int) -> Headers | None:
-    """Headers of text[start:] when it is a clean CRLF field block, else None."""
+    """Lazy headers of text[start:] when it is a clean field block, else None.
+
+    The caller has checked _clean_crlf_head; one C-level pass checks the structure, one
+    collects the SPECIAL_FIELDS lines.
+    """
     if FIELDS_BLOCK_RE.fullmatch(text, start) is None:
         return None
-    found = FIELD_FIND_RE.findall(text, start)
-    if len(found) > max_count:
+    if text.count("\n", start) - 1 > max_count:
         raise HeadersTooLarge(f"more than {max_count} header fields")
-    return _headers_from(found)
+    special: dict[str, list[str]] = {}
+    for name, value in SPECIAL_FIND_RE.findall(text, start - 1):
+        if value.endswith((" ", "\t")):
+            value = value.rstrip(" \t")
+        special.setdefault(name.lower(), []).append(value)
+    return Headers.lazy(text, start, special)
 
 
 def _parse_request_fast(head: bytes, max_header_count: int) -> Request | None:
+    if not _clean_crlf_head(head):
+        return None
     text = head.decode("latin-1")
     m = REQUEST_LINE_FAST_RE.match(text)
     if m is None:
@@ -525,7 +662,7 @@ def parse_absolute_target(target: str) -> tuple[str, int, str, str]:
 
 def parse_response_head(head: bytes, *, max_header_count: int) -> Response:
     text = head.decode("latin-1")
-    m = STATUS_LINE_FAST_RE.match(text)
+    m = STATUS_LINE_FAST_RE.match(text) if _clean_crlf_head(head) else None
     if m is not None:
         try:
             headers = _fields_fast(text, m.end(), max_header_count)
@@ -563,9 +700,16 @@ def _parse_response_slow(head: bytes, max_header_count: int) -> Response:
 
 
 def _content_length(headers: Headers, error: type[ProxyError]) -> int | None:
+    raw = headers.get_all("content-length")
+    if not raw:
+        return None
+    if len(raw) == 1:
+        value = raw[0]
+        if value.isascii() and value.isdigit() and len(value) <= 18:
+            return int(value)
     values = headers.tokens("content-length")
     if not values:
-        return None
+        raise error("invalid Content-Length")
     if any(not _is_ascii_digits(v) or len(v) > 18 for v in values):
         raise error("invalid Content-Length")
     if len(set(int(v) for v in values)) != 1:
@@ -650,15 +794,10 @@ def iter_length(reader: Reader, length: int, piece: int) -> Iterator[bytes]:
 
 def forwardable(headers: Headers, *, drop: frozenset[str] = HOP_BY_HOP) -> list[tuple[str, str]]:
     """Header fields minus `drop` (hop-by-hop ones by default) and those named in Connection."""
-    named = headers.tokens("connection") + headers.tokens("proxy-connection")
+    named = headers.connection_tokens()
     if named:
         drop = drop.union(named)
     return [(n, v) for n, v in headers.items if n.lower() not in drop]
-
-
-# Fields the proxy rewrites itself, on top of the hop-by-hop ones.
-UPSTREAM_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", "via"}
-CLIENT_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "via"}
 
 
 def via_value(existing: str | None, version: tuple[int, int], name: str) -> str:
@@ -667,32 +806,49 @@ def via_value(existing: str | None, version: tuple[int, int], name: str) -> str:
 
 
 def build_upstream_request(req: Request, framing: BodyFraming, *, via_name: str) -> bytes:
-    lines = [f"{req.method} {req.path} HTTP/1.1", f"Host: {req.authority}"]
-    lines += [f"{n}: {v}" for n, v in forwardable(req.headers, drop=UPSTREAM_REQUEST_DROP)]
-    lines.append(f"Via: {via_value(req.headers.get('via'), req.version, via_name)}")
+    headers = req.headers
+    kept = headers.kept_lines(UPSTREAM_REQUEST_DROP)
+    if kept is None:
+        kept = _field_lines(forwardable(headers, drop=UPSTREAM_REQUEST_DROP))
+    via = via_value(headers.get("via"), req.version, via_name)
     if framing.kind == "length":
-        lines.append(f"Content-Length: {framing.length}")
+        tail = f"Content-Length: {framing.length}\r\n\r\n"
     elif framing.kind == "chunked":
-        lines.append("Transfer-Encoding: chunked")
+        tail = "Transfer-Encoding: chunked\r\n\r\n"
     elif req.method in ("POST", "PUT", "PATCH"):
-        lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        tail = "Content-Length: 0\r\n\r\n"
+    else:
+        tail = "\r\n"
+    return (
+        f"{req.method} {req.path} HTTP/1.1\r\nHost: {req.authority}\r\n{kept}Via: {via}\r\n{tail}"
+    ).encode("latin-1")
+
+
+def _field_lines(fields: list[tuple[str, str]]) -> str:
+    return "".join([f"{n}: {v}\r\n" for n, v in fields])
 
 
 def build_client_response_head(
     resp: Response, out_framing: BodyFraming, *, keep_alive: bool, via_name: str
 ) -> bytes:
-    reason = resp.reason or "-"
-    lines = [f"HTTP/1.1 {resp.status} {reason}"]
-    lines += [f"{n}: {v}" for n, v in forwardable(resp.headers, drop=CLIENT_RESPONSE_DROP)]
-    lines.append(f"Via: {via_value(resp.headers.get('via'), resp.version, via_name)}")
+    headers = resp.headers
+    kept = headers.kept_lines(CLIENT_RESPONSE_DROP)
+    if kept is None:
+        kept = _field_lines(forwardable(headers, drop=CLIENT_RESPONSE_DROP))
+    via = via_value(headers.get("via"), resp.version, via_name)
     if out_framing.kind == "length":
-        lines.append(f"Content-Length: {out_framing.length}")
+        tail = f"Content-Length: {out_framing.length}\r\n"
     elif out_framing.kind == "chunked":
-        lines.append("Transfer-Encoding: chunked")
-    elif out_framing.kind == "none" and "content-length" in resp.headers and resp.status >= 200:
+        tail = "Transfer-Encoding: chunked\r\n"
+    elif out_framing.kind == "none" and "content-length" in headers and resp.status >= 200:
         # HEAD and 304 keep the origin's Content-Length as metadata.
-        lines.append(f"Content-Length: {resp.headers.tokens('content-length')[0]}")
+        tail = f"Content-Length: {headers.tokens('content-length')[0]}\r\n"
+    else:
+        tail = ""
     if resp.status >= 200:
-        lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        tail += "Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n"
+    else:
+        tail += "\r\n"
+    return (f"HTTP/1.1 {resp.status} {resp.reason or '-'}\r\n{kept}Via: {via}\r\n{tail}").encode(
+        "latin-1"
+    )

@@ -309,6 +309,7 @@ class ProxyServer(StreamServer):
             self._release_slot(conn)
             if conn.upstream is not None:
                 conn.upstream.close()
+            conn.reader.release()
             try:
                 sock.close()
             except OSError:
@@ -346,6 +347,7 @@ class ProxyServer(StreamServer):
                     # A new connection that says nothing is told why it is dropped; an idle
                     # keep-alive connection is closed quietly (RFC 9112 §9.5).
                     silent_timeout=silent if first else None,
+                    wait_first=not first,
                 )
             except ProxyError as exc:
                 self._send_error(conn, exc, keep_alive=False)
@@ -483,6 +485,7 @@ class ProxyServer(StreamServer):
             return
         self._send(conn, CONNECT_OK)
         conn.response_started = True
+        conn.reader.release()  # the tunnel waits on the client socket itself from here
         self.metrics.status(200)
         reader = conn.reader
         # Bytes the client sent right behind the CONNECT head belong to the tunnel.
@@ -592,6 +595,7 @@ class ProxyServer(StreamServer):
             too_slow=too_slow,
             too_large=up.head_too_large_error,
             silent_timeout=too_slow,
+            wait_first=True,
         )
         if head is None:
             if conn.cut_reason is not None:

@@ -31,6 +31,7 @@ class Upstream:
     )
 
     def close(self) -> None:
+        self.reader.release()
         try:
             self.sock.close()
         except OSError:

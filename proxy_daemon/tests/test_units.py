@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from proxy_daemon import http
 from proxy_daemon.errors import BadGateway, BadRequest, Forbidden, ProxyAuthRequired
 from proxy_daemon.http import (
     NO_BODY,
     BodyFraming,
+    build_client_response_head,
     build_upstream_request,
     parse_absolute_target,
     parse_request_head,
@@ -56,6 +58,43 @@ class HttpParsingTests:
         assert "X-Keep: yes" in lines
         assert "Via: 1.0 other, 1.1 goproxy" in lines
         assert "Content-Length: 3" in lines
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            "Host: a\r\nX-A: 1\r\n",
+            "X-A: 1 \r\nHost: a\r\nVia: 1.0 x\r\nX-B:\t2\r\nContent-Length: 0\r\n",
+            "CONNECTION: close\r\nX-A: 1\r\n",
+            "Connection: close, X-Named\r\nX-Named: 1\r\nX-A: 2\r\n",
+            "Connection: close\r\nClose: yes\r\nX-A: 2\r\n",
+            "Proxy-Connection: keep-alive\r\nKeep-Alive: 5\r\nTE: x\r\nX-A: 1\r\n",
+            "host: a\r\nproxy-authorization: Basic eDp5\r\nhOsT-x: 1\r\n",
+        ],
+    )
+    def test_fast_heads_forward_what_the_line_parser_forwards(self, fields: str) -> None:
+        """The fast parsers keep field lines verbatim; the result must carry the same
+        fields as rebuilding them from the line-by-line parse."""
+
+        def fields_of(out: bytes) -> list[tuple[str, str]]:
+            lines = out.decode("latin-1").split("\r\n")[1:-2]
+            return [(n.lower(), v.strip()) for n, _, v in (line.partition(":") for line in lines)]
+
+        req_head = f"GET http://o.example/p HTTP/1.1\r\n{fields}\r\n".encode()
+        fast = http._parse_request_fast(req_head, 100)
+        slow = http._parse_request_slow(req_head, 100)
+        assert fast is not None
+        built = [build_upstream_request(r, NO_BODY, via_name="gp") for r in (fast, slow)]
+        assert fields_of(built[0]) == fields_of(built[1])
+
+        resp_head = f"HTTP/1.1 200 OK\r\n{fields}\r\n".encode()
+        fast_resp = parse_response_head(resp_head, max_header_count=100)
+        slow_resp = http._parse_response_slow(resp_head, 100)
+        framing = BodyFraming("length", 0)
+        built = [
+            build_client_response_head(r, framing, keep_alive=True, via_name="gp")
+            for r in (fast_resp, slow_resp)
+        ]
+        assert fields_of(built[0]) == fields_of(built[1])
 
     def test_keep_alive_rules_by_version(self) -> None:
         def req(text: bytes):
@@ -173,3 +212,52 @@ class LimitTests:
         assert counter.acquire(1, None) is True  # no plan limit
         counter.release(1)
         assert counter.counts == {1: 2}
+
+
+class ReadWaiterTests:
+    """The persistent read watcher behind every head and body read of the proxy."""
+
+    def test_wakes_on_data_times_out_and_wakes_on_shutdown(self) -> None:
+        import gevent
+        from gevent import socket as gsocket
+
+        from proxy_daemon.tunnel import ReadWaiter
+
+        a, b = gsocket.socketpair()
+        waiter = ReadWaiter(b)
+        try:
+            gevent.spawn_later(0.05, a.send, b"x")
+            waiter.wait(5.0)
+            assert b.recv(10) == b"x"
+            with pytest.raises(TimeoutError):
+                waiter.wait(0.05)
+            gevent.spawn_later(0.05, a.shutdown, gsocket.SHUT_RDWR)
+            waiter.wait(5.0)  # EOF counts as readable: a cut wakes the reader
+            assert b.recv(10) == b""
+        finally:
+            waiter.close()
+            a.close()
+            b.close()
+
+    def test_stops_when_it_fires_with_nobody_waiting(self) -> None:
+        import gevent
+        from gevent import socket as gsocket
+
+        from proxy_daemon.tunnel import ReadWaiter
+
+        a, b = gsocket.socketpair()
+        waiter = ReadWaiter(b)
+        try:
+            gevent.spawn_later(0.01, a.send, b"1")
+            waiter.wait(5.0)
+            b.recv(10)
+            assert waiter._watcher.active  # kept started between waits: no epoll_ctl
+            a.send(b"unexpected")  # nobody reads it: the watcher must not spin
+            gevent.sleep(0.05)
+            assert not waiter._watcher.active
+            waiter.wait(5.0)  # the next wait starts it again and sees the bytes
+            assert b.recv(100) == b"unexpected"
+        finally:
+            waiter.close()
+            a.close()
+            b.close()
