@@ -63,6 +63,18 @@ VERSION_RE = re.compile(r"^HTTP/(\d)\.(\d)$")
 TARGET_BAD_RE = re.compile(r"[\x00-\x20\x7f]")
 CHUNK_LINE_MAX = 4096
 READ_CHUNK = 256 * 1024
+# One scratch buffer for every read of the process (one thread runs all greenlets, and
+# each read is copied out before anything can switch). recv(n) would allocate n bytes
+# per call and shrink them after: for n of 256 KiB to 1 MiB that is an mmap, page faults
+# and an munmap on every read.
+_SCRATCH = bytearray(READ_CHUNK * 4)
+_SCRATCH_VIEW = memoryview(_SCRATCH)
+
+
+def _recv_copy(raw: socket.socket, n: int) -> bytes:
+    """recv(n) through the scratch buffer: the bytes read, b"" at EOF."""
+    got = raw.recv_into(_SCRATCH, n)
+    return _SCRATCH_VIEW[:got].tobytes()
 
 
 _EMPTY: list[str] = []
@@ -129,7 +141,11 @@ class Headers:
 
     def tokens(self, name: str) -> list[str]:
         """Comma-separated tokens of all `name` fields, lower-cased."""
-        values = self.get_all(name)
+        special = self._special
+        if special is not None and name in SPECIAL_FIELDS:
+            values = special.get(name)
+        else:
+            values = self._lookup().get(name)
         if not values:
             return _EMPTY
         if len(values) == 1 and "," not in values[0]:
@@ -144,7 +160,15 @@ class Headers:
         """Tokens of Connection and Proxy-Connection together (the hop-by-hop options)."""
         tokens = self._connection
         if tokens is None:
-            tokens = self._connection = self.tokens("connection") + self.tokens("proxy-connection")
+            special = self._special
+            if special is not None and "connection" not in special:
+                if "proxy-connection" not in special:
+                    tokens = _EMPTY
+                else:
+                    tokens = self.tokens("proxy-connection")
+            else:
+                tokens = self.tokens("connection") + self.tokens("proxy-connection")
+            self._connection = tokens
         return tokens
 
     def kept_lines(self, drop: frozenset[str]) -> str | None:
@@ -255,7 +279,7 @@ class Reader:
                 return sock.recv(n)
             while True:
                 try:
-                    return raw.recv(n)
+                    return _recv_copy(raw, n)
                 except BlockingIOError:
                     self._wait(timeout)
         except TimeoutError:
@@ -364,7 +388,7 @@ class Reader:
             self._wait(timeout)
         while True:
             try:
-                return raw.recv(READ_CHUNK)
+                return _recv_copy(raw, READ_CHUNK)
             except BlockingIOError:
                 self._wait(timeout)
 
@@ -539,25 +563,21 @@ def _parse_request_fast(head: bytes, max_header_count: int) -> Request | None:
         return None
     method, target, version_text = text[: m.end() - 2].split(" ")
     version = (1, ord(version_text[7]) - 48)
-    if len(headers.get_all("host")) > 1:
+    if len(headers._special.get("host", _EMPTY)) > 1:  # type: ignore[union-attr]
         raise BadRequest("more than one Host header")
-    req = Request(method, target, version, headers, len(head))
     if method == "CONNECT":
-        req.host, req.port = parse_authority(target, default_port=None)
-        req.authority = target
-        return req
+        host, port = parse_authority(target, default_port=None)
+        return Request(method, target, version, headers, len(head), host, port, "/", target)
     t = TARGET_FAST_RE.fullmatch(target)
     if t is None:
-        req.host, req.port, req.path, req.authority = parse_absolute_target(target)
-        return req
+        return Request(method, target, version, headers, len(head), *parse_absolute_target(target))
     host, port_text, path = t.groups()
     port = 80 if port_text is None else int(port_text)
     if not 0 < port < 65536:
         raise BadRequest(f"invalid port {port_text!r}")
     host = host.lower()
-    req.host, req.port, req.path = host, port, path or "/"
-    req.authority = host if port == 80 else f"{host}:{port}"
-    return req
+    authority = host if port == 80 else f"{host}:{port}"
+    return Request(method, target, version, headers, len(head), host, port, path or "/", authority)
 
 
 def parse_request_head(head: bytes, *, max_header_count: int) -> Request:

@@ -198,6 +198,12 @@ class ProxyServer(StreamServer):
         self.devices: Any = None
         self.draining = False
         self.metrics = ProxyMetrics()
+        # Built once: any of them ends the connection it is raised on.
+        self._head_errors = (
+            RequestTimeout("client too slow sending the request head"),
+            HeadersTooLarge(f"request head larger than {config.max_header_bytes} bytes"),
+            RequestTimeout("no request received in time"),
+        )
 
     # ProxyControl -------------------------------------------------------------------
     def restrict(self, user_id: int, reason: str) -> None:
@@ -327,10 +333,7 @@ class ProxyServer(StreamServer):
         cfg = self.config
         reader = conn.reader
         first = True
-        # Built once per connection: any of them ends the connection when raised.
-        too_slow = RequestTimeout("client too slow sending the request head")
-        too_large = HeadersTooLarge(f"request head larger than {cfg.max_header_bytes} bytes")
-        silent = RequestTimeout("no request received in time")
+        too_slow, too_large, silent = self._head_errors
         while conn.cut_reason is None:
             conn.idle = True
             conn.metered_user = None
@@ -521,7 +524,7 @@ class ProxyServer(StreamServer):
         cfg = self.config
         head = build_upstream_request(req, framing, via_name=cfg.via_name)
         up = self._send_head(conn, req, head)
-        if "100-continue" in req.headers.tokens("expect") and framing is not NO_BODY:
+        if framing is not NO_BODY and "100-continue" in req.headers.tokens("expect"):
             if req.version >= (1, 1):
                 self._send(conn, CONTINUE)
         self._send_body(conn, up, framing)
@@ -640,11 +643,12 @@ class ProxyServer(StreamServer):
         self._send(conn, head)
         conn.response_started = True
         self.metrics.status(resp.status)
-        try:
-            self._relay_body(conn, up, framing, reencode=out.kind == "chunked")
-        except ProxyError as exc:
-            logger.info("aborting response to %s: %s", conn.ip, exc.message)
-            raise _Abort() from None
+        if framing is not NO_BODY:
+            try:
+                self._relay_body(conn, up, framing, reencode=out.kind == "chunked")
+            except ProxyError as exc:
+                logger.info("aborting response to %s: %s", conn.ip, exc.message)
+                raise _Abort() from None
         conn.upstream = None
         if reusable and conn.cut_reason is None:
             self.upstreams.release(up)
