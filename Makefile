@@ -20,7 +20,15 @@ $(STAMP): $(PY) requirements/base.txt requirements/prod.txt requirements/dev.txt
 	$(PIP) install -q -r requirements/dev.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+# The proxy's hot-path modules compiled by Cython (proxy_daemon/compiled.py); rebuilt
+# when a source changes. A stale build is discarded at import, never used.
+COMPILED := proxy_daemon/compiled.json
+COMPILED_SOURCES := $(addprefix proxy_daemon/,auth.py http.py limits.py metering.py metrics.py server.py tunnel.py upstream.py compiled.py)
+
+$(COMPILED): $(STAMP) $(COMPILED_SOURCES)
+	$(PY) proxy_daemon/compiled.py
+
+install: $(STAMP) $(COMPILED)
 
 sysdeps:
 	@missing=""; for p in $(SYS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -66,4 +74,5 @@ fuzz: install
 	FUZZ_RUNS=$${FUZZ_RUNS:-2000000} $(PY) proxy_daemon/tests/fuzz_atheris.py
 
 clean:
-	rm -rf var/*.sqlite3* .pytest_cache
+	rm -rf var/*.sqlite3* .pytest_cache build
+	$(PY) proxy_daemon/compiled.py --clean

@@ -1,0 +1,5 @@
+"""The gevent forward proxy (run by `manage.py runproxy`)."""
+
+from .compiled import discard_stale
+
+discard_stale()
