@@ -100,4 +100,7 @@ def clean() -> None:
 
 
 if __name__ == "__main__":
+    # Run as a script, this folder is sys.path[0], and its http.py would shadow the
+    # standard library's http package for everything imported from here on.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
     clean() if "--clean" in sys.argv[1:] else build()

@@ -46,17 +46,9 @@ CLIENT_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "via"}
 SPECIAL_FIELDS = UPSTREAM_REQUEST_DROP | CLIENT_RESPONSE_DROP
 
 
-def _field_line_re(names: frozenset[str], value: str) -> re.Pattern[str]:
-    """A field line named in `names` (any case), from the LF before it to its CR."""
-    return re.compile(r"\n((?i:" + "|".join(sorted(names)) + r")):" + value + r"\r")
-
-
-SPECIAL_FIND_RE = _field_line_re(SPECIAL_FIELDS, r"[ \t]*([^\r]*)")
+# On the lower-cased head (names and values): positions only, values come from the head.
+SPECIAL_FIND_RE = re.compile(r"\n(" + "|".join(sorted(SPECIAL_FIELDS)) + r"):[ \t]*([^\r]*)\r")
 _CLOSE_FIELD_RE = re.compile(r"\n(?i:close):")
-DROP_LINE_RES = {
-    UPSTREAM_REQUEST_DROP: _field_line_re(UPSTREAM_REQUEST_DROP, r"[^\r]*"),
-    CLIENT_RESPONSE_DROP: _field_line_re(CLIENT_RESPONSE_DROP, r"[^\r]*"),
-}
 TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 HOST_RE = re.compile(r"^[A-Za-z0-9._~\-]+$")
 VERSION_RE = re.compile(r"^HTTP/(\d)\.(\d)$")
@@ -88,23 +80,31 @@ class Headers:
     untouched; the full item list and index are built only if something asks for them.
     """
 
-    __slots__ = ("_connection", "_index", "_items", "_special", "_start", "_text")
+    __slots__ = ("_connection", "_index", "_items", "_spans", "_special", "_start", "_text")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
         self._items: list[tuple[str, str]] | None = items or []
         self._index: dict[str, list[str]] | None = None
         self._special: dict[str, list[str]] | None = None
         self._connection: list[str] | None = None
+        self._spans: list[tuple[str, int, int]] = []
         self._text = ""
         self._start = 0
 
     @classmethod
-    def lazy(cls, text: str, start: int, special: dict[str, list[str]]) -> Headers:
+    def lazy(
+        cls,
+        text: str,
+        start: int,
+        special: dict[str, list[str]],
+        spans: list[tuple[str, int, int]],
+    ) -> Headers:
         """Fields of the validated CRLF block text[start:]; `special` holds the
-        SPECIAL_FIELDS ones (lower-case names)."""
+        SPECIAL_FIELDS ones (lower-case names), `spans` their lines (name, begin, end)."""
         headers = cls.__new__(cls)
         headers._items = headers._index = headers._connection = None
         headers._special = special
+        headers._spans = spans
         headers._text = text
         headers._start = start
         return headers
@@ -182,7 +182,17 @@ class Headers:
             ):
                 return None  # a field named in Connection must go too: general path
         text = self._text
-        return DROP_LINE_RES[drop].sub("", text[self._start - 1 : -2])[1:]
+        parts: list[str] = []
+        pos = self._start
+        for name, begin, end in self._spans:
+            if name in drop:
+                if begin > pos:
+                    parts.append(text[pos:begin])
+                pos = end
+        if not parts:
+            return text[pos:-2]
+        parts.append(text[pos:-2])
+        return "".join(parts)
 
     def __contains__(self, name: object) -> bool:
         special = self._special
@@ -544,11 +554,20 @@ def _fields_fast(text: str, start: int, max_count: int) -> Headers | None:
     if text.count("\n", start) - 1 > max_count:
         raise HeadersTooLarge(f"more than {max_count} header fields")
     special: dict[str, list[str]] = {}
-    for name, value in SPECIAL_FIND_RE.findall(text, start - 1):
+    spans: list[tuple[str, int, int]] = []
+    for m in SPECIAL_FIND_RE.finditer(text.lower(), start - 1):
+        name = m.group(1)
+        begin, end = m.span(2)
+        value = text[begin:end]
         if value.endswith((" ", "\t")):
             value = value.rstrip(" \t")
-        special.setdefault(name.lower(), []).append(value)
-    return Headers.lazy(text, start, special)
+        values = special.get(name)
+        if values is None:
+            special[name] = [value]
+        else:
+            values.append(value)
+        spans.append((name, m.start() + 1, end + 2))
+    return Headers.lazy(text, start, special, spans)
 
 
 def _parse_request_fast(head: bytes, max_header_count: int) -> Request | None:
