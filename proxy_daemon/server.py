@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from .auth import Authenticator, Principal
@@ -63,6 +63,9 @@ UNTHROTTLED_BPS = 1 << 40
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SMALL_BODY = 64 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Linux copies TCP_NODELAY from the listening socket to every accepted one: set it once
+# there instead of one setsockopt per connection.
+NODELAY_INHERITED = sys.platform.startswith("linux")
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,9 @@ class ProxyServer(StreamServer):
         limits: UserLimitsCache,
         db_call: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__(listener, spawn=Pool(config.max_connections + 64))
+        # A plain greenlet per connection: handle() refuses beyond max_connections with a
+        # 503 at once (a gevent Pool would stop accepting and leave newcomers hanging).
+        super().__init__(listener, spawn="default")
         self.config = config
         self.authenticator = authenticator
         self.policy = policy
@@ -293,9 +298,15 @@ class ProxyServer(StreamServer):
         return len(left)
 
     # Connection handling ------------------------------------------------------------
+    def init_socket(self) -> None:
+        super().init_socket()
+        if NODELAY_INHERITED:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
         ip = address[0] if isinstance(address, tuple) else str(address)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not NODELAY_INHERITED:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.metrics.accepted += 1
         if len(self.connections) >= self.config.max_connections or self.draining:
             self._reply_and_close(sock, ServiceUnavailable("proxy is at its connection limit"))
