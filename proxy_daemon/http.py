@@ -11,7 +11,6 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from .errors import (
     BadGateway,
@@ -201,19 +200,49 @@ class Headers:
         return name in self._lookup()
 
 
-@dataclass
 class Request:
-    method: str
-    target: str
-    version: tuple[int, int]
-    headers: Headers
-    head_size: int
-    # Filled for absolute-form and CONNECT targets.
-    host: str = ""
-    port: int = 0
-    path: str = "/"
-    authority: str = ""
-    _keep_alive: bool | None = field(default=None, repr=False, compare=False)
+    """A parsed request head. A plain class (not a dataclass) so that its __init__ is
+    compiled with the module: one is built per proxied request."""
+
+    __slots__ = (
+        "_keep_alive",
+        "authority",
+        "head_size",
+        "headers",
+        "host",
+        "method",
+        "path",
+        "port",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: tuple[int, int],
+        headers: Headers,
+        head_size: int,
+        host: str = "",
+        port: int = 0,
+        path: str = "/",
+        authority: str = "",
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.head_size = head_size
+        # Filled for absolute-form and CONNECT targets.
+        self.host = host
+        self.port = port
+        self.path = path
+        self.authority = authority
+        self._keep_alive: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.target} HTTP/{self.version[0]}.{self.version[1]})"
 
     @property
     def is_connect(self) -> bool:
@@ -232,21 +261,45 @@ class Request:
         return keep
 
 
-@dataclass
 class Response:
-    status: int
-    reason: str
-    version: tuple[int, int]
-    headers: Headers
-    head_size: int
+    """A parsed response head (plain class for the same reason as Request)."""
+
+    __slots__ = ("head_size", "headers", "reason", "status", "version")
+
+    def __init__(
+        self, status: int, reason: str, version: tuple[int, int], headers: Headers, head_size: int
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.head_size = head_size
+
+    def __repr__(self) -> str:
+        return f"Response({self.status} {self.reason})"
 
 
-@dataclass(slots=True)
 class BodyFraming:
-    """How a message body is delimited: none, length (n bytes), chunked, or until close."""
+    """How a message body is delimited: none, length (n bytes), chunked, or until close.
 
-    kind: str
-    length: int = 0
+    A plain class (one per response) so that its __init__ is compiled with the module."""
+
+    __slots__ = ("kind", "length")
+
+    def __init__(self, kind: str, length: int = 0) -> None:
+        self.kind = kind
+        self.length = length
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BodyFraming):
+            return NotImplemented
+        return self.kind == other.kind and self.length == other.length
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.length))
+
+    def __repr__(self) -> str:
+        return f"BodyFraming({self.kind!r}, {self.length})"
 
 
 NO_BODY = BodyFraming("none")
