@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import BadGateway, Forbidden, GatewayTimeout
+from .errors import BadGateway, Forbidden, GatewayTimeout, ServiceUnavailable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -116,7 +116,12 @@ def connect(
     last_error: Exception | None = None
     timed_out = False
     for address in allowed:
-        sock = socket.socket(families[address], socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(families[address], socket.SOCK_STREAM)
+        except OSError as exc:  # EMFILE/ENFILE: out of descriptors, not the origin's fault
+            raise ServiceUnavailable(
+                f"proxy cannot open a connection right now: {exc.strerror}", keep_alive=True
+            ) from None
         sock.settimeout(timeout)
         try:
             sock.connect((address, port))

@@ -8,6 +8,7 @@ is a ProxyError that renders its own response.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import sys
@@ -203,6 +204,8 @@ class ProxyServer(StreamServer):
         self.devices: Any = None
         self.draining = False
         self.metrics = ProxyMetrics()
+        self._fd_warned = float("-inf")
+        self._accept_retry: Any = None
         # Built once: any of them ends the connection it is raised on.
         self._head_errors = (
             RequestTimeout("client too slow sending the request head"),
@@ -298,6 +301,31 @@ class ProxyServer(StreamServer):
         return len(left)
 
     # Connection handling ------------------------------------------------------------
+    def do_read(self) -> Any:
+        """Accept one connection; out of descriptors, pause accepting instead of failing.
+
+        gevent would print a traceback for every failed accept; here one warning every
+        10 s says what is wrong, and new clients wait in the listen backlog meanwhile.
+        """
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            reason = exc.strerror
+        now = time.monotonic()
+        if now - self._fd_warned >= 10.0:
+            self._fd_warned = now
+            logger.warning(
+                "cannot accept connections: %s (RLIMIT_NOFILE); new clients wait in the "
+                "listen backlog until connections close",
+                reason,
+            )
+        self.stop_accepting()
+        self._accept_retry = self.loop.timer(0.1)
+        self._accept_retry.start(self._start_accepting_if_started)
+        return None
+
     def init_socket(self) -> None:
         super().init_socket()
         if NODELAY_INHERITED:

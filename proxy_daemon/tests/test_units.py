@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
+
 import pytest
 
 from proxy_daemon import http
-from proxy_daemon.errors import BadGateway, BadRequest, Forbidden, ProxyAuthRequired
+from proxy_daemon.errors import (
+    BadGateway,
+    BadRequest,
+    Forbidden,
+    ProxyAuthRequired,
+    ServiceUnavailable,
+)
 from proxy_daemon.http import (
     NO_BODY,
     BodyFraming,
@@ -23,7 +33,7 @@ from proxy_daemon.limits import (
     UserLimits,
     UserLimitsCache,
 )
-from proxy_daemon.policy import DestinationPolicy, address_refusal
+from proxy_daemon.policy import DestinationPolicy, address_refusal, connect
 
 
 class HttpParsingTests:
@@ -174,6 +184,28 @@ class PolicyTests:
         assert policy.allowed_addresses("h", ["127.0.0.1", "8.8.8.8"]) == ["8.8.8.8"]
         with pytest.raises(Forbidden, match="loopback"):
             policy.allowed_addresses("rebind.example", ["127.0.0.1"])
+
+    def test_out_of_descriptors_is_a_503_not_an_internal_error(self) -> None:
+        """At the fd limit (10k tunnels hold 20k fds) opening the upstream socket fails:
+        the client is told so with a 503, the connection is not dropped with a 500."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        policy = DestinationPolicy(allow_private=True, connect_ports=frozenset({443}))
+        held: list[int] = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        try:
+            for _ in range(64):  # use up whatever is free below the limit
+                try:
+                    held.append(os.open(os.devnull, os.O_RDONLY))
+                except OSError as exc:
+                    assert exc.errno == errno.EMFILE
+                    break
+            with pytest.raises(ServiceUnavailable, match="cannot open a connection") as caught:
+                connect(policy, "127.0.0.1", 9, timeout=1.0)
+            assert caught.value.status == 503
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     def test_connect_ports(self) -> None:
         policy = DestinationPolicy(allow_private=True, connect_ports=frozenset({443, 8443}))
