@@ -90,6 +90,12 @@ class ServiceUnavailable(ProxyError):
     status = 503
 
 
+class OutOfDescriptors(ServiceUnavailable):
+    """The process is at RLIMIT_NOFILE: no socket can be opened right now."""
+
+    keep_alive = True
+
+
 class GatewayTimeout(ProxyError):
     status = 504
     keep_alive = True

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import BadGateway, Forbidden, GatewayTimeout, ServiceUnavailable
+from .errors import BadGateway, Forbidden, GatewayTimeout, OutOfDescriptors
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -119,8 +119,8 @@ def connect(
         try:
             sock = socket.socket(families[address], socket.SOCK_STREAM)
         except OSError as exc:  # EMFILE/ENFILE: out of descriptors, not the origin's fault
-            raise ServiceUnavailable(
-                f"proxy cannot open a connection right now: {exc.strerror}", keep_alive=True
+            raise OutOfDescriptors(
+                f"proxy cannot open a connection right now: {exc.strerror}"
             ) from None
         sock.settimeout(timeout)
         try:

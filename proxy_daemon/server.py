@@ -51,7 +51,7 @@ from .http import (
 from .limits import ConnectionCounter, SpeedLimiter, TokenBucket, UserLimitsCache
 from .metering import Meter
 from .metrics import ProxyMetrics
-from .policy import DestinationPolicy, connect
+from .policy import DestinationPolicy
 from .tunnel import BufferPool, Tunnel, send_all
 from .upstream import Upstream, UpstreamPool
 
@@ -302,17 +302,23 @@ class ProxyServer(StreamServer):
 
     # Connection handling ------------------------------------------------------------
     def do_read(self) -> Any:
-        """Accept one connection; out of descriptors, pause accepting instead of failing.
+        """Accept one connection; out of descriptors, make room or pause accepting.
 
-        gevent would print a traceback for every failed accept; here one warning every
-        10 s says what is wrong, and new clients wait in the listen backlog meanwhile.
+        At RLIMIT_NOFILE the idle pooled upstream connections are closed first and the
+        accept is tried again. If that frees nothing, accepting pauses for 0.1 s (gevent
+        would print a traceback for every failed accept instead); one warning every 10 s
+        says what is wrong, and new clients wait in the listen backlog meanwhile.
         """
-        try:
-            return super().do_read()
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-            reason = exc.strerror
+        reason = ""
+        for _attempt in range(2):
+            try:
+                return super().do_read()
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                reason = exc.strerror
+            if not self.upstreams.close_all():  # idle pooled upstreams go first
+                break
         now = time.monotonic()
         if now - self._fd_warned >= 10.0:
             self._fd_warned = now
@@ -519,9 +525,7 @@ class ProxyServer(StreamServer):
 
     def _tunnel(self, conn: ClientConnection, req: Request) -> None:
         self.policy.check_connect_port(req.port)
-        sock, _address = connect(
-            self.policy, req.host, req.port, timeout=self.config.connect_timeout
-        )
+        sock = self.upstreams.connect(req.host, req.port)
         conn.upstream = sock
         if conn.cut_reason is not None:
             return

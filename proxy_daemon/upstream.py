@@ -6,7 +6,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from .errors import BadGateway, GatewayTimeout
+from .errors import BadGateway, GatewayTimeout, OutOfDescriptors
 from .http import Reader
 from .policy import DestinationPolicy, connect
 
@@ -77,8 +77,19 @@ class UpstreamPool:
                 up.reused = True
                 return up
             up.close()
-        sock, _address = connect(self.policy, host, port, timeout=self.connect_timeout)
+        sock = self.connect(host, port)
         return Upstream(sock, Reader(sock, on_eof=BadGateway), key)
+
+    def connect(self, host: str, port: int) -> socket.socket:
+        """A new connection to host:port; at the descriptor limit the idle pooled
+        connections are closed first (they are the cheapest to give up) and it is tried
+        once more."""
+        try:
+            return connect(self.policy, host, port, timeout=self.connect_timeout)[0]
+        except OutOfDescriptors:
+            if not self.close_all():
+                raise
+        return connect(self.policy, host, port, timeout=self.connect_timeout)[0]
 
     def release(self, up: Upstream) -> None:
         if up.reader.buf:
@@ -107,8 +118,12 @@ class UpstreamPool:
             else:
                 del self._idle[key]
 
-    def close_all(self) -> None:
+    def close_all(self) -> int:
+        """Close every idle pooled connection; how many there were."""
+        closed = 0
         for ups in self._idle.values():
             for up in ups:
                 up.close()
+                closed += 1
         self._idle.clear()
+        return closed
