@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import resource
 import socket
 import socketserver
 import ssl
@@ -238,10 +239,17 @@ class ProxyProcess:
     """`manage.py runproxy` in a subprocess on a free port, with its meter written to a file."""
 
     def __init__(
-        self, tmp: Path, env: dict[str, str], settings_module: str, args: list[str] | None = None
+        self,
+        tmp: Path,
+        env: dict[str, str],
+        settings_module: str,
+        args: list[str] | None = None,
+        *,
+        nofile: int | None = None,
     ) -> None:
         self.tmp = tmp
         self.args = args or []
+        self.nofile = nofile  # a hard RLIMIT_NOFILE for the daemon
         self.port = free_port()
         self.meter_file = tmp / "meter.jsonl"
         self.log_file = tmp / "proxy.log"
@@ -275,6 +283,7 @@ class ProxyProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if self.nofile is None else self._limit_descriptors,
         )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
@@ -284,6 +293,10 @@ class ProxyProcess:
                 raise RuntimeError(f"proxy did not start: {self.log()}")
             time.sleep(0.05)
         return self
+
+    def _limit_descriptors(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")

@@ -339,3 +339,62 @@ class BruteForceTests:
         # Random secrets from the throttled IP are refused without reaching the DB lookup.
         other_user = ProxyUser(alice.user_id, "px-bob", "guess")
         assert roundtrip(strict_proxy.port, origin_request(origin, other_user), attacker)[0] == 429
+
+
+class DescriptorLimitTests:
+    NOFILE = 128
+
+    def test_at_the_descriptor_limit_clients_are_refused_cleanly_and_the_proxy_recovers(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        origin: OriginServer,
+        echo: EchoServer,
+        alice: ProxyUser,
+    ) -> None:
+        """Idle tunnels hold 2 descriptors each. At RLIMIT_NOFILE a new tunnel is either
+        answered 503 (no descriptor for the upstream) or waits in the listen backlog
+        (accepting paused), never a 500 and never a traceback per accept; once tunnels
+        close, the proxy serves again."""
+        proc = ProxyProcess(
+            Path(tmp_path_factory.mktemp("nofile")),
+            {"PROXY_ALLOWED_CONNECT_PORTS": str(echo.port), "PROXY_HEADER_TIMEOUT": "5"},
+            "goproxy_site.settings.test",
+            nofile=self.NOFILE,
+        ).start()
+        connect = (
+            f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n"
+            f"Proxy-Authorization: {basic(*alice.auth)}\r\n\r\n"
+        ).encode()
+        tunnels: list[socket.socket] = []
+        refusal = b""
+        try:
+            for _ in range(self.NOFILE):  # bounded: the limit is reached well before
+                s = socket.create_connection(("127.0.0.1", proc.port), timeout=2)
+                tunnels.append(s)
+                s.sendall(connect)
+                try:
+                    head = s.recv(200)
+                except TimeoutError:
+                    refusal = b"(accepting paused)"
+                    break
+                if not head.startswith(b"HTTP/1.1 200 "):
+                    refusal = head
+                    break
+            assert refusal, "the descriptor limit was never reached"
+            assert refusal == b"(accepting paused)" or refusal.startswith(b"HTTP/1.1 503 "), refusal
+        finally:
+            for s in tunnels:
+                s.close()
+        status = None
+        for _ in range(50):  # bounded: up to ~10 s for the tunnels to wind down
+            try:
+                status, _data = roundtrip(proc.port, origin_request(origin, alice))
+            except OSError:
+                status = None
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert status == 200
+        log = proc.log()
+        assert "Traceback" not in log, log
+        assert proc.stop() == 0, proc.log()
