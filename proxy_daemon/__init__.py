@@ -1,5 +1,9 @@
 """The gevent forward proxy (run by `manage.py runproxy`)."""
 
-from .compiled import discard_stale
+import os
+
+from .compiled import discard_stale, prefer_sources
 
 discard_stale()
+if os.environ.get("GOPROXY_PURE_PYTHON"):
+    prefer_sources()

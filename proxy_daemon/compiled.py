@@ -7,7 +7,8 @@ runs as plain Python.
 
 Each build records a hash of every source it compiled (compiled.json). `discard_stale()`
 runs when proxy_daemon is imported and deletes any extension module whose source changed
-since, so an edit is never shadowed by an old build.
+since, so an edit is never shadowed by an old build. With GOPROXY_PURE_PYTHON=1 the
+sources are imported even where a build exists (coverage-guided fuzzing, debugging).
 
     python proxy_daemon/compiled.py           # build (what `make install` runs)
     python proxy_daemon/compiled.py --clean   # remove the builds
@@ -16,7 +17,9 @@ since, so an edit is never shadowed by an old build.
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
 import importlib.machinery
+import importlib.util
 import json
 import sys
 import tempfile
@@ -63,6 +66,24 @@ def discard_stale(folder: Path = HERE, modules: tuple[str, ...] = MODULES) -> li
             stacklevel=2,
         )
     return stale
+
+
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """Finds the hot-path modules as their .py sources, ahead of any extension module."""
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        package, _, name = fullname.rpartition(".")
+        if package != "proxy_daemon" or name not in MODULES:
+            return None
+        return importlib.util.spec_from_file_location(fullname, HERE / f"{name}.py")
+
+
+def prefer_sources() -> None:
+    """Import the hot-path modules from their sources from now on."""
+    if not any(isinstance(finder, _SourcesFirst) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _SourcesFirst())
 
 
 def build() -> None:

@@ -46,3 +46,21 @@ def test_ci_runs_the_compiled_hot_path() -> None:
         module = importlib.import_module(f"proxy_daemon.{name}")
         assert module.__file__ is not None
         assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), name
+
+
+def test_goproxy_pure_python_imports_the_sources(tmp_path: Path) -> None:
+    """For coverage-guided fuzzing and debugging the sources can be forced."""
+    import subprocess
+    import sys
+
+    code = "import proxy_daemon.http as h, proxy_daemon.server as s; print(h.__file__, s.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "GOPROXY_PURE_PYTHON": "1"},
+        cwd=compiled.HERE.parent,
+        timeout=60,
+    ).stdout.split()
+    assert [Path(f).name for f in out] == ["http.py", "server.py"]
