@@ -441,7 +441,7 @@ class Reader:
 
     def _recv_head(self, timeout: float, wait_first: bool = False) -> bytes:
         """One recv for a head: straight from the non-blocking socket when data is
-        waiting, else wait on the socket's own read watcher (TimeoutError after timeout)."""
+        waiting, else wait for readability (ReadWaiter; TimeoutError after timeout)."""
         sock = self.sock
         raw = getattr(sock, "_sock", None)
         if raw is None:  # not a gevent socket (unit tests with plain sockets)
