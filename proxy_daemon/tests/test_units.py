@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
+import socket
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -34,6 +38,27 @@ from proxy_daemon.limits import (
     UserLimitsCache,
 )
 from proxy_daemon.policy import DestinationPolicy, address_refusal, connect
+
+
+@contextlib.contextmanager
+def descriptors_used_up() -> Iterator[list[int]]:
+    """RLIMIT_NOFILE lowered to 64 and every descriptor below it taken (the list, which
+    the caller may add to); all restored afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        for _ in range(64):  # bounded: the limit is 64
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        yield held
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 class HttpParsingTests:
@@ -188,24 +213,11 @@ class PolicyTests:
     def test_out_of_descriptors_is_a_503_not_an_internal_error(self) -> None:
         """At the fd limit (10k tunnels hold 20k fds) opening the upstream socket fails:
         the client is told so with a 503, the connection is not dropped with a 500."""
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         policy = DestinationPolicy(allow_private=True, connect_ports=frozenset({443}))
-        held: list[int] = []
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-        try:
-            for _ in range(64):  # use up whatever is free below the limit
-                try:
-                    held.append(os.open(os.devnull, os.O_RDONLY))
-                except OSError as exc:
-                    assert exc.errno == errno.EMFILE
-                    break
+        with descriptors_used_up():
             with pytest.raises(ServiceUnavailable, match="cannot open a connection") as caught:
                 connect(policy, "127.0.0.1", 9, timeout=1.0)
-            assert caught.value.status == 503
-        finally:
-            for fd in held:
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert caught.value.status == 503
 
     def test_connect_ports(self) -> None:
         policy = DestinationPolicy(allow_private=True, connect_ports=frozenset({443, 8443}))
@@ -249,58 +261,52 @@ class LimitTests:
 class ReadWaiterTests:
     """The persistent read watcher behind every head and body read of the proxy."""
 
-    def test_wakes_on_data_times_out_and_wakes_on_shutdown(self) -> None:
-        import gevent
+    @pytest.fixture
+    def pair(self) -> Iterator[tuple[Any, Any, Any]]:
+        """A connected gevent socket pair and a ReadWaiter on the second socket."""
         from gevent import socket as gsocket
 
         from proxy_daemon.tunnel import ReadWaiter
 
         a, b = gsocket.socketpair()
         waiter = ReadWaiter(b)
-        try:
-            gevent.spawn_later(0.05, a.send, b"x")
-            waiter.wait(5.0)
-            assert b.recv(10) == b"x"
-            with pytest.raises(TimeoutError):
-                waiter.wait(0.05)
-            gevent.spawn_later(0.05, a.shutdown, gsocket.SHUT_RDWR)
-            waiter.wait(5.0)  # EOF counts as readable: a cut wakes the reader
-            assert b.recv(10) == b""
-        finally:
-            waiter.close()
-            a.close()
-            b.close()
+        yield a, b, waiter
+        waiter.close()
+        a.close()
+        b.close()
 
-    def test_stops_when_it_fires_with_nobody_waiting(self) -> None:
+    def test_wakes_on_data_times_out_and_wakes_on_shutdown(self, pair) -> None:
         import gevent
-        from gevent import socket as gsocket
 
-        from proxy_daemon.tunnel import ReadWaiter
+        a, b, waiter = pair
+        gevent.spawn_later(0.05, a.send, b"x")
+        waiter.wait(5.0)
+        assert b.recv(10) == b"x"
+        with pytest.raises(TimeoutError):
+            waiter.wait(0.05)
+        gevent.spawn_later(0.05, a.shutdown, socket.SHUT_RDWR)
+        waiter.wait(5.0)  # EOF counts as readable: a cut wakes the reader
+        assert b.recv(10) == b""
 
-        a, b = gsocket.socketpair()
-        waiter = ReadWaiter(b)
-        try:
-            gevent.spawn_later(0.01, a.send, b"1")
-            waiter.wait(5.0)
-            b.recv(10)
-            assert waiter._watcher.active  # kept started between waits: no epoll_ctl
-            a.send(b"unexpected")  # nobody reads it: the watcher must not spin
-            gevent.sleep(0.05)
-            assert not waiter._watcher.active
-            waiter.wait(5.0)  # the next wait starts it again and sees the bytes
-            assert b.recv(100) == b"unexpected"
-        finally:
-            waiter.close()
-            a.close()
-            b.close()
+    def test_stops_when_it_fires_with_nobody_waiting(self, pair) -> None:
+        import gevent
+
+        a, b, waiter = pair
+        gevent.spawn_later(0.01, a.send, b"1")
+        waiter.wait(5.0)
+        b.recv(10)
+        assert waiter._watcher.active  # kept started between waits: no epoll_ctl
+        a.send(b"unexpected")  # nobody reads it: the watcher must not spin
+        gevent.sleep(0.05)
+        assert not waiter._watcher.active
+        waiter.wait(5.0)  # the next wait starts it again and sees the bytes
+        assert b.recv(100) == b"unexpected"
 
 
 class UpstreamPoolTests:
     def test_at_the_descriptor_limit_idle_pooled_connections_go_first(self) -> None:
         """Idle keep-alive connections to origins are the cheapest descriptors to give up:
         a new connection (or an accept) that hits RLIMIT_NOFILE closes them and retries."""
-        import socket
-
         from proxy_daemon.upstream import UpstreamPool
 
         origin = socket.socket()
@@ -310,25 +316,14 @@ class UpstreamPoolTests:
         policy = DestinationPolicy(allow_private=True, connect_ports=frozenset())
         pool = UpstreamPool(policy, per_host=4, idle_timeout=30.0, connect_timeout=2.0)
         pool.release(pool.acquire("127.0.0.1", port))  # one idle pooled connection
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        held: list[int] = []
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
         try:
-            for _ in range(64):  # use up whatever is free below the limit
-                try:
-                    held.append(os.open(os.devnull, os.O_RDONLY))
-                except OSError as exc:
-                    assert exc.errno == errno.EMFILE
-                    break
-            fresh = pool.acquire("127.0.0.1", port, fresh=True)
-            assert pool.close_all() == 0  # the idle one was closed to make room
-            fresh.close()
-            with pytest.raises(ServiceUnavailable, match="cannot open a connection"):
-                held.append(os.open(os.devnull, os.O_RDONLY))  # the freed slot, taken
-                pool.acquire("127.0.0.1", port, fresh=True)  # nothing left to give up
+            with descriptors_used_up() as held:
+                fresh = pool.acquire("127.0.0.1", port, fresh=True)
+                assert pool.close_all() == 0  # the idle one was closed to make room
+                fresh.close()
+                with pytest.raises(ServiceUnavailable, match="cannot open a connection"):
+                    held.append(os.open(os.devnull, os.O_RDONLY))  # the freed slot, taken
+                    pool.acquire("127.0.0.1", port, fresh=True)  # nothing left to give up
         finally:
-            for fd in held:
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
             pool.close_all()
             origin.close()
