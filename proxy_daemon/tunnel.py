@@ -14,10 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import cython
 import gevent
 from gevent import get_hub, getcurrent
 
 from .limits import TokenBucket
+
+INFINITY = float("inf")
 
 
 class BufferPool:
@@ -61,23 +64,38 @@ def wait_io(sock: socket.socket, watcher: object, timeout: float | None) -> None
         timer.close()
 
 
+@cython.cclass
 class ReadWaiter:
     """Waits for a socket to become readable with a read watcher that stays started
-    between waits.
+    between waits, and one timer re-armed lazily.
 
     gevent starts and stops a socket's watcher around every wait, and libev turns each
     start into an epoll_ctl; a keep-alive connection waits twice per proxied request, so
     that is two syscalls per request. This watcher is stopped only when it fires while
     nobody waits (unexpected bytes or EOF), so it cannot spin. `close()` must be called
     before the socket is closed. A cut (shutdown) wakes a waiter like any EOF.
+
+    Timeouts are deadlines: a wait only records when it would time out. The timer is
+    armed when none is pending early enough, and when it fires it times out the waiter
+    whose deadline has passed, or re-arms for what is left, or (nobody waiting) stops.
+    So a connection that waits with the same timeout over and over creates and starts
+    a timer about once per timeout period, not once per wait.
     """
 
-    __slots__ = ("_greenlet", "_hub", "_watcher")
+    _deadline = cython.declare(object, visibility="public")
+    _greenlet = cython.declare(object, visibility="public")
+    _hub = cython.declare(object, visibility="public")
+    _timer = cython.declare(object, visibility="public")
+    _timer_at = cython.declare(object, visibility="public")
+    _watcher = cython.declare(object, visibility="public")
 
     def __init__(self, sock: socket.socket) -> None:
         self._hub = get_hub()
         self._watcher = self._hub.loop.io(sock.fileno(), 1)
         self._greenlet: Any = None
+        self._timer: Any = None
+        self._timer_at = 0.0  # loop time the pending timer fires at
+        self._deadline = 0.0  # loop time the current wait times out at
 
     def _ready(self) -> None:
         greenlet = self._greenlet
@@ -87,28 +105,53 @@ class ReadWaiter:
             self._greenlet = None
             greenlet.switch()
 
+    def _arm(self, delay: float) -> None:
+        loop = self._hub.loop
+        if self._timer is not None:
+            self._timer.close()
+        # Unreferenced: a timer left pending between waits never keeps the loop alive.
+        self._timer = timer = loop.timer(delay, ref=False)
+        self._timer_at = loop.now() + delay
+        timer.start(self._expired)
+
+    def _expired(self) -> None:
+        greenlet = self._greenlet
+        if greenlet is None:
+            return  # nobody waits: the next wait with a timeout arms it again
+        left = self._deadline - self._hub.loop.now()
+        if left > 0:
+            self._arm(left)
+        else:
+            self._greenlet = None
+            greenlet.throw(_WaitTimedOut)
+
     def wait(self, timeout: float | None) -> None:
         """Block until readable; TimeoutError after `timeout` seconds (None: no limit)."""
         watcher = self._watcher
         if not watcher.active:
             watcher.start(self._ready)
-        self._greenlet = current = getcurrent()
-        timer = None
-        if timeout is not None:
-            timer = self._hub.loop.timer(max(timeout, 0.0))
-            timer.start(current.throw, _WaitTimedOut)
+        self._greenlet = getcurrent()
+        if timeout is None:
+            self._deadline = INFINITY
+        else:
+            timeout = max(timeout, 0.0)
+            deadline = self._deadline = self._hub.loop.now() + timeout
+            timer = self._timer
+            if timer is None or not timer.active or self._timer_at > deadline:
+                self._arm(timeout)
         try:
             self._hub.switch()
         except _WaitTimedOut:
             raise TimeoutError("timed out") from None
         finally:
             self._greenlet = None
-            if timer is not None:
-                timer.close()
 
     def close(self) -> None:
         self._watcher.stop()
         self._watcher.close()
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
 
 
 def send_all(sock: socket.socket, data: bytes | bytearray | memoryview, timeout: float) -> None:

@@ -75,6 +75,25 @@ class HttpParsingTests:
         assert parse_absolute_target("HTTP://a.b?x") == ("a.b", 80, "/?x", "a.b")
         assert parse_absolute_target("http://[::1]:81/") == ("::1", 81, "/", "[::1]:81")
 
+    def test_fast_field_scan_agrees_with_the_line_parser(self) -> None:
+        """The one-pass field scanner (any case, padded and empty values, fields it only
+        forwards) gives what the general line parser gives, and refuses what it refuses."""
+        head = (
+            b"HTTP/1.1 200 OK\r\ncOnTeNt-LeNgTh: \t 5 \t\r\nX-Empty:\r\nConnection:\r\n"
+            b'Via: 1.1 a, 1.1 b  \r\nETag: "x"\r\nTransfer-Encoding:chunked\r\n\r\n'
+        )
+        fast = parse_response_head(head, max_header_count=20)
+        assert fast.headers._special is not None  # the fast path took it
+        slow = http._parse_response_slow(head, 20)
+        for name in ("content-length", "x-empty", "connection", "via", "etag", "transfer-encoding"):
+            assert fast.headers.get_all(name) == slow.headers.get_all(name), name
+        assert fast.headers.get_all("content-length") == ["5"]
+        kept = fast.headers.kept_lines(http.CLIENT_RESPONSE_DROP)
+        assert kept == 'X-Empty:\r\nETag: "x"\r\n'  # each kept line with its CRLF
+        for bad in (b"Bad Name: x\r\n", b": x\r\n", b"NoColon\r\n", b"\xe9: x\r\n"):
+            with pytest.raises(BadGateway):
+                parse_response_head(b"HTTP/1.1 200 OK\r\n" + bad + b"\r\n", max_header_count=20)
+
     def test_upstream_request_strips_hop_by_hop_and_adds_via(self) -> None:
         req = parse_request_head(
             b"POST http://h.example/x HTTP/1.1\r\nHost: wrong\r\nConnection: close, X-Hop\r\n"
@@ -301,6 +320,45 @@ class ReadWaiterTests:
         assert not waiter._watcher.active
         waiter.wait(5.0)  # the next wait starts it again and sees the bytes
         assert b.recv(100) == b"unexpected"
+
+    def test_timeouts_are_deadlines_on_one_lazily_rearmed_timer(self, pair) -> None:
+        import time
+
+        import gevent
+
+        a, b, waiter = pair
+        for _ in range(3):  # answered waits with the same timeout share one timer
+            gevent.spawn_later(0.005, a.send, b"x")
+            waiter.wait(0.1)
+            b.recv(10)
+        timer = waiter._timer
+        assert timer is not None and timer.active  # still pending from the first wait
+        # A longer wait behind it: the early timer re-arms for what is left.
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            waiter.wait(0.3)
+        assert 0.25 <= time.monotonic() - t0 < 1.0
+        # A shorter wait than the pending timer: armed earlier, not missed.
+        gevent.spawn_later(0.005, a.send, b"y")
+        waiter.wait(10.0)  # leaves a timer pending for ~10 s
+        b.recv(10)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            waiter.wait(0.05)
+        assert time.monotonic() - t0 < 1.0
+
+    def test_a_timer_firing_with_nobody_waiting_throws_nothing(self, pair) -> None:
+        import gevent
+
+        a, b, waiter = pair
+        gevent.spawn_later(0.005, a.send, b"x")
+        waiter.wait(0.05)
+        b.recv(10)
+        gevent.sleep(0.1)  # the timer fires while nobody waits
+        assert not waiter._timer.active
+        gevent.spawn_later(0.01, a.send, b"z")
+        waiter.wait(5.0)  # a later wait is unaffected
+        assert b.recv(10) == b"z"
 
 
 class UpstreamPoolTests:
