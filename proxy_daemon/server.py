@@ -17,8 +17,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import cython
 import gevent
+from gevent import get_hub, getcurrent
+from gevent._socket3 import _wrefsocket
 from gevent.server import StreamServer
+from gevent.socket import socket as GeventSocket
+from greenlet import GreenletExit, greenlet
 
 from .auth import Authenticator, Principal
 from .errors import (
@@ -67,6 +72,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Linux copies TCP_NODELAY from the listening socket to every accepted one: set it once
 # there instead of one setsockopt per connection.
 NODELAY_INHERITED = sys.platform.startswith("linux")
+# Connection greenlets parked for reuse once their connection is done; beyond this many
+# a finished one ends instead (each parked one keeps its ~16 KiB Python frame stack).
+IDLE_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -106,28 +114,83 @@ class ProxyConfig:
         )
 
 
+class ClientSocket(GeventSocket):
+    """An accepted client socket: gevent's socket, set up and closed without its
+    Python-level generality (family/timeout probing on the way in; a replacement
+    "closed" object and deferred-close bookkeeping on the way out, unless another
+    greenlet still waits on the socket). Everything else is gevent's socket.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, family: int, fd: int, hub: Any) -> None:
+        # What gevent's socket.__init__ does for a descriptor from accept().
+        self._closed = False
+        self._io_refs = 0
+        self.timeout = None
+        self.hub = hub
+        raw = _wrefsocket(family, socket.SOCK_STREAM, 0, fd)
+        raw.setblocking(False)
+        self._sock = raw
+        loop = hub.loop
+        self._read_event = loop.io(fd, 1)
+        self._write_event = loop.io(fd, 2)
+
+    def close(self) -> None:
+        read_event, write_event = self._read_event, self._write_event
+        if (
+            self._io_refs > 0
+            or read_event is None
+            or write_event is None
+            or read_event.callback is not None
+            or write_event.callback is not None
+        ):
+            super().close()  # closed already, or a waiter to wake first: gevent's way
+            return
+        self._closed = True
+        self._read_event = self._write_event = None
+        read_event.close()
+        write_event.close()
+        raw = self._sock
+        if self.hub.loop.closing_fd(raw.fileno()):
+            # Another watcher on this descriptor was just woken: close once it ran.
+            check = self.hub.loop.check()
+            check.start(_close_later, raw, check)
+        else:
+            raw.close()
+
+
+def _close_later(raw: socket.socket, check: Any) -> None:
+    try:
+        raw.close()
+    except OSError:
+        pass
+    finally:
+        check.stop()
+        check.close()
+
+
 class _Abort(Exception):
     """The response was already started; the only honest thing left is to close."""
 
 
+@cython.cclass
 class ClientConnection:
-    __slots__ = (
-        "auth_memo",
-        "buckets",
-        "cut_reason",
-        "framing",
-        "idle",
-        "ip",
-        "metered_user",
-        "reader",
-        "request",
-        "response_started",
-        "sock",
-        "tunnel",
-        "up_mark",
-        "upstream",
-        "user_id",
-    )
+    auth_memo = cython.declare(object, visibility="public")
+    buckets = cython.declare(object, visibility="public")
+    cut_reason = cython.declare(object, visibility="public")
+    framing = cython.declare(object, visibility="public")
+    idle = cython.declare(object, visibility="public")
+    ip = cython.declare(object, visibility="public")
+    metered_user = cython.declare(object, visibility="public")
+    reader = cython.declare(object, visibility="public")
+    request = cython.declare(object, visibility="public")
+    response_started = cython.declare(object, visibility="public")
+    sock = cython.declare(object, visibility="public")
+    tunnel = cython.declare(object, visibility="public")
+    up_mark = cython.declare(object, visibility="public")
+    upstream = cython.declare(object, visibility="public")
+    user_id = cython.declare(object, visibility="public")
 
     def __init__(self, sock: socket.socket, ip: str) -> None:
         self.sock = sock
@@ -206,6 +269,8 @@ class ProxyServer(StreamServer):
         self.metrics = ProxyMetrics()
         self._fd_warned = float("-inf")
         self._accept_retry: Any = None
+        self._hub = get_hub()
+        self._idle_workers: list[Any] = []
         # Built once: any of them ends the connection it is raised on.
         self._head_errors = (
             RequestTimeout("client too slow sending the request head"),
@@ -301,36 +366,84 @@ class ProxyServer(StreamServer):
         return len(left)
 
     # Connection handling ------------------------------------------------------------
-    def do_read(self) -> Any:
-        """Accept one connection; out of descriptors, make room or pause accepting.
+    def _do_read(self) -> None:
+        """The listener's watcher callback (in the hub): accept what is waiting.
+
+        Replaces gevent's accept path (Python-level: a Greenlet spawned per connection,
+        gevent's socket set-up): each accepted socket is handed straight to a parked
+        connection greenlet (or a new one), which runs until it first waits.
 
         At RLIMIT_NOFILE the idle pooled upstream connections are closed first and the
-        accept is tried again. If that frees nothing, accepting pauses for 0.1 s (gevent
-        would print a traceback for every failed accept instead); one warning every 10 s
-        says what is wrong, and new clients wait in the listen backlog meanwhile.
+        accept is tried again. If that frees nothing, or accept fails for another reason
+        than one client's (ENOBUFS, ENOMEM), accepting pauses for 0.1 s instead of
+        spinning; one warning every 10 s says what is wrong, and new clients wait in the
+        listen backlog meanwhile.
         """
-        reason = ""
-        for _attempt in range(2):
+        listener = self.socket  # gevent unwraps it to the raw _socket.socket
+        family = listener.family
+        hub = self._hub
+        idle = self._idle_workers
+        for _ in range(self.max_accept):
             try:
-                return super().do_read()
+                fd, address = listener._accept()
+            except BlockingIOError:
+                return
             except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                    raise
-                reason = exc.strerror
-            if not self.upstreams.close_all():  # idle pooled upstreams go first
-                break
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    if self.upstreams.close_all():  # idle pooled upstreams go first
+                        continue
+                    self._pause_accepting(f"{exc.strerror} (RLIMIT_NOFILE)")
+                    return
+                if self.closed:  # a handler closed the listener (drain)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that one client gave up (or a filter refused it)
+                # Anything else (ENOBUFS, ENOMEM, ...): back off instead of spinning.
+                self._pause_accepting(exc.strerror or str(exc))
+                return
+            try:
+                sock = ClientSocket(family, fd, hub)
+            except OSError as exc:
+                logger.warning("accepted connection unusable: %s", exc)
+                socket.close(fd)
+                continue
+            worker = idle.pop() if idle else greenlet(self._work, parent=hub)
+            worker.switch(sock, address)
+
+    def _work(self, sock: socket.socket, address: Any) -> None:
+        """A connection greenlet: serves one connection, then parks for the next."""
+        idle = self._idle_workers
+        hub = self._hub
+        while True:
+            self.handle(sock, address)
+            sock = address = None  # parked greenlets hold no connection
+            if len(idle) >= IDLE_WORKERS or self.closed:
+                return
+            me = getcurrent()
+            idle.append(me)
+            try:
+                sock, address = hub.switch()
+            except BaseException as exc:
+                # Only _do_read resumes a parked greenlet; anything thrown in (a kill)
+                # ends it, and it must leave the pool so no connection is handed to it.
+                if me in idle:
+                    idle.remove(me)
+                if not isinstance(exc, GreenletExit):
+                    logger.exception("parked connection greenlet interrupted")
+                return
+
+    def _pause_accepting(self, reason: str) -> None:
         now = time.monotonic()
         if now - self._fd_warned >= 10.0:
             self._fd_warned = now
             logger.warning(
-                "cannot accept connections: %s (RLIMIT_NOFILE); new clients wait in the "
-                "listen backlog until connections close",
+                "cannot accept connections: %s; accepting pauses for 0.1 s at a time and "
+                "new clients wait in the listen backlog",
                 reason,
             )
         self.stop_accepting()
         self._accept_retry = self.loop.timer(0.1)
         self._accept_retry.start(self._start_accepting_if_started)
-        return None
 
     def init_socket(self) -> None:
         super().init_socket()
