@@ -20,6 +20,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -103,8 +104,13 @@ def start_squid(
     port = free_port()
     d = work / "squid"
     d.mkdir()
+    # On stdin: a generated secret may start with "-", which openssl would take for an option.
     hashed = subprocess.run(
-        ["openssl", "passwd", "-apr1", secret], capture_output=True, text=True, check=True
+        ["openssl", "passwd", "-apr1", "-stdin"],
+        input=secret + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     (d / "htpasswd").write_text(f"{login}:{hashed}\n")
     (d / "squid.conf").write_text(
@@ -349,6 +355,7 @@ def main() -> None:
     ap.add_argument("--big", type=Path, required=True, help="the 1 GiB file nginx serves")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--ab-requests", type=int, default=10000)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved small-request rounds")
     ap.add_argument("--idle", type=int, default=9900)
     ap.add_argument("--peers", default="squid,tinyproxy,proxy.py")
     ap.add_argument("--extra", default="", help="name=port:pid of more goproxy variants")
@@ -388,8 +395,18 @@ def main() -> None:
                 print(f"{name} did not start; skipped", file=sys.stderr)
                 continue
             targets.append(Target(name, proc.port, proc.pid))  # type: ignore[attr-defined]
+        # Small requests: interleaved repetitions (every target once per round), medians
+        # reported, so a slow spell of the shared machine does not fall on one target.
         for t in targets:
-            run_target(t, args, small, big, upload_url, auth)
+            warm_up(t, args, small)
+        rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+        for rep in range(args.repeat):
+            print(f"bench: small requests, round {rep + 1} of {args.repeat} ...", file=sys.stderr)
+            for t in targets:
+                rounds[t.name].append(small_requests(t, args, small, auth))
+        for t in targets:
+            t.results.update(medians(rounds[t.name]))
+            run_bulk_and_idle(t, args, small, big, upload_url, auth)
             print(f"  {t.name}: {json.dumps(t.results, default=str)}", file=sys.stderr)
     finally:
         for proc in procs:
@@ -397,26 +414,48 @@ def main() -> None:
     report(targets, args)
 
 
-def run_target(t: Target, args: argparse.Namespace, small: str, big: str, up: str, auth: str):
-    r = t.results
-    login, secret = args.login, args.secret
-    print(f"bench: {t.name} ...", file=sys.stderr)
-    # Warm-up: caches (auth, upstream pools), then the measured runs.
+def warm_up(t: Target, args: argparse.Namespace, small: str) -> None:
+    """Caches (auth, upstream pools) filled before anything is measured."""
     subprocess.run(
         ["ab", "-q", "-n", "500", "-c", "10", "-k"]
-        + (["-X", f"127.0.0.1:{t.port}", "-P", f"{login}:{secret}"] if t.port else [])
+        + (["-X", f"127.0.0.1:{t.port}", "-P", f"{args.login}:{args.secret}"] if t.port else [])
         + [small],
         capture_output=True,
         timeout=60,
     )
+
+
+def small_requests(t: Target, args: argparse.Namespace, small: str, auth: str) -> dict[str, float]:
+    """One round of the small-request scenarios: wrk keep-alive at c=1, 50, 500 and ab
+    with a new connection per request."""
+    print(f"bench: {t.name} ...", file=sys.stderr)
+    r: dict[str, float] = {}
     for c in (1, 50, 500):
         w = wrk(t, small, auth, args.work, c, args.seconds)
         r[f"ka{c}_rps"], r[f"ka{c}_p50"], r[f"ka{c}_p99"] = w["rps"], w["p50"], w["p99"]
         r[f"ka{c}_err"] = w["errors"] + w["non2xx"]
         if c == 50:
             r["cpu_us_per_req"] = w["cpu_us"]
-    a = ab(t, small, login, secret, args.ab_requests)
+    a = ab(t, small, args.login, args.secret, args.ab_requests)
     r["new_rps"], r["new_failed"] = a["rps"], a["failed"]
+    return r
+
+
+def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Per measure, the median over the rounds; error counts are summed instead."""
+    out: dict[str, float] = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        out[key] = sum(values) if key.endswith(("_err", "_failed")) else statistics.median(values)
+    return out
+
+
+def run_bulk_and_idle(
+    t: Target, args: argparse.Namespace, small: str, big: str, up: str, auth: str
+) -> None:
+    r = t.results
+    login, secret = args.login, args.secret
+    print(f"bench: {t.name} bulk and idle tunnels ...", file=sys.stderr)
     gib = args.big.stat().st_size / 2**30
     modes = [
         ("dl", True, None),
@@ -545,7 +584,8 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     block = (
         f"{BEGIN}\n_Last `make bench` run: {stamp}; wrk {args.seconds} s per case, "
-        f"ab -n {args.ab_requests} -c 50, {args.big.stat().st_size / 2**30:.0f} GiB bulk "
+        f"ab -n {args.ab_requests} -c 50 (small requests: medians of {args.repeat} "
+        f"interleaved rounds), {args.big.stat().st_size / 2**30:.0f} GiB bulk "
         f"transfers, {args.idle} idle tunnels._\n\n{table}\n{END}"
     )
     print(table)

@@ -9,6 +9,7 @@ PY=${PY:-.venv/bin/python}
 BIG_MB=${BENCH_BIG_MB:-1024}
 SECONDS_PER_CASE=${BENCH_SECONDS:-5}
 AB_REQUESTS=${BENCH_AB_REQUESTS:-10000}
+REPEAT=${BENCH_REPEAT:-3}          # interleaved rounds of the small-request scenarios
 IDLE=${BENCH_IDLE_TUNNELS:-9900}   # 2 fds per tunnel against a hard nofile limit of 20000
 PEERS=${BENCH_PEERS:-squid,tinyproxy,proxy.py}
 WORKERS=${BENCH_WORKERS:-2}        # also measure `runproxy --workers N` (0: skip)
@@ -115,7 +116,7 @@ fi
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r); load generator, origin and proxies share the CPUs"
 "$PY" bench/peers.py --origin-port "$NGINX_PORT" --sink-port "$SINK_PORT" --proxy-port "$PROXY_PORT" --proxy-pid "$PROXY_PID" \
   --login="$LOGIN" --secret="$SECRET" --work "$WORK" --big "$WORK/www/big" \
-  --seconds "$SECONDS_PER_CASE" --ab-requests "$AB_REQUESTS" --idle "$IDLE" --peers "$PEERS" \
+  --seconds "$SECONDS_PER_CASE" --ab-requests "$AB_REQUESTS" --repeat "$REPEAT" --idle "$IDLE" --peers "$PEERS" \
   --extra "$EXTRA"
 
 if [ "${BENCH_PIPELINE:-1}" = 1 ]; then
