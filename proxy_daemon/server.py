@@ -57,7 +57,7 @@ from .limits import ConnectionCounter, SpeedLimiter, TokenBucket, UserLimitsCach
 from .metering import Meter
 from .metrics import ProxyMetrics
 from .policy import DestinationPolicy
-from .tunnel import BufferPool, Tunnel, send_all
+from .tunnel import BufferPool, Tunnel, bytes_sent, send_all
 from .upstream import Upstream, UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -568,6 +568,8 @@ class ProxyServer(StreamServer):
         try:
             send_all(conn.sock, data, self.config.body_timeout)
         except OSError as exc:
+            if conn.metered_user is not None and bytes_sent(exc):
+                self.meter.add(conn.metered_user, 0, bytes_sent(exc))
             raise ClientGone(str(exc)) from exc
         if conn.metered_user is not None:
             self.meter.add(conn.metered_user, 0, len(data))

@@ -164,13 +164,23 @@ def send_all(sock: socket.socket, data: bytes | bytearray | memoryview, timeout:
     if sent == len(data):
         return
     view = memoryview(data)[sent:]
-    while view:
-        try:
-            sent = raw.send(view)
-        except BlockingIOError:
-            wait_io(sock, sock._write_event, timeout)  # type: ignore[attr-defined]
-            continue
-        view = view[sent:]
+    try:
+        while view:
+            try:
+                sent = raw.send(view)
+            except BlockingIOError:
+                wait_io(sock, sock._write_event, timeout)  # type: ignore[attr-defined]
+                continue
+            view = view[sent:]
+    except OSError as exc:
+        # What the kernel already took leaves anyway: metering callers bill it.
+        exc.bytes_sent = len(data) - len(view)  # type: ignore[attr-defined]
+        raise
+
+
+def bytes_sent(exc: OSError) -> int:
+    """How much of its payload a failed send_all handed to the kernel before failing."""
+    return getattr(exc, "bytes_sent", 0)
 
 
 class Tunnel:
@@ -280,7 +290,9 @@ class Tunnel:
                         gevent.sleep(delay)
                 try:
                     send_all(dst, memoryview(buf)[:n], self.idle_timeout)
-                except OSError:
+                except OSError as exc:
+                    if count_sent is not None and bytes_sent(exc):
+                        count_sent(bytes_sent(exc))
                     self.abort()
                     return
                 if count_sent is not None:

@@ -143,6 +143,10 @@ def fetch(proxy_port: int, user: UserTraffic, origin_port: int, path: str) -> Re
             pass
     ended = time.monotonic()
     head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        # Closed before any response: only an admitted request is cut that way (a
+        # restriction that arrives mid-request), and the proxy took its head for the user.
+        user.add(sent=sent)
     status = int(data.split(b" ", 2)[1]) if head_end > 0 else 0
     body = bytes(data[head_end + 4 :]) if head_end > 0 else b""
     length = 0

@@ -361,6 +361,109 @@ class ReadWaiterTests:
         assert b.recv(10) == b"z"
 
 
+class SendAllTests:
+    """send_all is what metering trusts: on failure it tells how much already left."""
+
+    def test_a_failed_send_reports_what_the_kernel_took(self) -> None:
+        from gevent import socket as gsocket
+
+        from proxy_daemon.tunnel import bytes_sent, send_all
+
+        a, b = gsocket.socketpair()
+        try:
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            payload = b"x" * (8 << 20)  # far more than both socket buffers hold
+            with pytest.raises(TimeoutError) as caught:
+                send_all(a, payload, 0.05)  # nobody reads b: the send stalls
+            taken = bytes_sent(caught.value)
+            assert 0 < taken < len(payload)
+            received = 0
+            b.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while chunk := b._sock.recv(1 << 20):
+                    received += len(chunk)
+            assert received == taken  # exactly what reached the peer
+        finally:
+            a.close()
+            b.close()
+
+    def test_a_reset_after_partial_sends_reports_them(self) -> None:
+        from proxy_daemon.tunnel import bytes_sent, send_all
+
+        class Raw:
+            """Takes 3 bytes per send, then the peer resets."""
+
+            def __init__(self) -> None:
+                self.calls = 0
+
+            def send(self, data: object) -> int:
+                self.calls += 1
+                if self.calls > 2:
+                    raise ConnectionResetError(errno.ECONNRESET, "reset by peer")
+                return 3
+
+        class Sock:
+            _sock = Raw()
+
+        with pytest.raises(ConnectionResetError) as caught:
+            send_all(Sock(), b"0123456789", 1.0)  # type: ignore[arg-type]
+        assert bytes_sent(caught.value) == 6
+
+    def test_an_error_before_any_progress_reports_zero(self) -> None:
+        from gevent import socket as gsocket
+
+        from proxy_daemon.tunnel import bytes_sent, send_all
+
+        a, b = gsocket.socketpair()
+        b.close()
+        with pytest.raises(OSError) as caught:
+            send_all(a, b"x" * 100, 1.0)
+        assert bytes_sent(caught.value) == 0
+        a.close()
+
+    def test_a_stalled_tunnel_bills_exactly_what_its_client_got(self) -> None:
+        import gevent
+        from gevent import socket as gsocket
+
+        from proxy_daemon.tunnel import BufferPool, Tunnel
+
+        # TCP on the client side: its sends can be partial, as a real client's are.
+        with gsocket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            client_app = gsocket.create_connection(listener.getsockname())
+            client_side, _ = listener.accept()
+        client_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client_app.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        upstream_side, origin = gsocket.socketpair()
+        down: list[int] = []
+        tunnel = Tunnel(
+            client_side,
+            upstream_side,
+            idle_timeout=0.2,
+            pool=BufferPool(64 * 1024, 4),
+            on_up=lambda n: None,
+            on_down=down.append,
+        )
+
+        def flood() -> None:  # the origin sends until the tunnel gives up on it
+            with contextlib.suppress(OSError):
+                for _ in range(1000):
+                    origin.sendall(b"y" * 65536)
+
+        feeder = gevent.spawn(flood)
+        tunnel.run()  # the client never reads: the down send stalls past the idle timeout
+        feeder.kill()
+        received = 0
+        client_app.settimeout(1.0)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := client_app.recv(1 << 20):  # to the FIN the abort sent
+                received += len(chunk)
+        assert received > 0 and sum(down) == received
+        for sock in (client_app, client_side, upstream_side, origin):
+            sock.close()
+
+
 class UpstreamPoolTests:
     def test_at_the_descriptor_limit_idle_pooled_connections_go_first(self) -> None:
         """Idle keep-alive connections to origins are the cheapest descriptors to give up:
