@@ -55,7 +55,8 @@ def wait_io(sock: socket.socket, watcher: object, timeout: float | None) -> None
         sock._wait(watcher)  # type: ignore[attr-defined]
         return
     timer = get_hub().loop.timer(max(timeout, 0.0))
-    timer.start(getcurrent().throw, _WaitTimedOut)
+    # Counted from a fresh clock: the loop's cached one is stale after blocking code.
+    timer.start(getcurrent().throw, _WaitTimedOut, update=True)
     try:
         sock._wait(watcher)  # type: ignore[attr-defined]
     except _WaitTimedOut:
@@ -135,7 +136,12 @@ class ReadWaiter:
             self._deadline = INFINITY
         else:
             timeout = max(timeout, 0.0)
-            deadline = self._deadline = self._hub.loop.now() + timeout
+            loop = self._hub.loop
+            # The loop's clock is read at the top of each iteration; after a long stretch
+            # without one (a busy iteration, blocking code) it is stale, and a deadline
+            # and timer counted from it would fire early.
+            loop.update_now()
+            deadline = self._deadline = loop.now() + timeout
             timer = self._timer
             if timer is None or not timer.active or self._timer_at > deadline:
                 self._arm(timeout)

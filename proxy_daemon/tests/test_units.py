@@ -347,6 +347,17 @@ class ReadWaiterTests:
             waiter.wait(0.05)
         assert time.monotonic() - t0 < 1.0
 
+    def test_a_stale_loop_clock_does_not_shorten_a_wait(self, pair) -> None:
+        import time
+
+        import gevent
+
+        a, b, waiter = pair
+        time.sleep(0.3)  # blocking: the hub does not run, its cached clock goes stale
+        gevent.spawn_later(0.1, a.send, b"x")
+        waiter.wait(0.25)  # counted from now, not from the clock 0.3 s ago
+        assert b.recv(10) == b"x"
+
     def test_a_timer_firing_with_nobody_waiting_throws_nothing(self, pair) -> None:
         import gevent
 
