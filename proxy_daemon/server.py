@@ -568,7 +568,7 @@ class ProxyServer(StreamServer):
         try:
             send_all(conn.sock, data, self.config.body_timeout)
         except OSError as exc:
-            if conn.metered_user is not None and bytes_sent(exc):
+            if conn.metered_user is not None:
                 self.meter.add(conn.metered_user, 0, bytes_sent(exc))
             raise ClientGone(str(exc)) from exc
         if conn.metered_user is not None:

@@ -297,7 +297,7 @@ class Tunnel:
                 try:
                     send_all(dst, memoryview(buf)[:n], self.idle_timeout)
                 except OSError as exc:
-                    if count_sent is not None and bytes_sent(exc):
+                    if count_sent is not None:
                         count_sent(bytes_sent(exc))
                     self.abort()
                     return
