@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint install sysdeps compose-check bench fuzz migrate clean
+.PHONY: run test lint typecheck install sysdeps compose-check bench fuzz migrate clean
 
 # Debian packages the test suite drives (Chromium for browser tests). Installed only
 # when missing, and only where apt is usable (root); never a downloaded browser.
@@ -65,6 +65,9 @@ test: install sysdeps compose-check
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy .
 
 bench: install
 	bash bench/run.sh
