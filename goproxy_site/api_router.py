@@ -11,8 +11,8 @@ from django.conf import settings
 from django.urls import path, re_path
 from rest_framework.routers import DefaultRouter, SimpleRouter
 
-from accounts.api.exceptions import api_not_found
 from accounts.api.views import MyCredentialViewSet, UserViewSet, me_view
+from goproxy_site.api.exceptions import api_not_found
 from plans.api.views import MyPlanViewSet, PlanViewSet, SubscriptionViewSet
 
 router = DefaultRouter() if settings.DEBUG else SimpleRouter()

@@ -23,6 +23,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from goproxy_site.db_routers import PLANS_DB
+from goproxy_site.errors import ConflictError
 from goproxy_site.events import schemas
 
 from . import cycles
@@ -49,8 +50,10 @@ logger = logging.getLogger(__name__)
 LIVE_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED, SubscriptionStatus.ON_HOLD)
 
 
-class FreePlanAlreadyClaimed(Exception):
+class FreePlanAlreadyClaimed(ConflictError):
     """The user has claimed a free plan before."""
+
+    code = "already_claimed"
 
 
 def _current_for_update(user_id: int) -> Subscription | None:
@@ -641,8 +644,10 @@ def traffic_sequences_prune(*, older_than: timedelta) -> int:
 
 
 # API (issue 5): plan catalogue writes and the API's free-plan claim.
-class PlanInUse(Exception):
+class PlanInUse(ConflictError):
     """The plan has subscriptions or free-plan claims and cannot be deleted."""
+
+    code = "protected"
 
 
 def _plan_set_features(plan: Plan, features: list[dict[str, str]]) -> None:

@@ -18,11 +18,12 @@ from rest_framework.serializers import BaseSerializer
 from accounts import selectors, services
 from accounts.models import ProxyCredential, User
 from accounts.services import IssuedCredential
+from goproxy_site.api.permissions import IsOwner
 from plans import selectors as plan_selectors
 from plans.api.serializers import UsageQuerySerializer, UsageSeriesSerializer
 from plans.api.views import ID_REGEX, usage_series
 
-from .permissions import IsNotSelf, IsOwner
+from .permissions import IsNotSelf
 from .serializers import (
     CredentialFilterSerializer,
     CredentialIssueSerializer,

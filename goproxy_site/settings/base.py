@@ -147,18 +147,18 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ),
     "DEFAULT_PERMISSION_CLASSES": ("rest_framework.permissions.IsAuthenticated",),
-    "DEFAULT_SCHEMA_CLASS": "accounts.api.schema.ApiAutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "accounts.api.pagination.ApiPagination",
+    "DEFAULT_SCHEMA_CLASS": "goproxy_site.api.schema.ApiAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "goproxy_site.api.pagination.ApiPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "accounts.api.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "goproxy_site.api.exceptions.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": (
-        "accounts.api.parsers.JSONParser",
+        "goproxy_site.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ),
     "DEFAULT_THROTTLE_CLASSES": (
-        "accounts.api.throttling.AnonThrottle",
-        "accounts.api.throttling.UserThrottle",
+        "goproxy_site.api.throttling.AnonThrottle",
+        "goproxy_site.api.throttling.UserThrottle",
     ),
     # https://www.django-rest-framework.org/api-guide/throttling/#setting-the-throttling-policy
     "DEFAULT_THROTTLE_RATES": {

@@ -16,8 +16,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from accounts.api.exceptions import Conflict
-from accounts.api.permissions import IsOwner
+from goproxy_site.api.exceptions import Conflict
+from goproxy_site.api.permissions import IsOwner
 from plans import selectors, services
 from plans.models import Plan, Subscription
 

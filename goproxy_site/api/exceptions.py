@@ -2,8 +2,9 @@
 
 Services raise Django's ValidationError; here it becomes a 400 with field messages
 (`non_field_errors` for the rest). Errors that only say "this already exists" (codes in
-CONFLICT_CODES) become 409, as do a second free-plan claim, deleting a plan in use and
-an integrity error that slipped past validation (a race between two requests).
+CONFLICT_CODES) become 409, as do services' ConflictErrors (a second free-plan claim,
+deleting a plan in use) and an integrity error that slipped past validation (a race
+between two requests).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from plans.services import FreePlanAlreadyClaimed, PlanInUse
+from goproxy_site.errors import ConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +79,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """REST_FRAMEWORK["EXCEPTION_HANDLER"]: map service errors, then DRF's own handling."""
     if isinstance(exc, DjangoValidationError):
         exc = django_to_drf(exc)
-    elif isinstance(exc, FreePlanAlreadyClaimed):
-        exc = Conflict(str(exc), code="already_claimed")
-    elif isinstance(exc, PlanInUse):
-        exc = Conflict(str(exc), code="protected")
+    elif isinstance(exc, ConflictError):
+        exc = Conflict(str(exc), code=exc.code)
     elif isinstance(exc, IntegrityError):
         # Validation runs first, so this is two requests racing for the same unique value.
         logger.warning("API integrity error turned into 409: %s", exc)

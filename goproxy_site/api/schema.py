@@ -1,6 +1,6 @@
 """OpenAPI generation: every operation also documents the error responses it can give.
 
-The bodies are the ones `accounts.api.exceptions` renders: `{"detail": "..."}` for
+The bodies are the ones `goproxy_site.api.exceptions` renders: `{"detail": "..."}` for
 401/403/404/405/415/429 and conflicts on a resource, and a field → messages object for
 400 and duplicate-value 409s.
 """
