@@ -17,9 +17,8 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -32,8 +31,6 @@ from plans.models import Plan, Subscription, SubscriptionStatus
 from . import selectors, services
 from .models import ProxyCredential, User, login_validator
 
-NEAR_LIMIT_RATIO = 0.8
-ADMIN_TRAFFIC_CHART_DAYS = 14
 MAX_EXTEND_DAYS = 3650
 
 
@@ -78,9 +75,9 @@ class SubscriptionStateFilter(admin.SimpleListFilter):
         if value == "none":
             return queryset.exclude(pk__in=plan_selectors.user_ids_with_current_subscription())
         if value == "over80":
-            ids = plan_selectors.user_ids_near_limit(ratio=NEAR_LIMIT_RATIO)
+            ids = plan_selectors.user_ids_near_limit()
         elif value == "expiring":
-            ids = plan_selectors.user_ids_expiring(within=timezone.timedelta(days=3))
+            ids = plan_selectors.user_ids_expiring()
         else:
             ids = plan_selectors.user_ids_with_status(statuses=[value])
         return queryset.filter(pk__in=ids)
@@ -364,46 +361,3 @@ class ProxyCredentialAdmin(admin.ModelAdmin):
                 f"New secret for {credential.login} (shown once): {issued.secret}",
                 messages.WARNING,
             )
-
-
-def admin_totals() -> dict[str, Any]:
-    """Numbers for the operator's index panel: users, subscriptions, traffic today."""
-    users = selectors.user_counts()
-    statuses = plan_selectors.subscription_counts_by_status()
-    series = plan_selectors.usage_daily_totals(days=ADMIN_TRAFFIC_CHART_DAYS)
-    today = series[-1]
-    with_plan = len(plan_selectors.user_ids_with_current_subscription())
-    return {
-        "users_total": users["total"],
-        "users_active": users["active"],
-        "users_without_plan": max(users["total"] - with_plan, 0),
-        "subscriptions_active": statuses[SubscriptionStatus.ACTIVE],
-        "subscriptions_limited": statuses[SubscriptionStatus.LIMITED],
-        "subscriptions_expired": statuses[SubscriptionStatus.EXPIRED],
-        "subscriptions_disabled": statuses[SubscriptionStatus.DISABLED],
-        "near_limit": len(plan_selectors.user_ids_near_limit(ratio=NEAR_LIMIT_RATIO)),
-        "expiring": len(plan_selectors.user_ids_expiring(within=timezone.timedelta(days=3))),
-        "traffic_today": human_bytes(today["bytes_up"] + today["bytes_down"]),
-        "traffic_today_up": human_bytes(today["bytes_up"]),
-        "traffic_today_down": human_bytes(today["bytes_down"]),
-        "chart_days": ADMIN_TRAFFIC_CHART_DAYS,
-        "chart": daily_usage_svg(
-            series, chart_id="all-traffic", title=f"All traffic, last {len(series)} days"
-        ),
-    }
-
-
-# The default AdminSite is kept (goproxy_site/urls.py mounts admin.site), so its index
-# view is wrapped here to add the totals panel rendered by templates/admin/index.html.
-# This module is imported by admin autodiscovery, before the URLconf reads site.index.
-_default_index = admin.site.index
-
-
-def _index_with_totals(
-    request: HttpRequest, extra_context: dict[str, Any] | None = None
-) -> HttpResponse:
-    context = {"goproxy_totals": admin_totals(), **(extra_context or {})}
-    return _default_index(request, extra_context=context)
-
-
-admin.site.index = _index_with_totals  # type: ignore[method-assign]

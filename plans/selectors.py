@@ -21,6 +21,10 @@ from .models import (
 
 Granularity = Literal["hour", "day"]
 
+# What operators see as "over 80 % used" and "expiring soon" (admin filter and panel).
+NEAR_LIMIT_RATIO = 0.8
+EXPIRING_SOON = timedelta(days=3)
+
 
 class UsagePoint(TypedDict):
     period: datetime
@@ -56,7 +60,7 @@ def user_ids_with_status(*, statuses: Iterable[str]) -> list[int]:
     )
 
 
-def user_ids_near_limit(*, ratio: float) -> list[int]:
+def user_ids_near_limit(*, ratio: float = NEAR_LIMIT_RATIO) -> list[int]:
     """Users whose current usage is at least `ratio` of their limit."""
     return list(
         Subscription.objects.filter(is_current=True, traffic_limit_bytes__isnull=False)
@@ -66,7 +70,7 @@ def user_ids_near_limit(*, ratio: float) -> list[int]:
     )
 
 
-def user_ids_expiring(*, within: timedelta) -> list[int]:
+def user_ids_expiring(*, within: timedelta = EXPIRING_SOON) -> list[int]:
     now = timezone.now()
     return list(
         Subscription.objects.filter(

@@ -50,7 +50,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # APPS
 # ------------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with the operators' site as admin.site:
+    # https://docs.djangoproject.com/en/5.2/ref/contrib/admin/#overriding-the-default-admin-site
+    "goproxy_site.apps.GoproxyAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
