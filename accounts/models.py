@@ -7,6 +7,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
 
+from goproxy_site.outbox import AbstractOutboxEvent
+
 LOGIN_PATTERN = r"^[a-z0-9._-]{3,64}$"
 login_validator = RegexValidator(
     LOGIN_PATTERN,
@@ -62,18 +64,5 @@ class ProxyCredential(models.Model):
         return self.revoked_at is not None
 
 
-class OutboxEvent(models.Model):
+class OutboxEvent(AbstractOutboxEvent):
     """An event committed with the accounts-DB change it announces, relayed to Kafka later."""
-
-    event_id = models.UUIDField(unique=True)
-    topic = models.CharField(max_length=200)
-    key = models.CharField(max_length=100)
-    payload = models.TextField(help_text="The event's JSON envelope, as sent.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
-
-    class Meta:
-        ordering = ["id"]
-
-    def __str__(self) -> str:
-        return f"outbox {self.event_id} -> {self.topic}"

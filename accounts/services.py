@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from goproxy_site.db_routers import ACCOUNTS_DB
 from goproxy_site.events import schemas
+from goproxy_site.outbox import outbox_add
 
 from . import selectors
 from .crypto import secret_generate, secret_hash
@@ -74,7 +75,7 @@ def user_deactivate(*, user: User) -> User:
         user.is_active = False
         user.save(update_fields=["is_active"])
         credential_revoke_all(user=user)
-        outbox_add(event=schemas.UserDeactivated(user_id=user.pk))
+        outbox_add(model=OutboxEvent, event=schemas.UserDeactivated(user_id=user.pk))
     subscription_disable_current(user_id=user.pk, reason="user deactivated")
     return user
 
@@ -121,7 +122,10 @@ def credential_rotate(*, credential: ProxyCredential) -> IssuedCredential:
         credential.save(update_fields=["secret_hash"])
         # Proxies drop the old secret from their auth caches at once.
         outbox_add(
-            event=schemas.ProxyCredentialRevoked(user_id=credential.user_id, login=credential.login)
+            model=OutboxEvent,
+            event=schemas.ProxyCredentialRevoked(
+                user_id=credential.user_id, login=credential.login
+            ),
         )
     return IssuedCredential(credential=credential, secret=secret)
 
@@ -133,9 +137,10 @@ def credential_revoke(*, credential: ProxyCredential) -> ProxyCredential:
             credential.revoked_at = timezone.now()
             credential.save(update_fields=["revoked_at"])
             outbox_add(
+                model=OutboxEvent,
                 event=schemas.ProxyCredentialRevoked(
                     user_id=credential.user_id, login=credential.login
-                )
+                ),
             )
     return credential
 
@@ -149,7 +154,10 @@ def credential_revoke_all(*, user: User) -> int:
         logins = list(live.values_list("login", flat=True))
         live.update(revoked_at=timezone.now())
         for login in logins:
-            outbox_add(event=schemas.ProxyCredentialRevoked(user_id=user.pk, login=login))
+            outbox_add(
+                model=OutboxEvent,
+                event=schemas.ProxyCredentialRevoked(user_id=user.pk, login=login),
+            )
         return len(logins)
 
 
@@ -299,13 +307,3 @@ def credential_issue_within_limit(
                 code="too_many",
             )
         return credential_issue(user=user, login=login)
-
-
-def outbox_add(*, event: schemas.Event) -> OutboxEvent:
-    """Queue an event for Kafka in the caller's accounts-DB transaction."""
-    return OutboxEvent.objects.create(
-        event_id=event.event_id,
-        topic=schemas.topic_for(event),
-        key=event.key,
-        payload=event.to_json().decode(),
-    )

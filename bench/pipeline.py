@@ -45,7 +45,8 @@ def throughput(bootstrap: str, events: int, users: int) -> None:
 
     from goproxy_site.events import schemas
     from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
-    from plans.consumer import OutboxRelay, PlanController
+    from goproxy_site.outbox import OutboxRelay
+    from plans.consumer import PlanController
     from plans.models import Plan, Subscription
     from plans.services import plan_assign
 

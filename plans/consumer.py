@@ -9,7 +9,7 @@ Order of work per batch, which is what makes it exact:
    a delta a service refuses is dead-lettered on its own;
 4. commit the offsets only after the DB commit (a crash before it means redelivery,
    which the high-water marks turn into no-ops);
-5. relay the outbox rows that batch (and Django) wrote.
+5. relay the outbox rows that batch (and Django) wrote (goproxy_site/outbox.py).
 Runs in a Celery worker bootstep (plans/bootsteps.py) or `manage.py consume_traffic_events`.
 """
 
@@ -18,19 +18,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from accounts.models import OutboxEvent as AccountsOutboxEvent
-from goproxy_site.db_routers import ACCOUNTS_DB, PLANS_DB
 from goproxy_site.events import schemas
-from goproxy_site.events.kafka import EventBusError, RawMessage
+from goproxy_site.events.bus import EventBusError, EventSink, EventSource, RawMessage
+from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
+from goproxy_site.outbox import OutboxRelay
 
-from . import handlers, metrics, selectors, services
-from .models import OutboxEvent as PlansOutboxEvent
+from . import handlers, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -54,80 +52,6 @@ def _release_connections() -> None:
 
 class Stopped(Exception):
     """A stop was requested while waiting on an outage; the batch stays uncommitted."""
-
-
-class EventSource(Protocol):
-    def consume(self, max_messages: int, timeout: float) -> list[RawMessage]: ...
-    def commit(self) -> None: ...
-    def close(self) -> None: ...
-
-
-class EventSink(Protocol):
-    def send_raw(
-        self, topic: str, *, key: bytes | None, value: bytes | None, **kw: Any
-    ) -> None: ...
-    def poll(self, timeout: float = 0.0) -> int: ...
-    def flush(self, timeout: float) -> int: ...
-    def __len__(self) -> int: ...
-
-
-class OutboxRelay:
-    """Sends undelivered outbox rows of both databases; marks them once Kafka acks.
-
-    At-least-once: a row may be sent twice (crash after send, before marking), which
-    consumers tolerate (restriction versions, idempotent cache drops).
-    """
-
-    SOURCES = ((PlansOutboxEvent, PLANS_DB), (AccountsOutboxEvent, ACCOUNTS_DB))
-
-    def __init__(self, producer: EventSink, *, limit: int = 500, interval: float = 0.5) -> None:
-        self.producer = producer
-        self.limit = limit
-        self.interval = interval
-        self._last = 0.0
-        self._delivered: dict[str, list[int]] = {using: [] for _, using in self.SOURCES}
-
-    def _callback(self, using: str, pk: int) -> Callable[[Exception | None, RawMessage], None]:
-        def done(err: Exception | None, msg: RawMessage) -> None:
-            if err is None:
-                self._delivered[using].append(pk)
-            else:
-                logger.warning("outbox row %s (%s) not delivered: %s", pk, using, err)
-
-        return done
-
-    def _mark(self) -> int:
-        marked = 0
-        for model, using in self.SOURCES:
-            ids, self._delivered[using] = self._delivered[using], []
-            marked += services.outbox_mark_sent(model=model, using=using, ids=ids)
-        return marked
-
-    def step(self, *, force: bool = False, flush_timeout: float = 2.0) -> int:
-        """One relay round; returns how many rows were marked delivered."""
-        self.producer.poll(0)
-        marked = self._mark()
-        now = time.monotonic()
-        if len(self.producer) or (not force and now - self._last < self.interval):
-            return marked  # earlier sends still in flight (broker slow or down)
-        self._last = now
-        sent = 0
-        for model, using in self.SOURCES:
-            for row in selectors.outbox_pending(model=model, using=using, limit=self.limit):
-                try:
-                    self.producer.send_raw(
-                        row.topic,
-                        key=row.key.encode(),
-                        value=row.payload.encode(),
-                        on_delivery=self._callback(using, row.pk),
-                    )
-                except EventBusError as exc:
-                    logger.warning("outbox relay paused: %s", exc)
-                    break
-                sent += 1
-        if sent:
-            self.producer.flush(flush_timeout)
-        return marked + self._mark()
 
 
 class PlanController:
@@ -278,8 +202,6 @@ class PlanController:
 
 def plan_controller_build(*, should_stop: Callable[[], bool]) -> PlanController:
     """A PlanController on the real broker: topics ensured, consumer group joined lazily."""
-    from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
-
     attempt = 0
     while True:
         try:

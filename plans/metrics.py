@@ -2,10 +2,9 @@
 
 The loop runs in the worker's main process (a bootstep thread), so the default registry
 of that process holds everything; `metrics_server_start()` serves it on
-WORKER_METRICS_PORT. Consumer lag is the committed offset of the group against the
-partition's high watermark. On Apache Kafka that is exact; tansu (tests, `make run`)
-reports the base offset of the last record batch + 1 as its high watermark, so there
-the lag is approximate (it can read low by up to one batch) and is clamped at 0.
+WORKER_METRICS_PORT. Consumer lag is what the consumer adapter reports: the group's
+committed offset against each partition's high watermark (`KafkaEventConsumer.lag`;
+approximate on tansu).
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from goproxy_site.events.bus import EventSource
 
 logger = logging.getLogger(__name__)
 
@@ -50,32 +51,6 @@ DB_RETRIES = Counter(
 )
 
 
-def consumer_lag(consumer: Any, *, timeout: float = 2.0) -> dict[tuple[str, int], int] | None:
-    """Lag per assigned partition of a confluent-kafka consumer (None if not available).
-
-    Two broker round trips per call (committed offsets, then watermarks); call it every
-    KAFKA_LAG_INTERVAL seconds, not per batch.
-    """
-    from confluent_kafka import KafkaException
-
-    raw = getattr(consumer, "_consumer", None)  # KafkaEventConsumer's librdkafka handle
-    if raw is None:
-        return None
-    try:
-        assignment = raw.assignment()
-        if not assignment:
-            return {}
-        lags: dict[tuple[str, int], int] = {}
-        for tp in raw.committed(assignment, timeout=timeout):
-            _low, high = raw.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            committed = tp.offset if tp.offset >= 0 else _low  # none yet: from the start
-            lags[(tp.topic, tp.partition)] = max(0, high - committed)
-    except (KafkaException, RuntimeError) as exc:
-        logger.warning("consumer lag not computed: %s", exc)
-        return None
-    return lags
-
-
 class LagTracker:
     """Updates CONSUMER_LAG at most every `interval` seconds; drops revoked partitions."""
 
@@ -84,12 +59,12 @@ class LagTracker:
         self._next = 0.0
         self._labels: set[tuple[str, str]] = set()
 
-    def maybe_update(self, consumer: Any, *, now: float | None = None) -> bool:
+    def maybe_update(self, consumer: EventSource, *, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         if now < self._next:
             return False
         self._next = now + self.interval
-        lags = consumer_lag(consumer)
+        lags = consumer.lag()
         if lags is None:
             return False
         labels = {(topic, str(partition)) for topic, partition in lags}

@@ -9,6 +9,8 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from goproxy_site.outbox import AbstractOutboxEvent
+
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 
 
@@ -376,21 +378,8 @@ class UnplannedUsage(models.Model):
         return f"user {self.user_id} without plan @ {self.hour:%Y-%m-%d %H:00}"
 
 
-class OutboxEvent(models.Model):
+class OutboxEvent(AbstractOutboxEvent):
     """An event committed with the plans-DB change it announces, relayed to Kafka later."""
-
-    event_id = models.UUIDField(unique=True)
-    topic = models.CharField(max_length=200)
-    key = models.CharField(max_length=100)
-    payload = models.TextField(help_text="The event's JSON envelope, as sent.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
-
-    class Meta:
-        ordering = ["id"]
-
-    def __str__(self) -> str:
-        return f"outbox {self.event_id} -> {self.topic}"
 
 
 # ---------------------------------------------------------------------------------------

@@ -211,11 +211,6 @@ def restriction_states() -> dict[int, tuple[str, int]]:
     }
 
 
-def outbox_pending(*, model: type, using: str, limit: int) -> list:
-    """Undelivered outbox rows of `model` (plans or accounts outbox), oldest first."""
-    return list(model.objects.using(using).filter(sent_at__isnull=True).order_by("id")[:limit])
-
-
 def user_ids_on_plan(*, plan_id: int) -> list[int]:
     """Users whose current subscription is on this plan."""
     return list(

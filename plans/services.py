@@ -25,6 +25,7 @@ from django.utils import timezone
 from goproxy_site.db_routers import PLANS_DB
 from goproxy_site.errors import ConflictError
 from goproxy_site.events import schemas
+from goproxy_site.outbox import outbox_add
 
 from . import cycles
 from .models import (
@@ -265,28 +266,6 @@ STATUS_RESTRICTION = {
 }
 
 
-def outbox_add(*, event: schemas.Event) -> OutboxEvent:
-    """Queue an event for Kafka in the caller's plans-DB transaction."""
-    return OutboxEvent.objects.create(
-        event_id=event.event_id,
-        topic=schemas.topic_for(event),
-        key=event.key,
-        payload=event.to_json().decode(),
-    )
-
-
-def outbox_mark_sent(*, model: type[OutboxEvent], using: str, ids: Sequence[int]) -> int:
-    """Mark outbox rows (plans or accounts outbox) as delivered to Kafka."""
-    if not ids:
-        return 0
-    with transaction.atomic(using=using):
-        return (
-            model.objects.using(using)
-            .filter(pk__in=list(ids), sent_at__isnull=True)
-            .update(sent_at=timezone.now())
-        )
-
-
 def _restriction_for_update(user_id: int) -> UserRestriction:
     row, _ = UserRestriction.objects.get_or_create(user_id=user_id)
     return UserRestriction.objects.select_for_update().get(pk=row.pk)
@@ -306,7 +285,10 @@ def _restriction_set(*, user_id: int, reason: str) -> bool:
         if reason == RestrictionReason.LIMIT
         else schemas.UserConsumedTrafficWithoutPlan
     )
-    outbox_add(event=cls(user_id=user_id, reason=reason, restriction_version=row.version))
+    outbox_add(
+        model=OutboxEvent,
+        event=cls(user_id=user_id, reason=reason, restriction_version=row.version),
+    )
     logger.info("user %s restricted: %s (v%s)", user_id, reason, row.version)
     return True
 
@@ -319,12 +301,13 @@ def _restriction_lift(*, subscription: Subscription) -> None:
     row.version += 1
     row.save(update_fields=["reason", "throttle_bps", "version", "updated_at"])
     outbox_add(
+        model=OutboxEvent,
         event=schemas.PlanAssignedEvent(
             user_id=subscription.user_id,
             plan_id=subscription.plan_id,
             subscription_id=subscription.pk,
             restriction_version=row.version,
-        )
+        ),
     )
 
 
@@ -338,9 +321,10 @@ def _throttle_set(*, user_id: int, speed_bps: int) -> bool:
     row.version += 1
     row.save(update_fields=["reason", "throttle_bps", "version", "updated_at"])
     outbox_add(
+        model=OutboxEvent,
         event=schemas.UserThrottledEvent(
             user_id=user_id, speed_bps=speed_bps, restriction_version=row.version
-        )
+        ),
     )
     logger.info("user %s throttled to %s B/s (v%s)", user_id, speed_bps, row.version)
     return True

@@ -41,8 +41,7 @@ def outbox_relay_task() -> int:
     global _relay
     if _relay is None:
         from goproxy_site.events.kafka import KafkaEventProducer
-
-        from .consumer import OutboxRelay
+        from goproxy_site.outbox import OutboxRelay
 
         _relay = OutboxRelay(KafkaEventProducer())
     return _relay.step(force=True, flush_timeout=5.0)

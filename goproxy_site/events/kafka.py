@@ -1,4 +1,4 @@
-"""confluent-kafka adapters: one producer and one consumer class, one error type.
+"""confluent-kafka adapters: one producer and one consumer class (`bus.py`'s interfaces).
 
 Only these classes talk to the broker, so the same code runs against tansu (tests,
 `make run`) and Apache Kafka (docker-compose). Neither class blocks for longer than the
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import (
@@ -23,38 +22,21 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+from django.conf import settings
 
+from .bus import DeliveryCallback, EventBusError, Lag, RawMessage
 from .schemas import Event, topic_for
 
+__all__ = [
+    "DeliveryCallback",
+    "EventBusError",
+    "KafkaEventConsumer",
+    "KafkaEventProducer",
+    "RawMessage",
+    "topics_ensure",
+]
+
 logger = logging.getLogger(__name__)
-
-DeliveryCallback = Callable[[Exception | None, "RawMessage"], None]
-
-
-class EventBusError(Exception):
-    """The broker refused or could not be reached; `permanent` means retrying won't help."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One consumed (or produced) message, detached from librdkafka."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-def _settings() -> Any:
-    from django.conf import settings
-
-    return settings
 
 
 def _error(exc: BaseException) -> EventBusError:
@@ -82,7 +64,6 @@ def topics_ensure(
     timeout: float = 10.0,
 ) -> None:
     """Create missing topics (idempotent); the broker must answer within `timeout` s."""
-    settings = _settings()
     admin = AdminClient({"bootstrap.servers": bootstrap or settings.KAFKA_BOOTSTRAP_SERVERS})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
@@ -109,7 +90,6 @@ class KafkaEventProducer:
     """Idempotent producer (acks=all): `send()` queues, `poll()`/`flush()` deliver."""
 
     def __init__(self, *, bootstrap: str | None = None, **overrides: Any) -> None:
-        settings = _settings()
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap or settings.KAFKA_BOOTSTRAP_SERVERS,
             "enable.idempotence": True,
@@ -189,7 +169,6 @@ class KafkaEventConsumer:
         manual: bool = False,
         **overrides: Any,
     ) -> None:
-        settings = _settings()
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap or settings.KAFKA_BOOTSTRAP_SERVERS,
             "group.id": group_id,
@@ -269,6 +248,29 @@ class KafkaEventConsumer:
             if exc.args[0].code() == KafkaError._NO_OFFSET:
                 return
             raise _error(exc) from exc
+
+    def lag(self, *, timeout: float = 2.0) -> Lag | None:
+        """Messages not yet committed per assigned partition: high watermark - committed.
+
+        None when the broker does not answer. Two broker round trips per call (committed
+        offsets, then watermarks), so call it every few seconds, not per batch. On Apache
+        Kafka the number is exact; tansu reports the base offset of the last record batch
+        + 1 as its high watermark, so there it can read low by up to one batch (clamped at
+        0).
+        """
+        try:
+            assignment = self._consumer.assignment()
+            if not assignment:
+                return {}
+            lags: Lag = {}
+            for tp in self._consumer.committed(assignment, timeout=timeout):
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+                committed = tp.offset if tp.offset >= 0 else low  # none yet: from the start
+                lags[(tp.topic, tp.partition)] = max(0, high - committed)
+        except (KafkaException, RuntimeError) as exc:
+            logger.warning("consumer lag not computed: %s", exc)
+            return None
+        return lags
 
     def close(self) -> None:
         try:

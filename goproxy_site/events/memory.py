@@ -1,4 +1,4 @@
-"""An in-memory event bus with the producer and consumer interfaces of `kafka.py`.
+"""An in-memory event bus implementing `bus.EventSink` and `bus.EventSource`.
 
 For unit tests and for running the plan-controller loop without a broker. Messages are
 kept per topic in one list (a single partition); each consumer group has a committed
@@ -11,7 +11,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from .kafka import DeliveryCallback, EventBusError, RawMessage
+from .bus import DeliveryCallback, EventBusError, Lag, RawMessage
 from .schemas import Event, from_json, topic_for
 
 
@@ -102,6 +102,14 @@ class InMemoryConsumer:
     def commit(self) -> None:
         for topic, pos in self.position.items():
             self.bus.committed[(self.group_id, topic)] = pos
+
+    def lag(self, *, timeout: float = 2.0) -> Lag:
+        """Messages on each topic past the group's committed offset (one partition, 0)."""
+        return {
+            (topic, 0): len(self.bus.topics[topic])
+            - self.bus.committed.get((self.group_id, topic), 0)
+            for topic in self.topics
+        }
 
     def close(self) -> None:
         """Forget uncommitted progress, as a crashed Kafka consumer would."""

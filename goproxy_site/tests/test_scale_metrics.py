@@ -16,9 +16,10 @@ from prometheus_client import REGISTRY
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
 from goproxy_site.events.memory import InMemoryEventBus
+from goproxy_site.outbox import OutboxRelay
 from goproxy_site.tests.base import BaseTestCase
 from plans import metrics
-from plans.consumer import OutboxRelay, PlanController
+from plans.consumer import PlanController
 
 TRAFFIC = "goproxy.traffic"
 
@@ -66,11 +67,27 @@ class WorkerMetricsTests(BaseTestCase):
         self.assertEqual(batches, 1)
         self.assertGreaterEqual(relayed, 1)  # alice's UserExceededTrafficLimitEvent
 
-    def test_lag_is_not_computed_for_a_consumer_without_a_broker(self) -> None:
+    def test_lag_gauge_follows_the_consumer_and_drops_revoked_partitions(self) -> None:
         bus = InMemoryEventBus()
+        producer = bus.producer()
         consumer = bus.consumer(group_id="g", topics=[TRAFFIC])
-        self.assertIsNone(metrics.consumer_lag(consumer))
-        self.assertIs(metrics.LagTracker(0).maybe_update(consumer), False)
+        for seq in (1, 2, 3):
+            producer.send(delta(self.alice.pk, 1, 1, seq))
+        tracker = metrics.LagTracker(60)
+        self.assertIs(tracker.maybe_update(consumer, now=0.0), True)
+        self.assertEqual(sample("goproxy_worker_consumer_lag", topic=TRAFFIC, partition="0"), 3)
+        consumer.consume(2, 0)
+        consumer.commit()
+        self.assertIs(tracker.maybe_update(consumer, now=1.0), False)  # not due yet
+        self.assertIs(tracker.maybe_update(consumer, now=61.0), True)
+        self.assertEqual(sample("goproxy_worker_consumer_lag", topic=TRAFFIC, partition="0"), 1)
+        consumer.topics = []  # every partition revoked
+        self.assertIs(tracker.maybe_update(consumer, now=122.0), True)
+        self.assertIsNone(
+            REGISTRY.get_sample_value(
+                "goproxy_worker_consumer_lag", {"topic": TRAFFIC, "partition": "0"}
+            )
+        )
 
 
 class ConsumerLagTests(SimpleTestCase):
@@ -92,7 +109,7 @@ class ConsumerLagTests(SimpleTestCase):
     def lag_now(self, consumer: KafkaEventConsumer) -> dict | None:
         tracker = metrics.LagTracker(0)
         assert tracker.maybe_update(consumer)
-        return metrics.consumer_lag(consumer)
+        return consumer.lag()
 
     def test_lag_is_watermark_minus_committed_per_partition(self) -> None:
         self.produce(6, partition=0)
@@ -110,7 +127,7 @@ class ConsumerLagTests(SimpleTestCase):
             self.produce(5, partition=0)
             lags = None
             for _ in range(50):
-                lags = metrics.consumer_lag(consumer)
+                lags = consumer.lag()
                 if lags and lags[(self.topic, 0)] == 5:
                     break
                 time.sleep(0.1)

@@ -16,8 +16,9 @@ from accounts.services import credential_revoke
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
 from goproxy_site.events.memory import InMemoryEventBus
+from goproxy_site.outbox import OutboxRelay
 from goproxy_site.tests.base import BaseTestCase
-from plans.consumer import OutboxRelay, PlanController
+from plans.consumer import PlanController
 from plans.models import OutboxEvent, Subscription, SubscriptionStatus
 
 TRAFFIC = "goproxy.traffic"
@@ -103,7 +104,7 @@ class PlanControllerTests(BaseTestCase):
         credential_revoke(credential=self.alice_cred.credential)
         relay = OutboxRelay(self.producer)
         self.bus.down = True
-        with self.assertLogs("plans.consumer", "WARNING"):
+        with self.assertLogs("goproxy_site.outbox", "WARNING"):
             self.assertEqual(relay.step(force=True), 0)
         # Only this user's rows: session fixtures elsewhere may have committed others.
         pending = AccountsOutbox.objects.filter(sent_at__isnull=True, key=str(self.alice.pk))
