@@ -9,7 +9,7 @@ import time_machine
 from goproxy_site.events import schemas
 from goproxy_site.tests.base import BaseTestCase
 from plans import services
-from plans.models import OutboxEvent, Plan
+from plans.models import OutboxEvent, Plan, Subscription
 from plans.tests.test_pipeline_control import RecordingControl
 from proxy_daemon.control import KafkaControlPlugin
 
@@ -69,7 +69,7 @@ class ThrottleControlTests(BaseTestCase):
             self.plugin.apply(schemas.from_json(row.payload))
         self.assertEqual(self.control.speeds, {self.charlie.pk: 50_000})
         services.subscription_top_up(
-            subscription=services.Subscription.objects.get(
+            subscription=Subscription.objects.get(
                 user_id=self.charlie.pk, is_current=True
             ),
             bytes_=1000,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from goproxy_site.events import schemas
 from goproxy_site.tests.base import BaseTestCase
 from plans import services
+from plans.models import OutboxEvent
 from proxy_daemon.control import KafkaControlPlugin
 
 
@@ -66,7 +67,7 @@ class KafkaControlPluginTests(BaseTestCase):
 
     def test_stale_events_from_a_replayed_topic_are_ignored(self) -> None:
         self.restrict_charlie()
-        old_restriction = services.OutboxEvent.objects.order_by("-id").first()
+        old_restriction = OutboxEvent.objects.order_by("-id").first()
         services.plan_assign(user_id=self.charlie.pk, plan=self.plan)
         self.plugin.load_restrictions()  # charlie: lifted, newer version
         self.plugin.apply(schemas.from_json(old_restriction.payload))
