@@ -13,9 +13,12 @@ HistoryValue = str | int | None
 
 
 def history_add(
-    sub: Subscription, kind: str, at: datetime, message: str = "", **data: HistoryValue
+    sub: Subscription, kind: str, at: datetime, message: str = "", /, **data: HistoryValue
 ) -> SubscriptionEvent:
-    """Append one entry to the subscription's history (in the caller's transaction)."""
+    """Append one entry to the subscription's history (in the caller's transaction).
+
+    `data` (JSON) holds the details; any key is allowed, `kind` included.
+    """
     return SubscriptionEvent.objects.create(
         subscription=sub, user_id=sub.user_id, kind=kind, at=at, message=message[:300], data=data
     )

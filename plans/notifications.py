@@ -4,7 +4,8 @@ A Notification row is decided once per (subscription, kind, threshold, period) i
 plans-DB transaction that crossed the threshold (a unique constraint makes it once).
 Sending happens after commit in Celery tasks: one e-mail task per notification and one
 task per (notification, webhook endpoint), each retried with backoff on its own, so a
-failing target never blocks anything else.
+failing target never blocks anything else. The tasks (plans/tasks.py) call into this
+module, so they are enqueued by name, never imported.
 
 Webhook requests are POSTs of a JSON body with these headers:
 
@@ -24,22 +25,23 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime, timedelta
-from functools import partial
 
+from celery import current_app
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.selectors import user_get
 from goproxy_site.db_routers import PLANS_DB
 from goproxy_site.formatting import human_bytes
 
+from .history import history_add
 from .models import (
     DeliveryStatus,
     Notification,
     NotificationKind,
     Subscription,
-    SubscriptionEvent,
     SubscriptionEventKind,
     SubscriptionStatus,
     WebhookDelivery,
@@ -52,6 +54,9 @@ SIGNATURE_HEADER = "X-Goproxy-Signature"
 TIMESTAMP_HEADER = "X-Goproxy-Timestamp"
 EVENT_ID_HEADER = "X-Goproxy-Event-Id"
 
+NOTIFICATION_DISPATCH_TASK = "plans.tasks.notification_dispatch_task"
+WEBHOOK_DELIVER_TASK = "plans.tasks.webhook_deliver_task"
+
 
 class WebhookDeliveryError(Exception):
     """One attempt failed and should be retried."""
@@ -60,6 +65,15 @@ class WebhookDeliveryError(Exception):
 def sign(*, secret: str, timestamp: int, body: bytes) -> str:
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return "sha256=" + digest.hexdigest()
+
+
+def _enqueue_on_commit(task_name: str, object_id: int) -> None:
+    """Send a Celery task by name once the plans-DB transaction commits."""
+
+    def send() -> None:
+        current_app.send_task(task_name, args=[object_id])
+
+    transaction.on_commit(send, using=PLANS_DB)
 
 
 def _create(sub: Subscription, kind: str, threshold: int, period_start: datetime) -> bool:
@@ -75,17 +89,16 @@ def _create(sub: Subscription, kind: str, threshold: int, period_start: datetime
             )
     except IntegrityError:
         return False
-    SubscriptionEvent.objects.create(
-        subscription=sub,
-        user_id=sub.user_id,
-        kind=SubscriptionEventKind.NOTIFIED,
-        at=timezone.now(),
-        message=str(note),
-        data={"kind": kind, "threshold": threshold, "notification_id": note.pk},
+    history_add(
+        sub,
+        SubscriptionEventKind.NOTIFIED,
+        timezone.now(),
+        str(note),
+        kind=kind,
+        threshold=threshold,
+        notification_id=note.pk,
     )
-    from . import tasks
-
-    transaction.on_commit(partial(tasks.notification_dispatch_task.delay, note.pk), using=PLANS_DB)
+    _enqueue_on_commit(NOTIFICATION_DISPATCH_TASK, note.pk)
     return True
 
 
@@ -171,8 +184,6 @@ def notification_dispatch(*, notification_id: int) -> list[int]:
     send the e-mail; returns the delivery ids."""
     note = Notification.objects.select_related("subscription__plan").get(pk=notification_id)
     body = json.dumps(payload(note), separators=(",", ":"))
-    from . import tasks
-
     ids: list[int] = []
     with transaction.atomic(using=PLANS_DB):
         for endpoint in WebhookEndpoint.objects.filter(is_active=True):
@@ -183,9 +194,7 @@ def notification_dispatch(*, notification_id: int) -> list[int]:
             )
             if created:
                 ids.append(delivery.pk)
-                transaction.on_commit(
-                    partial(tasks.webhook_deliver_task.delay, delivery.pk), using=PLANS_DB
-                )
+                _enqueue_on_commit(WEBHOOK_DELIVER_TASK, delivery.pk)
     if settings.PLANS_NOTIFY_EMAIL and note.emailed_at is None:
         notification_email(notification=note)
     return ids
@@ -193,8 +202,6 @@ def notification_dispatch(*, notification_id: int) -> list[int]:
 
 def notification_email(*, notification: Notification) -> bool:
     """E-mail the user (address from the accounts DB); failures are logged on the row."""
-    from accounts.selectors import user_get
-
     note = notification
     user = user_get(user_id=note.user_id)
     if user is None or not user.email:
