@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
+
+from plans import selectors as plan_selectors
 
 from .crypto import secret_hash
 from .models import ProxyCredential, User
@@ -44,8 +46,6 @@ def credential_authenticate(*, login: str, secret: str) -> ProxyCredential | Non
 
 def user_counts() -> dict[str, int]:
     """Totals for the operator dashboard: all users, active ones and staff."""
-    from django.db.models import Count, Q
-
     return User.objects.aggregate(
         total=Count("pk"),
         active=Count("pk", filter=Q(is_active=True)),
@@ -65,10 +65,6 @@ def user_list(
     `plan_id` and `status` ask the plans DB for user ids first (no cross-DB join);
     status "none" means no current subscription.
     """
-    from django.db.models import Q
-
-    from plans import selectors as plan_selectors
-
     qs = User.objects.order_by("pk")
     if search:
         qs = qs.filter(Q(username__icontains=search) | Q(email__icontains=search))

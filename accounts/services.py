@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from goproxy_site.db_routers import ACCOUNTS_DB
 from goproxy_site.events import schemas
 from goproxy_site.outbox import outbox_add
+from plans.services import subscription_disable_current
 
 from . import selectors
 from .crypto import secret_generate, secret_hash
@@ -69,8 +72,6 @@ def user_create(
 
 def user_deactivate(*, user: User) -> User:
     """Deactivate a user: no web login, every credential revoked, subscription disabled."""
-    from plans.services import subscription_disable_current
-
     with transaction.atomic(using=ACCOUNTS_DB):
         user.is_active = False
         user.save(update_fields=["is_active"])
@@ -182,8 +183,6 @@ def user_signup(*, email: str, password: str) -> User:
     The e-mail (lower-cased) is also the username, and the password must pass
     AUTH_PASSWORD_VALIDATORS; errors come back as a ValidationError keyed by field.
     """
-    from django.contrib.auth.password_validation import validate_password
-
     normalised = User.objects.normalize_email(email).strip()
     username = normalised.lower()
     try:
@@ -211,8 +210,6 @@ def user_delete_account(*, user: User) -> None:
     Proxy access ends first (subscription disabled, credentials revoked), then the user
     row goes with its credentials. Plans rows keep the bare user_id as usage history.
     """
-    from plans.services import subscription_disable_current
-
     subscription_disable_current(user_id=user.pk, reason="account deleted")
     with transaction.atomic(using=ACCOUNTS_DB):
         credential_revoke_all(user=user)
@@ -278,8 +275,6 @@ def api_token_issue(*, user: User, reset: bool = False) -> tuple[str, bool]:
 
     Returns (key, created). Inactive users get no token (DRF refuses them anyway).
     """
-    from rest_framework.authtoken.models import Token
-
     if not user.is_active:
         raise ValidationError("API tokens can only be issued to active users.")
     with transaction.atomic(using=ACCOUNTS_DB):

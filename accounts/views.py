@@ -111,7 +111,7 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             live_credentials=selectors.credential_list(
                 user=self.request.user, include_revoked=False
             ).count(),
-            **lifecycle_panel(request=self.request),
+            **lifecycle_panel(user_id=user_id),
             **kwargs,
         )
 

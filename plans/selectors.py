@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 
-from django.db.models import F, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
@@ -15,8 +15,12 @@ from .models import (
     Plan,
     QueuedPlan,
     Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
     SubscriptionToken,
     UsageBucket,
+    UsageReset,
+    UserRestriction,
 )
 
 Granularity = Literal["hour", "day"]
@@ -165,10 +169,6 @@ def usage_daily_totals(*, days: int = 14, now: datetime | None = None) -> list[U
 
 def subscription_counts_by_status() -> dict[str, int]:
     """How many current subscriptions are in each status (every status present, maybe 0)."""
-    from django.db.models import Count
-
-    from .models import SubscriptionStatus
-
     counts = dict.fromkeys(SubscriptionStatus.values, 0)
     rows = (
         Subscription.objects.filter(is_current=True)
@@ -191,8 +191,6 @@ def free_plan_claim_allowed(*, user_id: int) -> bool:
     if not free_plan_claimable(user_id=user_id):
         return False
     current = subscription_get_current(user_id=user_id)
-    from .models import SubscriptionStatus
-
     return current is None or current.status == SubscriptionStatus.EXPIRED
 
 
@@ -201,8 +199,6 @@ def restriction_states() -> dict[int, tuple[str, int]]:
 
     Proxies load this at start-up; the versions let them ignore older events.
     """
-    from .models import UserRestriction
-
     return {
         user_id: (reason, version)
         for user_id, reason, version in UserRestriction.objects.values_list(
@@ -247,8 +243,6 @@ def plan_get_default_free() -> Plan | None:
 
 def throttle_states() -> dict[int, int]:
     """Users the proxy holds to a reduced speed (throttling quota reached): id -> B/s."""
-    from .models import UserRestriction
-
     return dict(
         UserRestriction.objects.filter(throttle_bps__isnull=False).values_list(
             "user_id", "throttle_bps"
@@ -262,8 +256,6 @@ def queued_plan_get(*, user_id: int) -> QueuedPlan | None:
 
 def subscription_history(*, subscription: Subscription) -> tuple[list, list]:
     """A subscription's history entries and reset records, oldest first."""
-    from .models import UsageReset
-
     events = list(subscription.history.order_by("at", "id"))
     resets = list(UsageReset.objects.filter(subscription=subscription).order_by("period_end"))
     return events, resets
@@ -271,14 +263,17 @@ def subscription_history(*, subscription: Subscription) -> tuple[list, list]:
 
 def user_history(*, user_id: int, limit: int = 500) -> list:
     """The newest `limit` history entries across all of a user's subscriptions, oldest first."""
-    from .models import SubscriptionEvent
-
     rows = SubscriptionEvent.objects.filter(user_id=user_id).order_by("-at", "-id")[:limit]
     return list(reversed(rows))
 
 
 def subscription_token_get(*, token: str) -> SubscriptionToken | None:
     return SubscriptionToken.objects.filter(token=token).first()
+
+
+def subscription_token_of_user(*, user_id: int) -> str | None:
+    """The user's subscription-URL token; None until a plan or a POST created one."""
+    return SubscriptionToken.objects.filter(user_id=user_id).values_list("token", flat=True).first()
 
 
 def subscription_userinfo(*, user_id: int) -> dict[str, int | str | None]:

@@ -18,6 +18,7 @@ from django.views.generic import TemplateView, View
 from goproxy_site.formatting import human_bytes
 
 from . import selectors, services
+from .links import subscription_url
 from .models import Plan, Subscription, SubscriptionEvent
 
 HISTORY_ROWS = 10
@@ -58,19 +59,17 @@ def _event_details(event: SubscriptionEvent) -> str:
     return " · ".join(part for part in (event.message, extra) if part)
 
 
-def lifecycle_panel(*, request: HttpRequest) -> dict[str, Any]:
+def lifecycle_panel(*, user_id: int) -> dict[str, Any]:
     """Dashboard context: the private subscription URL, recent history and the queued plan.
 
-    The URL comes from the API's helper (PLANS_SUBSCRIPTION_URL_BASE, default SITE_URL), so
-    the portal and `me/subscription-url/` always show the same address.
+    The URL is built like the API's (PLANS_SUBSCRIPTION_URL_BASE, default SITE_URL), so
+    the portal and `me/subscription-url/` always show the same address. A user who never
+    had a plan has none yet; the page offers a POST that creates it.
     """
-    from .api.views import subscription_url
-
-    user_id = request.user.pk
-    token = services.subscription_token_get_or_create(user_id=user_id)
+    token = selectors.subscription_token_of_user(user_id=user_id)
     events = selectors.user_history(user_id=user_id, limit=HISTORY_ROWS)
     return {
-        "subscription_url": subscription_url(request, token),  # type: ignore[arg-type]
+        "subscription_url": subscription_url(token) if token else None,
         "history_rows": [
             {"at": e.at, "what": e.get_kind_display(), "details": _event_details(e)}
             for e in reversed(events)
@@ -156,12 +155,16 @@ class SubscriptionUrlRotateView(LoginRequiredMixin, View):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
+        had_one = selectors.subscription_token_of_user(user_id=request.user.pk) is not None
         services.subscription_token_rotate(user_id=request.user.pk)
-        messages.success(
-            request,
-            "Your subscription URL is replaced; the old one stops working now. "
-            "Update it in your client apps.",
-        )
+        if had_one:
+            messages.success(
+                request,
+                "Your subscription URL is replaced; the old one stops working now. "
+                "Update it in your client apps.",
+            )
+        else:
+            messages.success(request, "Your subscription URL is ready.")
         return redirect(reverse("dashboard") + "#subscription-url-heading")
 
 

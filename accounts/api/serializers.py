@@ -19,6 +19,7 @@ from accounts.models import LOGIN_PATTERN, ProxyCredential, User
 from accounts.services import LOGIN_RULE
 from plans.api.serializers import MAX_BIGINT, SubscriptionSerializer
 from plans.models import Subscription, SubscriptionStatus
+from plans.selectors import subscription_get_current
 
 USERNAME_TAKEN = "A user with that username already exists."
 EMAIL_TAKEN = "A user with this e-mail address already exists."
@@ -95,8 +96,6 @@ class UserSerializer(_ProfileValidation):
         if by_user is not None:
             subscription = by_user.get(user.pk)
         else:
-            from plans.selectors import subscription_get_current
-
             subscription = subscription_get_current(user_id=user.pk)
         return SubscriptionSerializer(subscription).data if subscription else None
 

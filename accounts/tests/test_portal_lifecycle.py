@@ -80,6 +80,25 @@ class SubscriptionUrlPanelTests(LifecyclePortalCase):
         new_path = reverse("plans:subscription-url", kwargs={"token": new})
         self.assertEqual(self.client.get(new_path).status_code, 200)
 
+    def test_without_a_plan_the_dashboard_only_offers_to_create_it(self) -> None:
+        self.client.force_login(self.charlie)
+        response = self.client.get(reverse("dashboard"))
+        self.assertIsNone(response.context["subscription_url"])
+        self.assertContains(response, "Create my subscription URL")
+        self.assertIs(SubscriptionToken.objects.filter(user_id=self.charlie.pk).exists(), False)
+        response = self.client.post(reverse("plans:subscription-url-rotate"), follow=True)
+        self.assertContains(response, "Your subscription URL is ready.")
+        token = SubscriptionToken.objects.get(user_id=self.charlie.pk).token
+        self.assertContains(response, f'value="{sub_url(token)}"')
+
+    def test_the_first_plan_creates_the_url(self) -> None:
+        self.assertIs(SubscriptionToken.objects.filter(user_id=self.charlie.pk).exists(), False)
+        self.client.force_login(self.charlie)
+        self.client.post(reverse("plans:claim-free", args=[self.claimable.pk]))
+        token = SubscriptionToken.objects.get(user_id=self.charlie.pk).token
+        response = self.client.get(reverse("dashboard"))
+        self.assertEqual(response.context["subscription_url"], sub_url(token))
+
     def test_rotate_needs_post_login_and_csrf(self) -> None:
         old = subscription_token_get_or_create(user_id=self.alice.pk)
         url = reverse("plans:subscription-url-rotate")

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from django.conf import settings
+
 SCHEMA_VERSION = 1
 
 # Restriction reason codes carried by restriction events, and the text a refused
@@ -254,8 +256,6 @@ def from_json(raw: bytes | str | None) -> Event:
 
 def topic_for(event: Event | type[Event]) -> str:
     """The topic an event is published on, from settings (KAFKA_TOPIC_*)."""
-    from django.conf import settings
-
     if event.channel == "traffic":
         return settings.KAFKA_TOPIC_TRAFFIC
     return settings.KAFKA_TOPIC_CONTROL

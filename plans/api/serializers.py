@@ -137,11 +137,9 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
     def get_queued_plan(self, obj: Subscription) -> int | None:
         """The plan queued to take over from this subscription, if any."""
-        from plans.selectors import queued_plan_get
-
         if not obj.is_current:
             return None
-        queued = queued_plan_get(user_id=obj.user_id)
+        queued = plan_selectors.queued_plan_get(user_id=obj.user_id)
         return queued.plan_id if queued else None
 
 

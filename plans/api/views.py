@@ -19,6 +19,7 @@ from rest_framework.serializers import BaseSerializer
 from goproxy_site.api.exceptions import Conflict
 from goproxy_site.api.permissions import IsOwner
 from plans import selectors, services
+from plans.links import subscription_url
 from plans.models import Plan, Subscription
 
 from .permissions import IsStaffOrReadOnly
@@ -46,14 +47,6 @@ def history_response(subscription: Subscription) -> Response:
     events, resets = selectors.subscription_history(subscription=subscription)
     body = {"subscription": subscription, "events": events, "resets": resets}
     return Response(SubscriptionHistorySerializer(body).data)
-
-
-def subscription_url(request: Request, token: str) -> str:
-    from django.conf import settings
-    from django.urls import reverse
-
-    path = reverse("plans:subscription-url", kwargs={"token": token})
-    return settings.PLANS_SUBSCRIPTION_URL_BASE.rstrip("/") + path
 
 
 def _queued(result: object, status_code: int = status.HTTP_202_ACCEPTED) -> Response:
@@ -305,13 +298,28 @@ class MyLifecycleActions:
         )
         return _queued(result)
 
-    @extend_schema(responses=SubscriptionUrlSerializer)
+    @extend_schema(
+        responses={
+            200: SubscriptionUrlSerializer,
+            404: OpenApiResponse(description="None yet: POST subscription-url/rotate/."),
+        },
+        description="Your private subscription URL. Your first plan creates it; without "
+        "one, POST subscription-url/rotate/ creates it.",
+    )
     @action(detail=False, methods=["get"], url_path="subscription-url")
     def subscription_url(self, request: Request) -> Response:
-        token = services.subscription_token_get_or_create(user_id=request.user.pk)
-        return Response({"url": subscription_url(request, token)})
+        token = selectors.subscription_token_of_user(user_id=request.user.pk)
+        if token is None:
+            raise NotFound(
+                "You have no subscription URL yet; POST me/subscription-url/rotate/ creates one."
+            )
+        return Response({"url": subscription_url(token)})
 
-    @extend_schema(request=None, responses=SubscriptionUrlSerializer)
+    @extend_schema(
+        request=None,
+        responses=SubscriptionUrlSerializer,
+        description="Replace your subscription URL (or create the first one).",
+    )
     @action(
         detail=False,
         methods=["post"],
@@ -320,7 +328,7 @@ class MyLifecycleActions:
     )
     def rotate_subscription_url(self, request: Request) -> Response:
         token = services.subscription_token_rotate(user_id=request.user.pk)
-        return Response({"url": subscription_url(request, token)})
+        return Response({"url": subscription_url(token)})
 
 
 class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):

@@ -37,6 +37,7 @@ from .lifecycle import (
 )
 from .locks import current_for_update, current_locked
 from .restrictions import restriction_lift, restriction_sync
+from .tokens import subscription_token_get_or_create
 
 
 class FreePlanAlreadyClaimed(ConflictError):
@@ -52,7 +53,8 @@ def plan_assign(
 
     Usage starts at zero; the previous subscription keeps its totals as history. A plan
     that starts on first use is put on hold (the proxy admits the user; the first traffic
-    starts the clock, or the plan's deadline does).
+    starts the clock, or the plan's deadline does). The user's first plan also creates
+    their subscription-URL token, so pages that show it only read.
     """
     now = now or timezone.now()
     with transaction.atomic(using=PLANS_DB):
@@ -69,6 +71,7 @@ def plan_assign(
             message=f"assigned {by}".strip(),
         )
         restriction_lift(subscription=subscription)
+        subscription_token_get_or_create(user_id=user_id)
     return subscription
 
 

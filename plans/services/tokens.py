@@ -11,7 +11,7 @@ from plans.models import SubscriptionToken
 
 
 def subscription_token_get_or_create(*, user_id: int) -> str:
-    """The user's subscription-URL token, created on first use."""
+    """The user's subscription-URL token, created when missing (with their first plan)."""
     with transaction.atomic(using=PLANS_DB):
         row, _ = SubscriptionToken.objects.get_or_create(
             user_id=user_id, defaults={"token": secrets.token_urlsafe(32)}

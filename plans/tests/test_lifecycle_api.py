@@ -143,6 +143,15 @@ class SubscriptionUrlTests(ApiTestCase):
         self.assertEqual(Client().get(new.split("127.0.0.1:8000", 1)[1]).status_code, 200)
         self.assertGreaterEqual(len(SubscriptionToken.objects.get(user_id=self.bob.pk).token), 40)
 
+    def test_reading_the_url_never_creates_one(self) -> None:
+        self.login(self.charlie)
+        response = self.client.get("/api/v1/me/subscription-url/")
+        self.assertEqual(response.status_code, 404)
+        self.assertIn("rotate", response.json()["detail"])
+        self.assertIs(SubscriptionToken.objects.filter(user_id=self.charlie.pk).exists(), False)
+        created = self.client.post("/api/v1/me/subscription-url/rotate/").json()["url"]
+        self.assertEqual(self.client.get("/api/v1/me/subscription-url/").json()["url"], created)
+
     def test_no_subscription_answers_zeros(self) -> None:
         token = services.subscription_token_get_or_create(user_id=self.charlie.pk)
         response = Client().get(f"/plans/sub/{token}/")

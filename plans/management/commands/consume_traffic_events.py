@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -22,8 +23,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        import time
-
         self.shutdown = False
         deadline = time.monotonic() + options["max_seconds"] if options["max_seconds"] else None
 
