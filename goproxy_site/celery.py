@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from django.conf import settings
+
+from plans.bootsteps import PlanControllerStep
 
 # Whether the settings module below is only this module's default; the pytest plugin
 # (goproxy_site.tests.fixtures) drops such a default so pytest's own setting wins.
@@ -23,21 +26,14 @@ app.autodiscover_tasks()
 
 def _filesystem_dirs() -> None:
     """kombu's filesystem transport needs its folders to exist before it starts."""
-    from django.conf import settings
-
     options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
     for key in ("data_folder_in", "data_folder_out", "processed_folder"):
         if key in options:
             os.makedirs(options[key], exist_ok=True)
 
 
-def _add_plan_controller() -> None:
-    from plans.bootsteps import PlanControllerStep
-
-    app.steps["worker"].add(PlanControllerStep)
-
-
-_add_plan_controller()
+# The plan-controller (Kafka consumer loop) runs inside every `celery worker`.
+app.steps["worker"].add(PlanControllerStep)
 
 
 @app.on_after_configure.connect

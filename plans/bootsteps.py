@@ -12,6 +12,9 @@ import threading
 from typing import Any
 
 from celery import bootsteps
+from django.conf import settings
+
+from .metrics import metrics_server_start
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,9 @@ class PlanControllerStep(bootsteps.StartStopStep):
         self._metrics_server: Any = None
 
     def _run(self) -> None:
-        from plans.consumer import Stopped, plan_controller_build
+        # Late: the consumer reaches the ORM, and this module is imported with the Celery
+        # app (goproxy_site/celery.py), before the worker has set Django up.
+        from .consumer import Stopped, plan_controller_build  # noqa: PLC0415
 
         try:
             plan_controller_build(should_stop=self._stop.is_set).run()
@@ -39,11 +44,7 @@ class PlanControllerStep(bootsteps.StartStopStep):
             raise
 
     def start(self, worker: Any) -> None:
-        from django.conf import settings
-
         if settings.WORKER_METRICS_PORT is not None and self._metrics_server is None:
-            from plans.metrics import metrics_server_start
-
             self._metrics_server = metrics_server_start(
                 settings.WORKER_METRICS_PORT, settings.WORKER_METRICS_ADDR
             )
