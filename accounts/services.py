@@ -46,13 +46,18 @@ def user_create(
     username: str,
     email: str,
     password: str | None = None,
+    first_name: str = "",
+    last_name: str = "",
     is_staff: bool = False,
     is_superuser: bool = False,
 ) -> User:
-    """Create a user; e-mail is normalised and unique case-insensitively."""
+    """Create a user (operators, the API, seeding); e-mail is normalised and unique
+    case-insensitively. Without a password the user cannot log in to the portal."""
     user = User(
         username=username,
         email=User.objects.normalize_email(email).strip(),
+        first_name=first_name,
+        last_name=last_name,
         is_staff=is_staff,
         is_superuser=is_superuser,
     )
@@ -216,26 +221,8 @@ def user_delete_account(*, user: User) -> None:
         user.delete()
 
 
-# API (issue 5): operator and self-service writes used by accounts/api.
+# The profile fields user_update may change (the API's users/ and me/).
 API_USER_FIELDS = ("username", "email", "first_name", "last_name")
-
-
-def user_add(
-    *,
-    username: str,
-    email: str,
-    password: str | None = None,
-    first_name: str = "",
-    last_name: str = "",
-) -> User:
-    """Create a user (operator API) with an optional display name, in one transaction."""
-    with transaction.atomic(using=ACCOUNTS_DB):
-        user = user_create(username=username, email=email, password=password)
-        if first_name or last_name:
-            user.first_name, user.last_name = first_name, last_name
-            user.full_clean(exclude=["password"])
-            user.save(update_fields=["first_name", "last_name"])
-    return user
 
 
 def user_update(*, user: User, data: dict[str, str]) -> User:

@@ -87,8 +87,9 @@ def user_ids_with_current_subscription() -> list[int]:
     return list(Subscription.objects.filter(is_current=True).values_list("user_id", flat=True))
 
 
-def free_plan_claimable(*, user_id: int) -> bool:
-    return not FreePlanClaim.objects.filter(user_id=user_id).exists()
+def free_plan_claimed(*, user_id: int) -> bool:
+    """Whether the user has ever claimed a free plan (each user may, once)."""
+    return FreePlanClaim.objects.filter(user_id=user_id).exists()
 
 
 def usage_for_user(
@@ -188,7 +189,7 @@ def free_plan_claim_allowed(*, user_id: int) -> bool:
     expired one: claiming would otherwise replace a running paid plan or lift an
     operator's "disabled".
     """
-    if not free_plan_claimable(user_id=user_id):
+    if free_plan_claimed(user_id=user_id):
         return False
     current = subscription_get_current(user_id=user_id)
     return current is None or current.status == SubscriptionStatus.EXPIRED

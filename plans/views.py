@@ -98,9 +98,7 @@ class ClaimFreePlanView(LoginRequiredMixin, View):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         plan = get_object_or_404(Plan, pk=pk)
         try:
-            sub = services.plan_claim_free_once(
-                user_id=request.user.pk, plan=plan, public_only=True
-            )
+            sub = services.plan_claim_free(user_id=request.user.pk, plan=plan, public_only=True)
         except services.FreePlanAlreadyClaimed:
             messages.error(request, "You have already claimed the free plan once.")
         except ValidationError as exc:

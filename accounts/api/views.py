@@ -73,7 +73,7 @@ class UserViewSet(
         return self.get_paginated_response(serializer.data)
 
     def perform_create(self, serializer: BaseSerializer) -> None:
-        serializer.instance = services.user_add(**serializer.validated_data)
+        serializer.instance = services.user_create(**serializer.validated_data)
 
     def perform_update(self, serializer: BaseSerializer) -> None:
         serializer.instance = services.user_update(

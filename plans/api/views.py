@@ -369,7 +369,7 @@ class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):
         plan = payload.validated_data.get("plan") or selectors.plan_get_default_free()
         if plan is None:
             raise ValidationError({"plan": "No free plan is offered at the moment."})
-        subscription = services.plan_claim_free_once(user_id=request.user.pk, plan=plan)
+        subscription = services.plan_claim_free(user_id=request.user.pk, plan=plan)
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[UsageQuerySerializer], responses=UsageSeriesSerializer)

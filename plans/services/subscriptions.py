@@ -25,7 +25,7 @@ from plans.models import (
     SubscriptionEventKind,
     SubscriptionStatus,
 )
-from plans.selectors import free_plan_claimable
+from plans.selectors import free_plan_claimed
 
 from .lifecycle import (
     next_reset,
@@ -75,27 +75,17 @@ def plan_assign(
     return subscription
 
 
-def plan_claim_free(*, user_id: int, plan: Plan) -> Subscription:
-    """Assign a free plan; each user may do this once (enforced by a unique row)."""
-    if not plan.is_free:
-        raise ValidationError({"plan": "Only a plan marked free can be claimed."})
-    try:
-        with transaction.atomic(using=PLANS_DB):
-            FreePlanClaim.objects.create(user_id=user_id, plan=plan)
-            return plan_assign(user_id=user_id, plan=plan)
-    except IntegrityError as exc:
-        raise FreePlanAlreadyClaimed("This user has already claimed a free plan.") from exc
-
-
-def plan_claim_free_once(*, user_id: int, plan: Plan, public_only: bool = False) -> Subscription:
+def plan_claim_free(*, user_id: int, plan: Plan, public_only: bool = False) -> Subscription:
     """A user claims a free plan (portal and API): once ever, never over a running plan.
 
-    A second claim raises FreePlanAlreadyClaimed whatever the current state. A current
-    subscription that is not expired (a paid plan, or one an operator disabled) is never
-    replaced; the check and the claim run under the lock of the current subscription row.
-    `public_only` refuses plans not offered in the catalogue (the portal).
+    A second claim raises FreePlanAlreadyClaimed whatever the current state (a unique
+    FreePlanClaim row per user also stops two concurrent claims). A current subscription
+    that is not expired (a paid plan, or one an operator disabled) is never replaced; the
+    check and the claim run under the lock of the current subscription row. Only a plan
+    marked free can be claimed; `public_only` also refuses plans not offered in the
+    catalogue (the portal).
     """
-    if not free_plan_claimable(user_id=user_id):
+    if free_plan_claimed(user_id=user_id):
         raise FreePlanAlreadyClaimed("This user has already claimed a free plan.")
     if public_only and not plan.is_public:
         raise ValidationError({"plan": "This plan is not offered in the portal."})
@@ -107,7 +97,14 @@ def plan_claim_free_once(*, user_id: int, plan: Plan, public_only: bool = False)
                 "or it has expired.",
                 code="has_plan",
             )
-        return plan_claim_free(user_id=user_id, plan=plan)
+        if not plan.is_free:
+            raise ValidationError({"plan": "Only a plan marked free can be claimed."})
+        try:
+            with transaction.atomic(using=PLANS_DB):
+                FreePlanClaim.objects.create(user_id=user_id, plan=plan)
+                return plan_assign(user_id=user_id, plan=plan)
+        except IntegrityError as exc:
+            raise FreePlanAlreadyClaimed("This user has already claimed a free plan.") from exc
 
 
 def subscription_extend(*, subscription: Subscription, days: int) -> Subscription:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from goproxy_site.tests.base import BaseTestCase
 from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
-from plans.selectors import free_plan_claimable, subscription_get_current, usage_for_user
+from plans.selectors import free_plan_claimed, subscription_get_current, usage_for_user
 from plans.services import (
     FreePlanAlreadyClaimed,
     plan_assign,
@@ -54,9 +54,9 @@ class PlanAssignTests(BaseTestCase):
 class FreeClaimTests(BaseTestCase):
     def test_a_free_plan_can_be_claimed_once(self) -> None:
         free = Plan.objects.get(name="Free")
-        self.assertIs(free_plan_claimable(user_id=self.charlie.pk), True)
+        self.assertIs(free_plan_claimed(user_id=self.charlie.pk), False)
         plan_claim_free(user_id=self.charlie.pk, plan=free)
-        self.assertIs(free_plan_claimable(user_id=self.charlie.pk), False)
+        self.assertIs(free_plan_claimed(user_id=self.charlie.pk), True)
         with self.assertRaises(FreePlanAlreadyClaimed):
             plan_claim_free(user_id=self.charlie.pk, plan=free)
         self.assertEqual(Subscription.objects.filter(user_id=self.charlie.pk).count(), 1)
