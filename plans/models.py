@@ -383,7 +383,7 @@ class OutboxEvent(AbstractOutboxEvent):
 
 
 # ---------------------------------------------------------------------------------------
-# Lifecycle (issue 9): history, reset records, queued renewals, notifications, webhooks,
+# Lifecycle: history, reset records, queued renewals, notifications, webhooks,
 # subscription URLs.
 # ---------------------------------------------------------------------------------------
 class SubscriptionEventKind(models.TextChoices):

