@@ -16,12 +16,12 @@ GEVENT_COMMANDS = frozenset({"runproxy"})
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in GEVENT_COMMANDS:
         # Late on purpose: gevent must patch before anything imports sockets or threads.
-        from gevent import monkey
+        from gevent import monkey  # noqa: PLC0415
 
         monkey.patch_all()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "goproxy_site.settings.local")
     # After the patch above, for the same reason.
-    from django.core.management import execute_from_command_line
+    from django.core.management import execute_from_command_line  # noqa: PLC0415
 
     execute_from_command_line(sys.argv)
 

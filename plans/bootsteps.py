@@ -33,7 +33,7 @@ class PlanControllerStep(bootsteps.StartStopStep):
     def _run(self) -> None:
         # Late: the consumer reaches the ORM, and this module is imported with the Celery
         # app (goproxy_site/celery.py), before the worker has set Django up.
-        from .consumer import Stopped, plan_controller_build
+        from .consumer import Stopped, plan_controller_build  # noqa: PLC0415
 
         try:
             plan_controller_build(should_stop=self._stop.is_set).run()

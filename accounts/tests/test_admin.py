@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
-from django.contrib.admin import helpers
+from django.contrib import admin
+from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ProxyCredential, User
+from accounts.selectors import credential_authenticate
 from accounts.services import user_create
-from goproxy_site.tests.base import BaseTestCase
-from plans.models import Feature, Plan, Subscription, SubscriptionStatus, UsageBucket
+from goproxy_site.tests.base import AdminTestCase, BaseTestCase
+from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
 
 USERS = reverse("admin:accounts_user_changelist")
-
-
-class AdminTestCase(BaseTestCase):
-    @classmethod
-    def setUpTestData(cls) -> None:
-        super().setUpTestData()
-        cls.operator = user_create(
-            username="op",
-            email="op@example.org",
-            password="pw-op-123",
-            is_staff=True,
-            is_superuser=True,
-        )
-
-    def setUp(self) -> None:
-        self.client.force_login(self.operator)
-
-    def act(self, action: str, users: list[User], **extra: str) -> object:
-        data = {
-            "action": action,
-            helpers.ACTION_CHECKBOX_NAME: [str(u.pk) for u in users],
-            **extra,
-        }
-        return self.client.post(USERS, data, follow=True)
 
 
 class UserChangelistTests(AdminTestCase):
@@ -150,72 +129,37 @@ class UserPageTests(AdminTestCase):
         self.assertEqual(response.status_code, 200)
 
 
-class AdminIndexTests(AdminTestCase):
-    def test_totals_panel(self) -> None:
-        UsageBucket.objects.create(
-            user_id=self.alice.pk,
-            subscription=self.alice_sub,
-            hour=timezone.now().replace(minute=0, second=0, microsecond=0),
-            bytes_up=2_000_000,
-            bytes_down=3_000_000,
+class AdminWritesGoThroughServicesTests(BaseTestCase):
+    """Edits in the admin's forms reach the same services as its actions."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        cls.operator = user_create(
+            username="op2",
+            email="op2@example.org",
+            password="pw-op-123",
+            is_staff=True,
+            is_superuser=True,
         )
-        response = self.client.get(reverse("admin:index"))
-        totals = response.context["goproxy_totals"]
-        self.assertEqual(totals["users_total"], 4)
-        self.assertEqual(totals["subscriptions_active"], 1)
-        self.assertEqual(totals["subscriptions_limited"], 1)
-        self.assertEqual(totals["near_limit"], 1)
-        self.assertEqual(totals["users_without_plan"], 2)
-        self.assertEqual(totals["traffic_today"], "5.0 MB")
-        self.assertContains(response, "At a glance")
-        self.assertContains(response, f"{USERS}?subscription=limited")
-        self.assertContains(response, 'aria-labelledby="all-traffic-title all-traffic-desc"')
 
-    def test_only_the_index_computes_totals(self) -> None:
-        response = self.client.get(USERS)
-        self.assertNotIn("goproxy_totals", response.context)
+    def test_deleting_a_user_ends_proxy_access_first(self) -> None:
+        self.client.force_login(self.operator)
+        url = reverse("admin:accounts_user_delete", args=[self.alice.pk])
+        self.client.post(url, {"post": "yes"})
+        self.assertFalse(User.objects.filter(pk=self.alice.pk).exists())
+        sub = Subscription.objects.get(pk=self.alice_sub.pk)
+        self.assertEqual(sub.status, SubscriptionStatus.DISABLED)
 
-
-class PlanAdminTests(AdminTestCase):
-    def test_plan_with_features_inline(self) -> None:
-        fast = Feature.objects.create(name="Fast lane")
-        inline = "Plan_features-"
-        response = self.client.post(
-            reverse("admin:plans_plan_add"),
-            {
-                "name": "Team",
-                "traffic_limit_bytes": "50000000000",
-                "duration_days": "30",
-                "price": "20.00",
-                "currency": "USD",
-                "is_public": "on",
-                f"{inline}TOTAL_FORMS": "1",
-                f"{inline}INITIAL_FORMS": "0",
-                f"{inline}0-feature": str(fast.pk),
-            },
+    def test_unticking_active_deactivates_through_the_service(self) -> None:
+        model_admin = admin.site._registry[User]
+        request = RequestFactory().post("/")
+        request.user = self.operator
+        self.alice.is_active = False
+        form = SimpleNamespace(changed_data=["is_active"])
+        model_admin.save_model(request, self.alice, form, change=True)
+        self.assertIsNone(
+            credential_authenticate(login="alice-proxy", secret=self.alice_cred.secret)
         )
-        self.assertEqual(response.status_code, 302, getattr(response, "context", None))
-        team = Plan.objects.get(name="Team")
-        self.assertEqual(list(team.features.all()), [fast])
-
-        listing = self.client.get(reverse("admin:plans_plan_changelist"))
-        self.assertContains(listing, "Fast lane")
-        self.assertContains(listing, "50.0 GB")
-        rows = {p.name: p.current_subscribers for p in listing.context["cl"].result_list}
-        self.assertEqual(rows["Basic"], 2)
-        self.assertEqual(rows["Team"], 0)
-
-    def test_subscription_extend_action(self) -> None:
-        before = self.alice_sub.expires_at
-        response = self.client.post(
-            reverse("admin:plans_subscription_changelist"),
-            {
-                "action": "extend",
-                helpers.ACTION_CHECKBOX_NAME: [str(self.alice_sub.pk)],
-                "days": "3",
-            },
-            follow=True,
-        )
-        self.assertContains(response, "Extended 1 subscription(s) by 3 day(s).")
-        self.alice_sub.refresh_from_db()
-        self.assertEqual(self.alice_sub.expires_at, before + timedelta(days=3))
+        sub = Subscription.objects.get(pk=self.alice_sub.pk)
+        self.assertEqual(sub.status, SubscriptionStatus.DISABLED)

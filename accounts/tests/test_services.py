@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import connections
 
+from accounts.models import OutboxEvent as AccountsOutbox
 from accounts.models import ProxyCredential, User
 from accounts.selectors import credential_authenticate
 from accounts.services import (
@@ -13,9 +14,11 @@ from accounts.services import (
     user_create,
     user_deactivate,
 )
+from goproxy_site.events import schemas
 from goproxy_site.tests.base import BaseTestCase
 from plans.models import SubscriptionStatus
 from plans.selectors import subscription_get_current
+from plans.tests.factories import outbox_events, restriction_events
 
 
 class UserCreateTests(BaseTestCase):
@@ -108,3 +111,20 @@ class UserDeactivateTests(BaseTestCase):
         )
         sub = subscription_get_current(user_id=self.alice.pk)
         self.assertEqual(sub.status, SubscriptionStatus.DISABLED)
+
+
+class AccountsOutboxTests(BaseTestCase):
+    def test_revoke_rotate_and_deactivate_write_accounts_outbox(self) -> None:
+        credential_rotate(credential=self.alice_cred.credential)
+        credential_revoke(credential=self.alice_cred.credential)
+        credential_revoke(credential=self.alice_cred.credential)  # idempotent: no event
+        user_deactivate(user=self.alice)
+        events = outbox_events(AccountsOutbox)
+        self.assertEqual(
+            [type(e).__name__ for e in events],
+            ["ProxyCredentialRevoked", "ProxyCredentialRevoked", "UserDeactivated"],
+        )
+        self.assertEqual(events[0].login, "alice-proxy")
+        self.assertEqual({e.key for e in events}, {str(self.alice.pk)})
+        # Deactivation disables the subscription, which restricts on the plans DB.
+        self.assertEqual(restriction_events()[-1].reason, schemas.REASON_DISABLED)

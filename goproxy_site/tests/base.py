@@ -1,14 +1,21 @@
-"""Shared test base with named personas (healthchecks' hc/test.py shape).
+"""Shared test bases with named personas (healthchecks' hc/test.py shape).
 
-alice: on a plan with room left; bob: over his limit; charlie: no plan.
+alice: on a plan with room left; bob: over his limit; charlie: no plan. ApiTestCase adds
+olga (staff) and API tokens; AdminTestCase adds a logged-in superuser.
 """
 
 from __future__ import annotations
 
+from django.contrib.admin import helpers
+from django.core.cache import cache
+from django.http import HttpResponse
 from django.test import TestCase
+from django.test.client import Client
+from django.urls import reverse
+from rest_framework.test import APIClient
 
 from accounts.models import User
-from accounts.services import credential_issue, user_create
+from accounts.services import IssuedCredential, api_token_issue, credential_issue, user_create
 from plans.models import Plan, Subscription, SubscriptionStatus
 from plans.services import plan_assign
 
@@ -20,6 +27,9 @@ class BaseTestCase(TestCase):
     bob: User
     charlie: User
     plan: Plan
+    alice_sub: Subscription
+    bob_sub: Subscription
+    alice_cred: IssuedCredential
 
     @classmethod
     def setUpTestData(cls) -> None:
@@ -37,3 +47,64 @@ class BaseTestCase(TestCase):
             bytes_up=400_000, bytes_down=600_000, status=SubscriptionStatus.LIMITED
         )
         cls.alice_cred = credential_issue(user=cls.alice, login="alice-proxy")
+
+
+class ApiTestCase(BaseTestCase):
+    """alice (plan), bob (over limit), charlie (no plan), olga (staff); token auth."""
+
+    client_class = APIClient
+    client: APIClient
+    olga: User
+    tokens: dict[int, str]
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        cls.olga = user_create(
+            username="olga", email="olga@example.org", password="pw-olga-1", is_staff=True
+        )
+        cls.tokens = {
+            user.pk: api_token_issue(user=user)[0]
+            for user in (cls.alice, cls.bob, cls.charlie, cls.olga)
+        }
+
+    def setUp(self) -> None:
+        # Throttle counters live in the cache; each test starts from zero.
+        cache.clear()
+
+    def login(self, user: User | None) -> None:
+        """Send the user's token on every request (None = anonymous)."""
+        if user is None:
+            self.client.credentials()
+        else:
+            self.client.credentials(HTTP_AUTHORIZATION=f"Token {self.tokens[user.pk]}")
+
+
+class AdminTestCase(BaseTestCase):
+    """The personas plus `operator`, a superuser logged in to the admin."""
+
+    client: Client
+    operator: User
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        cls.operator = user_create(
+            username="op",
+            email="op@example.org",
+            password="pw-op-123",
+            is_staff=True,
+            is_superuser=True,
+        )
+
+    def setUp(self) -> None:
+        self.client.force_login(self.operator)
+
+    def act(self, action: str, users: list[User], **extra: str) -> HttpResponse:
+        """Run a user-admin action on `users` from the user changelist."""
+        data = {
+            "action": action,
+            helpers.ACTION_CHECKBOX_NAME: [str(u.pk) for u in users],
+            **extra,
+        }
+        return self.client.post(reverse("admin:accounts_user_changelist"), data, follow=True)

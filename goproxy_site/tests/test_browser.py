@@ -21,6 +21,14 @@ from typing import Any
 
 import pytest
 from django.db import connections
+from django.db.models import F
+from django.utils import timezone
+from playwright.sync_api import expect, sync_playwright
+
+from accounts.models import ProxyCredential, User
+from accounts.services import user_create
+from plans.models import Plan, Subscription, UsageBucket
+from plans.services import plan_assign
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,8 +127,6 @@ def assert_accessible(page: Any) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
     # Playwright's sync API runs an event loop in this thread; Django's ORM calls from the
     # test body are still synchronous and single-threaded, so allow them here.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
@@ -214,8 +220,6 @@ def run_curl(line: str) -> subprocess.CompletedProcess[str]:
 
 
 def free_plan() -> Any:
-    from plans.models import Plan
-
     # Transactional tests flush the tables, so the migration's seed row may be gone.
     plan, _ = Plan.objects.get_or_create(
         name="Free",
@@ -226,10 +230,6 @@ def free_plan() -> Any:
 
 def add_usage(sub: Any, *, days: int, per_day: int = 60_000_000) -> None:
     """Hourly buckets for the last `days` days plus the totals, as the pipeline writes them."""
-    from django.db.models import F
-    from django.utils import timezone
-
-    from plans.models import Subscription, UsageBucket
 
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     for day in range(days):
@@ -250,10 +250,6 @@ def add_usage(sub: Any, *, days: int, per_day: int = 60_000_000) -> None:
 def test_new_user_signs_up_claims_free_plan_and_uses_the_curl_line(
     page: Any, live_server: Any, proxy: Proxy, settings: Any
 ) -> None:
-    from playwright.sync_api import expect
-
-    from accounts.models import ProxyCredential
-
     free_plan()
     settings.PROXY_PUBLIC_HOST = "127.0.0.1"
     settings.PROXY_PORT = proxy.port
@@ -327,13 +323,6 @@ def test_new_user_signs_up_claims_free_plan_and_uses_the_curl_line(
 
 
 def test_operator_assigns_a_plan_and_sees_the_usage_bar(page: Any, live_server: Any) -> None:
-    from playwright.sync_api import expect
-
-    from accounts.models import User
-    from accounts.services import user_create
-    from plans.models import Plan, Subscription
-    from plans.services import plan_assign
-
     user_create(
         username="operator",
         email="op@example.org",

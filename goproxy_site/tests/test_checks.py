@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.test import SimpleTestCase, override_settings
 
 from goproxy_site.checks import check_databases
@@ -14,8 +15,6 @@ class DatabaseChecksTests(SimpleTestCase):
             self.assertEqual([e.id for e in check_databases()], ["goproxy.E002"])
 
     def test_it_reports_a_missing_plans_alias(self) -> None:
-        from django.conf import settings
-
         dbs = {"default": settings.DATABASES["default"]}
         with override_settings(DATABASES=dbs):
             self.assertIn("goproxy.E001", [e.id for e in check_databases()])

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from django.test import TransactionTestCase
 
-from goproxy_site.tests.test_e2e_pipeline import WAIT, Stack, wait_for
-from goproxy_site.tests.test_e2e_pipeline import stack as stack  # the fixture
+from goproxy_site.tests.support.receiver import Receiver
+from goproxy_site.tests.support.stack import Stack
+from goproxy_site.tests.support.traffic import WAIT, wait_for
 from plans.models import Plan, QueuedPlan, Subscription, WebhookDelivery, WebhookEndpoint
 from plans.services import plan_queue
-from plans.tests.test_notifications import Receiver
 from proxy_daemon.tests.support import basic
 
 THROTTLE_BPS = 400_000

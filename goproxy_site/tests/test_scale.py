@@ -26,19 +26,12 @@ from django.conf import settings
 from django.test import TransactionTestCase
 from prometheus_client.parser import text_string_to_metric_families
 
+from accounts.services import credential_issue, user_create
 from goproxy_site.events.kafka import topics_ensure
-from goproxy_site.tests.fixtures import TansuBroker
-from goproxy_site.tests.test_e2e_pipeline import (
-    ROOT,
-    StreamOrigin,
-    UserTraffic,
-    WorkerProcess,
-    fetch,
-    kafka_proxy,
-    recorded,
-    stack_env,
-    wait_for,
-)
+from goproxy_site.tests.support.broker import TansuBroker
+from goproxy_site.tests.support.stack import kafka_proxy, recorded
+from goproxy_site.tests.support.traffic import StreamOrigin, UserTraffic, fetch, wait_for
+from goproxy_site.tests.support.worker import ROOT, WorkerProcess, stack_env
 from plans.models import Plan
 from plans.services import plan_assign, subscription_disable_current
 from proxy_daemon.tests.support import ProxyProcess, free_port
@@ -136,8 +129,6 @@ class ScaleOutTests(TransactionTestCase):
         return int(proxy.env["PROXY_ADMIN_PORT"])
 
     def test_two_proxies_two_workers_exact_totals_and_restrictions_reach_both(self) -> None:
-        from accounts.services import credential_issue, user_create
-
         stack = self.stack
         admin = AdminClient({"bootstrap.servers": stack.broker.bootstrap})
         topic = admin.list_topics(timeout=10).topics[settings.KAFKA_TOPIC_TRAFFIC]
@@ -152,9 +143,7 @@ class ScaleOutTests(TransactionTestCase):
             user = user_create(username=f"scale-{i}", email=f"scale-{i}@example.org")
             issued = credential_issue(user=user, login=f"scale-{i}")
             plan_assign(user_id=user.pk, plan=plan)
-            traffic = UserTraffic(issued.credential.login, issued.secret)
-            traffic.user_id = user.pk  # type: ignore[attr-defined]
-            users.append(traffic)
+            users.append(UserTraffic(issued.credential.login, issued.secret, user_id=user.pk))
 
         # Every user alternates between the two proxies; sizes differ per user and request.
         jobs = [
@@ -199,7 +188,7 @@ class ScaleOutTests(TransactionTestCase):
 
         # One restriction, written once in the plans DB, reaches both proxies.
         victim = users[0]
-        subscription_disable_current(user_id=victim.user_id)  # type: ignore[attr-defined]
+        subscription_disable_current(user_id=victim.user_id)
         for proxy in stack.proxies:
             refused = wait_for(
                 lambda proxy=proxy: (

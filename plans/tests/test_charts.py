@@ -1,4 +1,4 @@
-"""Inline SVG usage charts, usage bars and the daily series behind them."""
+"""Usage charts: the SVG bar chart and the used/limit bar."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from django.test import SimpleTestCase
 
-from goproxy_site.tests.base import BaseTestCase
 from plans.charts import daily_usage_svg, nice_ticks, usage_bar_html, usage_percent
-from plans.models import UsageBucket
-from plans.selectors import UsagePoint, usage_daily_series, usage_daily_totals
+from plans.selectors import UsagePoint
 
 SVG = "{http://www.w3.org/2000/svg}"
+
+
 DAY0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -99,42 +99,3 @@ class UsageBarTests(SimpleTestCase):
         self.assertIn("5.0 KB used of unlimited", html)
         self.assertNotIn("progressbar", html)
         self.assertIsNone(usage_percent(5, None))
-
-
-class DailySeriesTests(BaseTestCase):
-    def test_zero_filled_days_oldest_first_summing_hours(self) -> None:
-        now = datetime(2026, 11, 24, 15, 30, tzinfo=UTC)
-        for hour, up, down in [
-            (datetime(2026, 11, 24, 1, tzinfo=UTC), 10, 20),
-            (datetime(2026, 11, 24, 14, tzinfo=UTC), 5, 5),
-            (datetime(2026, 11, 20, 0, tzinfo=UTC), 7, 0),
-            (datetime(2026, 10, 1, 0, tzinfo=UTC), 999, 999),  # outside the window
-        ]:
-            UsageBucket.objects.create(
-                user_id=self.alice.pk,
-                subscription=self.alice_sub,
-                hour=hour,
-                bytes_up=up,
-                bytes_down=down,
-            )
-        UsageBucket.objects.create(
-            user_id=self.bob.pk,
-            subscription=self.bob_sub,
-            hour=datetime(2026, 11, 24, 3, tzinfo=UTC),
-            bytes_up=1,
-            bytes_down=1,
-        )
-        points = usage_daily_series(user_id=self.alice.pk, days=30, now=now)
-        self.assertEqual(len(points), 30)
-        self.assertEqual(points[0]["period"], datetime(2026, 10, 26, tzinfo=UTC))
-        self.assertEqual(points[-1]["period"], datetime(2026, 11, 24, tzinfo=UTC))
-        self.assertEqual((points[-1]["bytes_up"], points[-1]["bytes_down"]), (15, 25))
-        self.assertEqual(points[-5]["bytes_up"], 7)
-        self.assertEqual(sum(p["bytes_up"] + p["bytes_down"] for p in points), 47)
-
-        totals = usage_daily_totals(days=1, now=now)
-        self.assertEqual((totals[0]["bytes_up"], totals[0]["bytes_down"]), (16, 26))
-
-    def test_days_must_be_positive(self) -> None:
-        with self.assertRaisesMessage(ValueError, "days must be at least 1"):
-            usage_daily_series(user_id=self.alice.pk, days=0)

@@ -9,9 +9,6 @@ from plans.models import Subscription
 
 
 class HandlersTests(BaseTestCase):
-    def test_only_traffic_is_handled_by_the_plan_controller(self) -> None:
-        self.assertEqual(set(handlers.HANDLERS), {schemas.UserConsumedTrafficEvent})
-
     def test_handle_traffic_applies_the_batch(self) -> None:
         event = schemas.UserConsumedTrafficEvent(
             user_id=self.alice.pk, bytes_up=3, bytes_down=4, instance_id="px", seq=1

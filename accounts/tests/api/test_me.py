@@ -4,8 +4,7 @@ from django.test import override_settings
 
 from accounts.models import ProxyCredential
 from accounts.selectors import credential_authenticate
-
-from .base import ApiTestCase
+from goproxy_site.tests.base import ApiTestCase
 
 ME = "/api/v1/me/"
 CREDS = "/api/v1/me/credentials/"

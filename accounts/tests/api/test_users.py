@@ -4,9 +4,8 @@ import json
 
 from accounts.models import OutboxEvent, User
 from accounts.services import user_create
+from goproxy_site.tests.base import ApiTestCase
 from plans.models import Subscription, SubscriptionStatus
-
-from .base import ApiTestCase
 
 USERS = "/api/v1/users/"
 

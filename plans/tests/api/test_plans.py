@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from accounts.tests.api.base import ApiTestCase
+from goproxy_site.tests.base import ApiTestCase
 from plans.models import Feature, Plan
 from plans.services import plan_assign
 
@@ -150,3 +150,25 @@ class PlansApiTests(ApiTestCase):
         self.assertEqual(self.alice_sub.traffic_limit_bytes, 1_000_000)
         new = plan_assign(user_id=self.charlie.pk, plan=Plan.objects.get(pk=self.plan.pk))
         self.assertEqual(new.traffic_limit_bytes, 5)
+
+    def test_plan_api_validates_lifecycle_fields(self) -> None:
+        self.login(self.olga)
+        response = self.client.post(
+            "/api/v1/plans/",
+            {"name": "T", "quota_action": "throttle", "reset_cycle": "every_n_days"},
+            format="json",
+        )
+        self.assertEqual(response.status_code, 400)
+        response = self.client.post(
+            "/api/v1/plans/",
+            {
+                "name": "T",
+                "quota_action": "throttle",
+                "throttle_speed_bps": 1000,
+                "reset_cycle": "every_n_days",
+                "reset_every_days": 7,
+                "device_limit": 2,
+            },
+            format="json",
+        )
+        self.assertEqual(response.status_code, 201, response.content)

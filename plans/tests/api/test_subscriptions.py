@@ -2,11 +2,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.tests.api.base import ApiTestCase
-from plans.models import FreePlanClaim, Plan, Subscription, SubscriptionStatus
+from goproxy_site.tests.base import ApiTestCase
+from plans import services
+from plans.models import (
+    FreePlanClaim,
+    Plan,
+    QueuedPlan,
+    Subscription,
+    SubscriptionStatus,
+    SubscriptionToken,
+)
 from plans.services import plan_assign
 
 SUBS = "/api/v1/subscriptions/"
@@ -221,3 +230,110 @@ class ClaimFreeTests(ApiTestCase):
 
     def test_anonymous_cannot_claim(self) -> None:
         self.assertEqual(self.client.post(CLAIM, {}, format="json").status_code, 401)
+
+
+class LifecycleApiTests(ApiTestCase):
+    def test_operator_top_up_switch_enable_and_history(self) -> None:
+        self.login(self.olga)
+        detail = f"{SUBS}{self.bob_sub.pk}/"
+        response = self.client.post(f"{detail}top-up/", {"bytes": 500_000}, format="json")
+        self.assertEqual(response.status_code, 200, response.content)
+        self.assertEqual(response.json()["traffic_limit_bytes"], 1_500_000)
+        self.assertEqual(response.json()["status"], "active")
+        bad = self.client.post(f"{detail}top-up/", {"bytes": 0}, format="json")
+        self.assertEqual(bad.status_code, 400)
+        self.assertIn("bytes", bad.json()["errors"] if "errors" in bad.json() else bad.json())
+        big = Plan.objects.create(name="Big", traffic_limit_bytes=9_000_000, duration_days=60)
+        response = self.client.post(f"{detail}switch/", {"plan": big.pk}, format="json")
+        self.assertEqual(response.status_code, 200, response.content)
+        self.assertEqual(response.json()["traffic_limit_bytes"], 9_500_000)
+        self.assertEqual(response.json()["bytes_used"], 1_000_000)
+        self.client.post(f"{detail}disable/")
+        response = self.client.post(f"{detail}enable/")
+        self.assertEqual(response.json()["status"], "active")
+        history = self.client.get(f"{detail}history/").json()
+        kinds = [e["kind"] for e in history["events"]]
+        self.assertEqual(
+            kinds,
+            ["assigned", "started", "topped_up", "lifted", "switched", "disabled", "enabled"],
+        )
+        sub = Subscription.objects.get(pk=self.bob_sub.pk)
+        self.assertEqual(history["subscription"]["traffic_limit_bytes"], sub.traffic_limit_bytes)
+        self.assertEqual(history["subscription"]["status"], sub.status)
+
+    def test_queue_for_a_user_and_permissions(self) -> None:
+        nxt = Plan.objects.create(name="Next", traffic_limit_bytes=5_000_000, duration_days=30)
+        body = {"user_id": self.alice.pk, "plan": nxt.pk}
+        self.login(self.alice)
+        self.assertEqual(self.client.post(f"{SUBS}queue/", body, format="json").status_code, 403)
+        self.login(self.olga)
+        response = self.client.post(f"{SUBS}queue/", body, format="json")
+        self.assertEqual(response.status_code, 202, response.content)
+        self.assertEqual(QueuedPlan.objects.get(user_id=self.alice.pk).plan, nxt)
+        mine = self.client.get(f"{SUBS}{self.alice_sub.pk}/").json()
+        self.assertEqual(mine["queued_plan"], nxt.pk)
+        # bob is cut off at his quota: the queued plan takes over at once.
+        response = self.client.post(
+            f"{SUBS}queue/", {"user_id": self.bob.pk, "plan": nxt.pk}, format="json"
+        )
+        self.assertEqual(response.status_code, 201, response.content)
+        self.assertEqual(response.json()["plan"], nxt.pk)
+        self.assertEqual(response.json()["status"], "active")
+
+    def test_user_queues_only_price_free_public_plans_and_cancels(self) -> None:
+        paid = Plan.objects.create(name="Paid", traffic_limit_bytes=10, price="3.00")
+        free = Plan.objects.create(name="Zero", traffic_limit_bytes=10, price="0")
+        self.login(self.alice)
+        url = "/api/v1/me/subscription/queue/"
+        self.assertEqual(self.client.post(url, {"plan": paid.pk}, format="json").status_code, 400)
+        # The free plan is claimed once through claim-free, never queued.
+        claimable = Plan.objects.get(name="Free")
+        self.assertEqual(
+            self.client.post(url, {"plan": claimable.pk}, format="json").status_code, 400
+        )
+        self.assertEqual(self.client.post(url, {"plan": free.pk}, format="json").status_code, 202)
+        self.assertEqual(self.client.delete(url).status_code, 204)
+        self.assertEqual(self.client.delete(url).status_code, 404)
+        history = self.client.get("/api/v1/me/subscription/history/").json()
+        self.assertEqual([e["kind"] for e in history["events"]][-2:], ["queued", "queue_cancelled"])
+
+
+class SubscriptionUrlTests(ApiTestCase):
+    def test_userinfo_header_and_summary_match_the_database(self) -> None:
+        self.login(self.bob)
+        url = self.client.get("/api/v1/me/subscription-url/").json()["url"]
+        path = url.split("127.0.0.1:8000", 1)[1]
+        response = Client().get(path)
+        self.assertEqual(response.status_code, 200)
+        sub = Subscription.objects.get(pk=self.bob_sub.pk)
+        expected = (
+            f"upload={sub.bytes_up}; download={sub.bytes_down}; "
+            f"total={sub.traffic_limit_bytes}; expire={int(sub.expires_at.timestamp())}"
+        )
+        self.assertEqual(response["subscription-userinfo"], expected)
+        self.assertContains(response, "status: limited")
+        self.assertEqual(response["Content-Type"], "text/plain; charset=utf-8")
+        # Same URL on a second call; rotation kills the old one.
+        self.assertEqual(self.client.get("/api/v1/me/subscription-url/").json()["url"], url)
+        new = self.client.post("/api/v1/me/subscription-url/rotate/").json()["url"]
+        self.assertNotEqual(new, url)
+        self.assertEqual(Client().get(path).status_code, 404)
+        self.assertContains(Client().get(path), "Unknown subscription URL", status_code=404)
+        self.assertEqual(Client().get(new.split("127.0.0.1:8000", 1)[1]).status_code, 200)
+        self.assertGreaterEqual(len(SubscriptionToken.objects.get(user_id=self.bob.pk).token), 40)
+
+    def test_reading_the_url_never_creates_one(self) -> None:
+        self.login(self.charlie)
+        response = self.client.get("/api/v1/me/subscription-url/")
+        self.assertEqual(response.status_code, 404)
+        self.assertIn("rotate", response.json()["detail"])
+        self.assertIs(SubscriptionToken.objects.filter(user_id=self.charlie.pk).exists(), False)
+        created = self.client.post("/api/v1/me/subscription-url/rotate/").json()["url"]
+        self.assertEqual(self.client.get("/api/v1/me/subscription-url/").json()["url"], created)
+
+    def test_no_subscription_answers_zeros(self) -> None:
+        token = services.subscription_token_get_or_create(user_id=self.charlie.pk)
+        response = Client().get(f"/plans/sub/{token}/")
+        self.assertEqual(
+            response["subscription-userinfo"], "upload=0; download=0; total=0; expire=0"
+        )

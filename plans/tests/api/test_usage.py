@@ -4,8 +4,8 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from accounts.tests.api.base import ApiTestCase
 from goproxy_site.events.schemas import UserConsumedTrafficEvent
+from goproxy_site.tests.base import ApiTestCase
 from plans.models import Plan, Subscription
 from plans.services import plan_assign, traffic_apply_batch
 

@@ -1,4 +1,4 @@
-"""The plan-controller loop: batches, offsets after the DB commit, dead letters, outbox relay."""
+"""The plan-controller loop: batches, offsets after the DB commit, dead letters, relay."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from django.conf import settings
 
-from accounts.models import OutboxEvent as AccountsOutbox
-from accounts.services import credential_revoke
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
 from goproxy_site.events.memory import InMemoryEventBus
@@ -20,16 +18,17 @@ from goproxy_site.outbox import OutboxRelay
 from goproxy_site.tests.base import BaseTestCase
 from plans.consumer import PlanController
 from plans.models import OutboxEvent, Subscription, SubscriptionStatus
+from plans.tests.factories import (
+    traffic_delta,
+)
 
 TRAFFIC = "goproxy.traffic"
+
+
 CONTROL = "goproxy.control"
+
+
 DEAD = "goproxy.dead-letter"
-
-
-def delta(user_id: int, up: int, down: int, seq: int, instance: str = "px-1") -> schemas.Event:
-    return schemas.UserConsumedTrafficEvent(
-        user_id=user_id, bytes_up=up, bytes_down=down, instance_id=instance, seq=seq
-    )
 
 
 class PlanControllerTests(BaseTestCase):
@@ -50,7 +49,7 @@ class PlanControllerTests(BaseTestCase):
 
     def test_batch_applied_committed_and_restriction_relayed(self) -> None:
         for i in range(1, 4):
-            self.producer.send(delta(self.alice.pk, 200_000, 200_000, i))
+            self.producer.send(traffic_delta(self.alice.pk, 200_000, 200_000, i))
         self.assertIs(self.controller().step(), True)
         self.assertEqual(self.used(self.alice_sub), 1_200_000)
         self.assertEqual(self.bus.committed[("plan-controller", TRAFFIC)], 3)
@@ -61,21 +60,21 @@ class PlanControllerTests(BaseTestCase):
 
     def test_redelivery_after_a_crash_before_commit_counts_once(self) -> None:
         for i in range(1, 3):
-            self.producer.send(delta(self.alice.pk, 10, 5, i))
+            self.producer.send(traffic_delta(self.alice.pk, 10, 5, i))
         crashed = self.controller()
         msgs = crashed.consumer.consume(10, 0)
         crashed._apply(
             schemas.UserConsumedTrafficEvent, [(m, schemas.from_json(m.value)) for m in msgs]
         )
         crashed.consumer.close()  # died before committing offsets
-        self.producer.send(delta(self.alice.pk, 1, 0, 3))
+        self.producer.send(traffic_delta(self.alice.pk, 1, 0, 3))
         self.controller().step()
         self.assertEqual(self.used(self.alice_sub), 31)
 
     def test_poison_messages_go_to_dead_letter_and_never_stall(self) -> None:
         self.bus.append(TRAFFIC, b"1", b"{not json")
-        self.producer.send(delta(self.alice.pk, -5, 0, 1))  # refused by the service
-        self.producer.send(delta(self.alice.pk, 7, 3, 2))
+        self.producer.send(traffic_delta(self.alice.pk, -5, 0, 1))  # refused by the service
+        self.producer.send(traffic_delta(self.alice.pk, 7, 3, 2))
         self.assertIs(self.controller().step(), True)
         self.assertEqual(self.used(self.alice_sub), 10)
         dead = self.bus.topics[DEAD]
@@ -88,36 +87,17 @@ class PlanControllerTests(BaseTestCase):
         self.assertEqual(self.bus.committed[("plan-controller", TRAFFIC)], 3)
 
     def test_unknown_types_and_versions_are_skipped(self) -> None:
-        raw = json.loads(delta(self.alice.pk, 1, 1, 1).to_json())
+        raw = json.loads(traffic_delta(self.alice.pk, 1, 1, 1).to_json())
         self.bus.append(TRAFFIC, b"1", json.dumps({**raw, "type": "FutureEvent"}).encode())
         self.bus.append(TRAFFIC, b"1", json.dumps({**raw, "version": 99}).encode())
         self.producer.send(schemas.UserDeactivated(user_id=self.alice.pk), topic=TRAFFIC)
-        self.producer.send(delta(self.alice.pk, 2, 2, 2))
+        self.producer.send(traffic_delta(self.alice.pk, 2, 2, 2))
         with self.assertLogs("plans.consumer", "WARNING") as logs:
             self.controller().step()
         self.assertEqual(self.used(self.alice_sub), 4)
         self.assertEqual(self.bus.topics[DEAD], [])
         self.assertEqual(len(logs.records), 3)
         self.assertIn("unknown event type 'FutureEvent'", logs.output[0])
-
-    def test_relay_waits_for_the_broker_and_loses_nothing(self) -> None:
-        credential_revoke(credential=self.alice_cred.credential)
-        relay = OutboxRelay(self.producer)
-        self.bus.down = True
-        with self.assertLogs("goproxy_site.outbox", "WARNING"):
-            self.assertEqual(relay.step(force=True), 0)
-        # Only this user's rows: session fixtures elsewhere may have committed others.
-        pending = AccountsOutbox.objects.filter(sent_at__isnull=True, key=str(self.alice.pk))
-        self.assertEqual(pending.count(), 1)
-        self.bus.down = False
-        relay.step(force=True)
-        self.assertFalse(pending.exists())
-        revoked = [
-            e
-            for e in self.bus.events(CONTROL)
-            if isinstance(e, schemas.ProxyCredentialRevoked) and e.user_id == self.alice.pk
-        ]
-        self.assertEqual([e.login for e in revoked], ["alice-proxy"])
 
 
 class PlanControllerKafkaTests(BaseTestCase):
@@ -147,7 +127,7 @@ class PlanControllerKafkaTests(BaseTestCase):
         traffic = self.topics["KAFKA_TOPIC_TRAFFIC"]
         producer.send_raw(traffic, key=str(self.alice.pk).encode(), value=b"\x00garbage")
         for i in range(1, 6):
-            producer.send(delta(self.alice.pk, 100_000, 100_000, i))
+            producer.send(traffic_delta(self.alice.pk, 100_000, 100_000, i))
         self.assertEqual(producer.flush(10), 0)
         group = f"pc-{uuid.uuid4().hex[:6]}"
         controller = PlanController(

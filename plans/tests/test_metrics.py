@@ -1,37 +1,27 @@
-"""Worker metrics: the plan-controller loop's counters, consumer lag on a real broker, and
-the metrics HTTP server."""
+"""Worker metrics: the plan-controller loop's counters, the lag gauge, the HTTP server."""
 
 from __future__ import annotations
 
 import socket
-import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 
-import pytest
 from django.test import SimpleTestCase
 from prometheus_client import REGISTRY
 
-from goproxy_site.events import schemas
-from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
 from goproxy_site.events.memory import InMemoryEventBus
 from goproxy_site.outbox import OutboxRelay
 from goproxy_site.tests.base import BaseTestCase
 from plans import metrics
 from plans.consumer import PlanController
+from plans.tests.factories import (
+    traffic_delta,
+)
 
 TRAFFIC = "goproxy.traffic"
 
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def delta(user_id: int, up: int, down: int, seq: int) -> schemas.Event:
-    return schemas.UserConsumedTrafficEvent(
-        user_id=user_id, bytes_up=up, bytes_down=down, instance_id="scale-px", seq=seq
-    )
 
 
 class WorkerMetricsTests(BaseTestCase):
@@ -53,9 +43,11 @@ class WorkerMetricsTests(BaseTestCase):
         ]
         before = [sample(n, **labels) for n, labels in names]
         for seq in (1, 2, 3):
-            producer.send(delta(self.alice.pk, 300_000, 100_000, seq))  # crosses alice's limit
+            producer.send(
+                traffic_delta(self.alice.pk, 300_000, 100_000, seq)
+            )  # crosses alice's limit
         bus.append(TRAFFIC, b"1", b"{not json")
-        producer.send(delta(self.alice.pk, 1, 1, 3))  # a redelivered sequence: a no-op
+        producer.send(traffic_delta(self.alice.pk, 1, 1, 3))  # a redelivered sequence: a no-op
         self.assertIs(controller.step(), True)
         after = [sample(n, **labels) for n, labels in names]
         consumed, applied, dead, batches, relayed = (
@@ -72,7 +64,7 @@ class WorkerMetricsTests(BaseTestCase):
         producer = bus.producer()
         consumer = bus.consumer(group_id="g", topics=[TRAFFIC])
         for seq in (1, 2, 3):
-            producer.send(delta(self.alice.pk, 1, 1, seq))
+            producer.send(traffic_delta(self.alice.pk, 1, 1, seq))
         tracker = metrics.LagTracker(60)
         self.assertIs(tracker.maybe_update(consumer, now=0.0), True)
         self.assertEqual(sample("goproxy_worker_consumer_lag", topic=TRAFFIC, partition="0"), 3)
@@ -88,54 +80,6 @@ class WorkerMetricsTests(BaseTestCase):
                 "goproxy_worker_consumer_lag", {"topic": TRAFFIC, "partition": "0"}
             )
         )
-
-
-class ConsumerLagTests(SimpleTestCase):
-    """Against tansu: one message per produce call, so its high watermark is exact."""
-
-    @pytest.fixture(autouse=True)
-    def _broker(self, kafka_broker: str) -> Iterator[None]:
-        self.topic = f"t.lag.{uuid.uuid4().hex[:8]}"
-        with self.settings(KAFKA_BOOTSTRAP_SERVERS=kafka_broker):
-            topics_ensure([self.topic], partitions=2)
-            yield
-
-    def produce(self, count: int, partition: int) -> None:
-        producer = KafkaEventProducer()
-        for i in range(count):
-            producer._producer.produce(self.topic, value=b"%d" % i, partition=partition)
-            assert producer.flush(10) == 0  # one record batch per message
-
-    def lag_now(self, consumer: KafkaEventConsumer) -> dict | None:
-        tracker = metrics.LagTracker(0)
-        assert tracker.maybe_update(consumer)
-        return consumer.lag()
-
-    def test_lag_is_watermark_minus_committed_per_partition(self) -> None:
-        self.produce(6, partition=0)
-        self.produce(2, partition=1)
-        consumer = KafkaEventConsumer(group_id=f"lag-{self.topic}", topics=[self.topic])
-        try:
-            got: list = []
-            for _ in range(100):  # bounded: join + fetch take a few seconds on tansu
-                got += consumer.consume(8 - len(got), 0.2)
-                if len(got) == 8:
-                    break
-            assert len(got) == 8
-            consumer.commit()
-            assert self.lag_now(consumer) == {(self.topic, 0): 0, (self.topic, 1): 0}
-            self.produce(5, partition=0)
-            lags = None
-            for _ in range(50):
-                lags = consumer.lag()
-                if lags and lags[(self.topic, 0)] == 5:
-                    break
-                time.sleep(0.1)
-            assert lags == {(self.topic, 0): 5, (self.topic, 1): 0}
-            metrics.LagTracker(0).maybe_update(consumer)
-            assert sample("goproxy_worker_consumer_lag", topic=self.topic, partition="0") == 5
-        finally:
-            consumer.close()
 
 
 class MetricsServerTests(SimpleTestCase):

@@ -15,7 +15,7 @@ from accounts.models import ProxyCredential, User
 from accounts.selectors import credential_authenticate
 from accounts.services import credential_issue
 from goproxy_site.tests.base import BaseTestCase
-from plans.models import FreePlanClaim, Plan, Subscription, SubscriptionStatus, UsageBucket
+from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
 
 STRONG_PASSWORD = "correct-horse-battery-9"
 
@@ -228,49 +228,6 @@ class DashboardTests(BaseTestCase):
         self.client.force_login(self.alice)
         # Alice has a running paid plan: claiming would replace it.
         self.assertNotContains(self.client.get(reverse("dashboard")), "Claim free plan")
-
-
-class ClaimFreePlanTests(BaseTestCase):
-    def setUp(self) -> None:
-        self.free = Plan.objects.get(name="Free")
-
-    def test_claim_assigns_the_free_plan_once(self) -> None:
-        self.client.force_login(self.charlie)
-        url = reverse("plans:claim-free", args=[self.free.pk])
-        response = self.client.post(url, follow=True)
-        self.assertRedirects(response, reverse("dashboard"))
-        self.assertContains(response, "The Free plan is yours: 200.0 MB of traffic until")
-        sub = Subscription.objects.get(user_id=self.charlie.pk, is_current=True)
-        self.assertEqual(sub.plan, self.free)
-        self.assertNotContains(response, "Claim free plan")
-
-        Subscription.objects.filter(pk=sub.pk).update(status=SubscriptionStatus.EXPIRED)
-        response = self.client.post(url, follow=True)
-        self.assertContains(response, "You have already claimed the free plan once.")
-        self.assertEqual(FreePlanClaim.objects.filter(user_id=self.charlie.pk).count(), 1)
-
-    def test_paid_plan_cannot_be_claimed(self) -> None:
-        self.client.force_login(self.charlie)
-        response = self.client.post(reverse("plans:claim-free", args=[self.plan.pk]), follow=True)
-        self.assertContains(response, "Only a plan marked free can be claimed.")
-        self.assertIs(Subscription.objects.filter(user_id=self.charlie.pk).exists(), False)
-
-    def test_running_plan_is_not_replaced(self) -> None:
-        self.client.force_login(self.alice)
-        response = self.client.post(reverse("plans:claim-free", args=[self.free.pk]), follow=True)
-        self.assertContains(response, "You already have a plan")
-        self.assertEqual(
-            Subscription.objects.get(user_id=self.alice.pk, is_current=True).plan, self.plan
-        )
-
-    def test_get_and_unknown_plan(self) -> None:
-        self.client.force_login(self.charlie)
-        self.assertEqual(
-            self.client.get(reverse("plans:claim-free", args=[self.free.pk])).status_code, 405
-        )
-        self.assertEqual(
-            self.client.post(reverse("plans:claim-free", args=[999_999])).status_code, 404
-        )
 
 
 @override_settings(

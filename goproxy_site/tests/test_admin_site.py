@@ -1,26 +1,21 @@
-"""Every admin page answers 200 to staff and refuses anonymous users."""
+"""The operators' admin site: every page answers staff and refuses anonymous users, and
+the index shows the totals panel.
+"""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from django.contrib import admin
-from django.test import RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import User
-from accounts.selectors import credential_authenticate
 from accounts.services import user_create
-from goproxy_site.tests.base import BaseTestCase
+from goproxy_site.tests.base import AdminTestCase, BaseTestCase
 from plans.models import (
     Plan,
-    QueuedPlan,
     Subscription,
-    SubscriptionEvent,
-    SubscriptionEventKind,
-    SubscriptionStatus,
+    UsageBucket,
 )
-from plans.services import plan_queue
 
 
 class AdminPagesTests(BaseTestCase):
@@ -107,52 +102,30 @@ class AdminPagesTests(BaseTestCase):
         self.assertContains(response, "charlie-admin")
 
 
-class AdminWritesGoThroughServicesTests(BaseTestCase):
-    """Edits in the admin's forms reach the same services as its actions."""
+USERS = reverse("admin:accounts_user_changelist")
 
-    @classmethod
-    def setUpTestData(cls) -> None:
-        super().setUpTestData()
-        cls.operator = user_create(
-            username="op2",
-            email="op2@example.org",
-            password="pw-op-123",
-            is_staff=True,
-            is_superuser=True,
+
+class AdminIndexTests(AdminTestCase):
+    def test_totals_panel(self) -> None:
+        UsageBucket.objects.create(
+            user_id=self.alice.pk,
+            subscription=self.alice_sub,
+            hour=timezone.now().replace(minute=0, second=0, microsecond=0),
+            bytes_up=2_000_000,
+            bytes_down=3_000_000,
         )
+        response = self.client.get(reverse("admin:index"))
+        totals = response.context["goproxy_totals"]
+        self.assertEqual(totals["users_total"], 4)
+        self.assertEqual(totals["subscriptions_active"], 1)
+        self.assertEqual(totals["subscriptions_limited"], 1)
+        self.assertEqual(totals["near_limit"], 1)
+        self.assertEqual(totals["users_without_plan"], 2)
+        self.assertEqual(totals["traffic_today"], "5.0 MB")
+        self.assertContains(response, "At a glance")
+        self.assertContains(response, f"{USERS}?subscription=limited")
+        self.assertContains(response, 'aria-labelledby="all-traffic-title all-traffic-desc"')
 
-    def test_deleting_a_user_ends_proxy_access_first(self) -> None:
-        self.client.force_login(self.operator)
-        url = reverse("admin:accounts_user_delete", args=[self.alice.pk])
-        self.client.post(url, {"post": "yes"})
-        self.assertFalse(User.objects.filter(pk=self.alice.pk).exists())
-        sub = Subscription.objects.get(pk=self.alice_sub.pk)
-        self.assertEqual(sub.status, SubscriptionStatus.DISABLED)
-
-    def test_unticking_active_deactivates_through_the_service(self) -> None:
-        model_admin = admin.site._registry[User]
-        request = RequestFactory().post("/")
-        request.user = self.operator
-        self.alice.is_active = False
-        form = SimpleNamespace(changed_data=["is_active"])
-        model_admin.save_model(request, self.alice, form, change=True)
-        self.assertIsNone(
-            credential_authenticate(login="alice-proxy", secret=self.alice_cred.secret)
-        )
-        sub = Subscription.objects.get(pk=self.alice_sub.pk)
-        self.assertEqual(sub.status, SubscriptionStatus.DISABLED)
-
-    def test_subscriptions_cannot_be_deleted_and_queued_plans_cancel_with_history(self) -> None:
-        self.client.force_login(self.operator)
-        url = reverse("admin:plans_subscription_delete", args=[self.alice_sub.pk])
-        self.assertEqual(self.client.get(url).status_code, 403)
-        nxt = Plan.objects.create(name="Next", traffic_limit_bytes=10**6, duration_days=30)
-        queued = plan_queue(user_id=self.alice.pk, plan=nxt)
-        url = reverse("admin:plans_queuedplan_delete", args=[queued.pk])
-        self.client.post(url, {"post": "yes"})
-        self.assertFalse(QueuedPlan.objects.filter(user_id=self.alice.pk).exists())
-        self.assertTrue(
-            SubscriptionEvent.objects.filter(
-                user_id=self.alice.pk, kind=SubscriptionEventKind.QUEUE_CANCELLED
-            ).exists()
-        )
+    def test_only_the_index_computes_totals(self) -> None:
+        response = self.client.get(USERS)
+        self.assertNotIn("goproxy_totals", response.context)
