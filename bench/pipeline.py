@@ -97,14 +97,9 @@ def throughput(bootstrap: str, events: int, users: int) -> None:
 
 def enforcement(tmp: Path, bootstrap: str, cuts: int) -> None:
     from accounts.services import credential_issue, user_create
-    from goproxy_site.tests.test_e2e_pipeline import (
-        StreamOrigin,
-        UserTraffic,
-        WorkerProcess,
-        fetch,
-        kafka_proxy,
-        stack_env,
-    )
+    from goproxy_site.tests.support.stack import kafka_proxy
+    from goproxy_site.tests.support.traffic import StreamOrigin, UserTraffic, fetch
+    from goproxy_site.tests.support.worker import WorkerProcess, stack_env
     from plans.models import Plan
     from plans.services import plan_assign
 
@@ -159,7 +154,7 @@ def main() -> None:
         setup_django(tmp)
         from django.conf import settings
 
-        from goproxy_site.tests.fixtures import TansuBroker
+        from goproxy_site.tests.support.broker import TansuBroker
 
         broker = TansuBroker(log_path=tmp / "tansu.log").start()
         settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap
