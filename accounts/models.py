@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractUser, UserManager
+from django.contrib.auth.models import AbstractUser
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -20,8 +20,6 @@ class User(AbstractUser):
     """A person using the portal; staff users are operators."""
 
     email = models.EmailField("email address", unique=False)
-
-    objects = UserManager()
 
     class Meta:
         constraints = [

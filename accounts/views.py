@@ -28,7 +28,8 @@ from plans.views import lifecycle_panel, plan_catalogue
 
 from . import selectors, services
 from .forms import AccountDeleteForm, CredentialIssueForm, SignupForm
-from .models import ProxyCredential, User
+from .models import ProxyCredential
+from .requests import AuthenticatedHttpRequest
 
 
 def proxy_example(*, login: str, secret: str) -> dict[str, str]:
@@ -81,6 +82,7 @@ class SignupView(FormView):
 @method_decorator(never_cache, name="dispatch")  # shows the private subscription URL
 class DashboardView(LoginRequiredMixin, TemplateView):
     template_name = "accounts/dashboard.html"
+    request: AuthenticatedHttpRequest
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         user_id = self.request.user.pk
@@ -122,6 +124,7 @@ class CredentialsView(LoginRequiredMixin, FormView):
 
     template_name = "accounts/credentials.html"
     form_class = CredentialIssueForm
+    request: AuthenticatedHttpRequest
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return super().get_context_data(
@@ -161,8 +164,9 @@ def render_issued(
     return response
 
 
-class _OwnCredentialMixin(LoginRequiredMixin):
+class _OwnCredentialMixin(LoginRequiredMixin, View):
     http_method_names = ["post"]
+    request: AuthenticatedHttpRequest
 
     def credential(self, pk: int) -> ProxyCredential:
         # Another user's credential id answers 404, like a missing one.
@@ -170,7 +174,7 @@ class _OwnCredentialMixin(LoginRequiredMixin):
 
 
 @method_decorator(never_cache, name="dispatch")
-class CredentialRotateView(_OwnCredentialMixin, View):
+class CredentialRotateView(_OwnCredentialMixin):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         credential = self.credential(pk)
         try:
@@ -181,7 +185,7 @@ class CredentialRotateView(_OwnCredentialMixin, View):
         return render_issued(request, issued, action="rotated")
 
 
-class CredentialRevokeView(_OwnCredentialMixin, View):
+class CredentialRevokeView(_OwnCredentialMixin):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         credential = services.credential_revoke(credential=self.credential(pk))
         messages.success(request, f"Revoked {credential.login}; it no longer works.")
@@ -192,12 +196,13 @@ class AccountDeleteView(LoginRequiredMixin, FormView):
     template_name = "accounts/account_delete.html"
     form_class = AccountDeleteForm
     success_url = reverse_lazy("home")
+    request: AuthenticatedHttpRequest
 
     def get_form_kwargs(self) -> dict[str, Any]:
         return {**super().get_form_kwargs(), "user": self.request.user}
 
     def form_valid(self, form: AccountDeleteForm) -> HttpResponse:
-        user: User = self.request.user  # type: ignore[assignment]
+        user = self.request.user
         email = user.email
         services.user_delete_account(user=user)
         logout(self.request)

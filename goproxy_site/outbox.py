@@ -51,7 +51,7 @@ Outbox = TypeVar("Outbox", bound=AbstractOutboxEvent)
 
 def outbox_add(*, model: type[Outbox], event: schemas.Event) -> Outbox:
     """Queue an event for Kafka in the caller's transaction on `model`'s database."""
-    return model.objects.create(
+    return model._default_manager.create(
         event_id=event.event_id,
         topic=schemas.topic_for(event),
         key=event.key,
@@ -61,7 +61,7 @@ def outbox_add(*, model: type[Outbox], event: schemas.Event) -> Outbox:
 
 def outbox_pending(*, model: type[Outbox], limit: int) -> list[Outbox]:
     """Undelivered rows of one outbox, oldest first."""
-    return list(model.objects.filter(sent_at__isnull=True).order_by("id")[:limit])
+    return list(model._default_manager.filter(sent_at__isnull=True).order_by("id")[:limit])
 
 
 def outbox_mark_sent(*, model: type[AbstractOutboxEvent], ids: Sequence[int]) -> int:
@@ -69,7 +69,7 @@ def outbox_mark_sent(*, model: type[AbstractOutboxEvent], ids: Sequence[int]) ->
     if not ids:
         return 0
     with transaction.atomic(using=router.db_for_write(model)):
-        return model.objects.filter(pk__in=list(ids), sent_at__isnull=True).update(
+        return model._default_manager.filter(pk__in=list(ids), sent_at__isnull=True).update(
             sent_at=timezone.now()
         )
 

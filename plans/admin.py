@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
@@ -9,10 +11,10 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
-from accounts.admin import usage_bar
 from goproxy_site.formatting import human_bytes
 
 from . import services
+from .charts import subscription_usage_bar
 from .models import (
     Feature,
     FreePlanClaim,
@@ -31,6 +33,9 @@ from .models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+
+if TYPE_CHECKING:  # django-stubs' helper, for the annotated changelist rows only
+    from django_stubs_ext import WithAnnotations
 
 
 @admin.register(Feature)
@@ -69,6 +74,12 @@ class PlanForm(forms.ModelForm):
 
     def clean_quota_action(self) -> str:
         return self.cleaned_data.get("quota_action") or QuotaAction.CUT
+
+
+class PlanCounts(TypedDict):
+    """What PlanAdmin.get_queryset annotates each plan with."""
+
+    current_subscribers: int
 
 
 @admin.register(Plan)
@@ -111,7 +122,7 @@ class PlanAdmin(admin.ModelAdmin):
         return ", ".join(f.name for f in obj.features.all()) or "—"
 
     @admin.display(description="current subscribers", ordering="current_subscribers")
-    def subscribers(self, obj: Plan) -> int:
+    def subscribers(self, obj: WithAnnotations[Plan, PlanCounts]) -> int:
         return obj.current_subscribers
 
     @admin.display(description="traffic limit", ordering="traffic_limit_bytes")
@@ -147,8 +158,7 @@ class HistoryInline(admin.TabularInline):
     """Assignments, starts, resets, restrictions, lifts and notifications, oldest first."""
 
     model = SubscriptionEvent
-    fields = ["at", "kind", "message", "data"]
-    readonly_fields = fields
+    fields = readonly_fields = ("at", "kind", "message", "data")
     extra = 0
     can_delete = False
     ordering = ["at", "id"]
@@ -160,8 +170,14 @@ class HistoryInline(admin.TabularInline):
 
 class ResetInline(admin.TabularInline):
     model = UsageReset
-    fields = ["period_start", "period_end", "bytes_up", "bytes_down", "was_limited", "manual"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "period_start",
+        "period_end",
+        "bytes_up",
+        "bytes_down",
+        "was_limited",
+        "manual",
+    )
     extra = 0
     can_delete = False
     verbose_name_plural = "reset log"
@@ -237,7 +253,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
         )
 
     def _chosen_plan(self, request: HttpRequest) -> Plan | None:
-        plan = Plan.objects.filter(pk=request.POST.get("plan") or None).first()
+        chosen = request.POST.get("plan")
+        plan = Plan.objects.filter(pk=chosen).first() if chosen else None
         if plan is None:
             self.message_user(request, "Choose a plan.", messages.ERROR)
         return plan
@@ -278,7 +295,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     @admin.display(description="used / limit")
     def usage(self, obj: Subscription) -> str:
-        return usage_bar(obj)
+        return subscription_usage_bar(obj)
 
     @admin.action(description="Extend by N days")
     def extend(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from celery import bootsteps
+from celery.worker import WorkController
 from django.conf import settings
 
 from .metrics import metrics_server_start
@@ -22,13 +24,13 @@ logger = logging.getLogger(__name__)
 class PlanControllerStep(bootsteps.StartStopStep):
     """Consume the traffic topic in group KAFKA_CONSUMER_GROUP inside `celery worker`."""
 
-    requires = {"celery.worker.components:Pool"}
+    requires = ("celery.worker.components:Pool",)
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
+    def __init__(self, worker: WorkController, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._metrics_server: Any = None
+        self._metrics_server: WSGIServer | None = None
 
     def _run(self) -> None:
         # Late: the consumer reaches the ORM, and this module is imported with the Celery
@@ -43,7 +45,7 @@ class PlanControllerStep(bootsteps.StartStopStep):
             logger.exception("plan-controller loop crashed")
             raise
 
-    def start(self, worker: Any) -> None:
+    def start(self, worker: WorkController) -> None:
         if settings.WORKER_METRICS_PORT is not None and self._metrics_server is None:
             self._metrics_server = metrics_server_start(
                 settings.WORKER_METRICS_PORT, settings.WORKER_METRICS_ADDR
@@ -56,7 +58,7 @@ class PlanControllerStep(bootsteps.StartStopStep):
         self._thread.start()
         logger.info("plan-controller started")
 
-    def stop(self, worker: Any) -> None:
+    def stop(self, worker: WorkController) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=15)

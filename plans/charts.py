@@ -16,6 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from goproxy_site.formatting import human_bytes
 
+from .models import Subscription
 from .selectors import UsagePoint
 
 # Colours keep at least 4.5:1 contrast against white (WCAG AA for text and graphics).
@@ -46,6 +47,13 @@ def usage_percent(used: int, limit: int | None) -> int | None:
     if not limit:
         return None
     return math.floor(used * 100 / limit)
+
+
+def subscription_usage_bar(sub: Subscription | None) -> str:
+    """The used/limit bar of a subscription, or a dash without one (admin columns)."""
+    if sub is None:
+        return "—"
+    return usage_bar_html(used=sub.bytes_used, limit=sub.traffic_limit_bytes)
 
 
 def usage_bar_html(*, used: int, limit: int | None, label: str = "Traffic used") -> SafeString:

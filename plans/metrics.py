@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -76,7 +76,7 @@ class LagTracker:
         return True
 
 
-def metrics_server_start(port: int, addr: str) -> Any:
+def metrics_server_start(port: int, addr: str) -> WSGIServer | None:
     """Serve the default registry on addr:port; None (and an error log) if it can't bind."""
     try:
         server, _thread = start_http_server(port, addr=addr)

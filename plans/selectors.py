@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
@@ -244,11 +244,10 @@ def plan_get_default_free() -> Plan | None:
 
 def throttle_states() -> dict[int, int]:
     """Users the proxy holds to a reduced speed (throttling quota reached): id -> B/s."""
-    return dict(
-        UserRestriction.objects.filter(throttle_bps__isnull=False).values_list(
-            "user_id", "throttle_bps"
-        )
+    rows = UserRestriction.objects.filter(throttle_bps__isnull=False).values_list(
+        "user_id", "throttle_bps"
     )
+    return {user_id: bps for user_id, bps in rows if bps is not None}
 
 
 def queued_plan_get(*, user_id: int) -> QueuedPlan | None:
@@ -277,7 +276,18 @@ def subscription_token_of_user(*, user_id: int) -> str | None:
     return SubscriptionToken.objects.filter(user_id=user_id).values_list("token", flat=True).first()
 
 
-def subscription_userinfo(*, user_id: int) -> dict[str, int | str | None]:
+class SubscriptionUserinfo(TypedDict):
+    upload: int
+    download: int
+    total: int
+    expire: int
+    status: str | None
+    plan: str | None
+    next_reset_at: NotRequired[str | None]
+    lifetime: NotRequired[int]
+
+
+def subscription_userinfo(*, user_id: int) -> SubscriptionUserinfo:
     """The numbers client apps read from `subscription-userinfo`, and the portal shows.
 
     upload/download: this period's bytes; total: the period's allowance (0 = unlimited);

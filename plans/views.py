@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.generic import TemplateView, View
 
+from accounts.requests import AuthenticatedHttpRequest
 from goproxy_site.formatting import human_bytes
 
 from . import selectors, services
@@ -95,7 +96,7 @@ class CatalogueView(TemplateView):
 class ClaimFreePlanView(LoginRequiredMixin, View):
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         plan = get_object_or_404(Plan, pk=pk)
         try:
             sub = services.plan_claim_free(user_id=request.user.pk, plan=plan, public_only=True)
@@ -117,7 +118,7 @@ class QueuePlanView(LoginRequiredMixin, View):
 
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         plan = get_object_or_404(Plan, pk=pk)
         if not self_queueable_plans().filter(pk=plan.pk).exists():
             messages.error(
@@ -141,7 +142,7 @@ class QueuePlanView(LoginRequiredMixin, View):
 class QueueCancelView(LoginRequiredMixin, View):
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedHttpRequest) -> HttpResponse:
         if services.plan_queue_cancel(user_id=request.user.pk, by="by the user"):
             messages.success(request, "Your queued plan is cancelled.")
         else:
@@ -152,7 +153,7 @@ class QueueCancelView(LoginRequiredMixin, View):
 class SubscriptionUrlRotateView(LoginRequiredMixin, View):
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedHttpRequest) -> HttpResponse:
         had_one = selectors.subscription_token_of_user(user_id=request.user.pk) is not None
         services.subscription_token_rotate(user_id=request.user.pk)
         if had_one:
@@ -173,7 +174,7 @@ queue_cancel_view = QueueCancelView.as_view()
 subscription_url_rotate_view = SubscriptionUrlRotateView.as_view()
 
 
-def subscription_userinfo_header(info: dict[str, Any]) -> str:
+def subscription_userinfo_header(info: selectors.SubscriptionUserinfo) -> str:
     return "upload={upload}; download={download}; total={total}; expire={expire}".format(**info)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -17,6 +18,7 @@ from rest_framework.serializers import BaseSerializer
 
 from accounts import selectors, services
 from accounts.models import ProxyCredential, User
+from accounts.requests import AuthenticatedRequest
 from accounts.services import IssuedCredential
 from goproxy_site.api.permissions import IsOwner
 from plans import selectors as plan_selectors
@@ -49,7 +51,7 @@ class UserViewSet(
     permission_classes = [IsAdminUser, IsNotSelf]
     lookup_value_regex = ID_REGEX
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[User]:
         return selectors.user_list()
 
     @extend_schema(parameters=[UserFilterSerializer])
@@ -64,6 +66,7 @@ class UserViewSet(
             status=data.get("status"),
         )
         page = self.paginate_queryset(queryset)
+        assert page is not None  # DEFAULT_PAGINATION_CLASS pages every list
         subscriptions = plan_selectors.subscriptions_current_by_user(user_ids=[u.pk for u in page])
         serializer = UserSerializer(
             page,
@@ -72,13 +75,13 @@ class UserViewSet(
         )
         return self.get_paginated_response(serializer.data)
 
-    def perform_create(self, serializer: BaseSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[User]) -> None:
         serializer.instance = services.user_create(**serializer.validated_data)
 
-    def perform_update(self, serializer: BaseSerializer) -> None:
-        serializer.instance = services.user_update(
-            user=serializer.instance, data=dict(serializer.validated_data)
-        )
+    def perform_update(self, serializer: BaseSerializer[User]) -> None:
+        user = serializer.instance
+        assert user is not None  # UpdateModelMixin passes the object it fetched
+        serializer.instance = services.user_update(user=user, data=dict(serializer.validated_data))
 
     @extend_schema(description="Deactivate the user: no login, credentials revoked, plan disabled.")
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -100,21 +103,22 @@ class MeViewSet(viewsets.GenericViewSet):
 
     serializer_class = MeSerializer
     permission_classes = [IsAuthenticated]
+    request: AuthenticatedRequest
 
     def get_object(self) -> User:
         return self.request.user
 
-    def retrieve(self, request: Request) -> Response:
+    def retrieve(self, request: AuthenticatedRequest) -> Response:
         return Response(MeSerializer(self.get_object()).data)
 
-    def update(self, request: Request, partial: bool = False) -> Response:
+    def update(self, request: AuthenticatedRequest, partial: bool = False) -> Response:
         user = self.get_object()
         serializer = MeSerializer(user, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         user = services.user_update(user=user, data=dict(serializer.validated_data))
         return Response(MeSerializer(user).data)
 
-    def partial_update(self, request: Request) -> Response:
+    def partial_update(self, request: AuthenticatedRequest) -> Response:
         return self.update(request, partial=True)
 
 
@@ -133,8 +137,9 @@ class MyCredentialViewSet(
     serializer_class = CredentialSerializer
     permission_classes = [IsAuthenticated, IsOwner]
     lookup_value_regex = ID_REGEX
+    request: AuthenticatedRequest
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[ProxyCredential]:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return ProxyCredential.objects.none()
         active_only = False
@@ -149,7 +154,7 @@ class MyCredentialViewSet(
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request=CredentialIssueSerializer, responses={201: IssuedCredentialSerializer})
-    def create(self, request: Request) -> Response:
+    def create(self, request: AuthenticatedRequest) -> Response:
         payload = CredentialIssueSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         issued = services.credential_issue_within_limit(
@@ -159,7 +164,7 @@ class MyCredentialViewSet(
 
     @extend_schema(request=None, responses=IssuedCredentialSerializer)
     @action(detail=True, methods=["post"])
-    def rotate(self, request: Request, pk: str | None = None) -> Response:
+    def rotate(self, request: AuthenticatedRequest, pk: str | None = None) -> Response:
         issued = services.credential_rotate(credential=self.get_object())
         return Response(_issued(issued))
 

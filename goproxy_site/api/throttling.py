@@ -11,10 +11,13 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 
 class _SettingsRate:
-    scope: str
+    scope: str | None
 
     def get_rate(self) -> str | None:
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        if self.scope is None:
+            return None
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        return None if rate is None else str(rate)
 
 
 class AnonThrottle(_SettingsRate, AnonRateThrottle):

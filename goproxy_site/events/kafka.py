@@ -18,6 +18,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -45,14 +46,21 @@ def _error(exc: BaseException) -> EventBusError:
     return EventBusError(str(exc), permanent=permanent)
 
 
-def _raw(msg: Any) -> RawMessage:
+def _header(value: str | bytes | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
+
+
+def _raw(msg: Message) -> RawMessage:
+    headers = msg.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    offset = msg.offset()
     return RawMessage(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset() if msg.offset() is not None else -1,
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=offset if offset is not None else -1,
         key=msg.key(),
         value=msg.value(),
-        headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
+        headers=tuple((k, _header(v)) for k, v in pairs),
     )
 
 
@@ -128,12 +136,15 @@ class KafkaEventProducer:
         callback = None
         if on_delivery is not None:
 
-            def callback(err: KafkaError | None, msg: Any) -> None:
+            def callback(err: KafkaError | None, msg: Message) -> None:
                 on_delivery(EventBusError(str(err)) if err else None, _raw(msg))
 
+        wire_headers: dict[str, str | bytes | None] | None = (
+            None if headers is None else dict(headers)
+        )
         try:
             self._producer.produce(
-                topic, key=key, value=value, headers=headers, on_delivery=callback
+                topic, key=key, value=value, headers=wire_headers, on_delivery=callback
             )
         except BufferError as exc:
             raise EventBusError(f"producer queue full: {exc}") from exc
@@ -212,12 +223,12 @@ class KafkaEventConsumer:
         self._on_assign(self._consumer, wanted)
         return True
 
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = [(p.topic, p.partition) for p in partitions]
         self.assigned_at = time.monotonic()
         logger.info("assigned %s", self.assigned)
 
-    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("revoked %s", [(p.topic, p.partition) for p in partitions])
         self.assigned = []
 

@@ -6,6 +6,7 @@ https://docs.djangoproject.com/en/5.2/ref/settings/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -319,7 +320,7 @@ WORKER_METRICS_ADDR = env("WORKER_METRICS_ADDR", default="127.0.0.1")
 # https://docs.djangoproject.com/en/5.2/topics/logging/
 # LOG_FORMAT=json: one JSON object per line (production); plain: human-readable.
 LOG_FORMAT = env("LOG_FORMAT", default="plain")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"context": {"()": "goproxy_site.logs.ContextFilter"}},

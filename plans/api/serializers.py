@@ -36,7 +36,10 @@ class FeatureSerializer(serializers.ModelSerializer):
 
 
 class PlanSerializer(serializers.ModelSerializer):
-    features = FeatureSerializer(many=True, required=False, max_length=MAX_FEATURES)
+    # DRF's ListSerializer takes max_length (3.14+); the stubs' __init__ does not list it.
+    features = FeatureSerializer(  # type: ignore[call-arg]
+        many=True, required=False, max_length=MAX_FEATURES
+    )
 
     class Meta:
         model = Plan

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -16,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from accounts.requests import AuthenticatedRequest
 from goproxy_site.api.exceptions import Conflict
 from goproxy_site.api.permissions import IsOwner
 from plans import selectors, services
@@ -106,19 +108,19 @@ class PlanViewSet(viewsets.ModelViewSet):
     permission_classes = [IsStaffOrReadOnly]
     lookup_value_regex = ID_REGEX
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Plan]:
         staff = bool(self.request.user and self.request.user.is_staff)
         return selectors.plan_list(public_only=not staff).order_by("price", "name", "pk")
 
-    def perform_create(self, serializer: BaseSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Plan]) -> None:
         data, features = _features(serializer.validated_data)
         serializer.instance = services.plan_create(data=data, features=features)
 
-    def perform_update(self, serializer: BaseSerializer) -> None:
+    def perform_update(self, serializer: BaseSerializer[Plan]) -> None:
+        plan = serializer.instance
+        assert plan is not None  # UpdateModelMixin passes the object it fetched
         data, features = _features(serializer.validated_data)
-        serializer.instance = services.plan_update(
-            plan=serializer.instance, data=data, features=features
-        )
+        serializer.instance = services.plan_update(plan=plan, data=data, features=features)
 
     def perform_destroy(self, instance: Plan) -> None:
         services.plan_delete(plan=instance)
@@ -133,7 +135,7 @@ class SubscriptionViewSet(
     permission_classes = [IsAdminUser]
     lookup_value_regex = ID_REGEX
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[Subscription]:
         return selectors.subscription_list()
 
     @extend_schema(parameters=[SubscriptionFilterSerializer])
@@ -148,6 +150,7 @@ class SubscriptionViewSet(
             is_current=data.get("is_current"),
         )
         page = self.paginate_queryset(queryset)
+        assert page is not None  # DEFAULT_PAGINATION_CLASS pages every list
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
@@ -264,7 +267,7 @@ class MyLifecycleActions:
 
     @extend_schema(responses=SubscriptionHistorySerializer)
     @action(detail=False, methods=["get"], url_path="subscription/history")
-    def history(self, request: Request) -> Response:
+    def history(self, request: AuthenticatedRequest) -> Response:
         current = selectors.subscription_get_current(user_id=request.user.pk)
         if current is None:
             raise NotFound("You have no current subscription.")
@@ -286,7 +289,7 @@ class MyLifecycleActions:
         description="Cancel your queued plan.",
     )
     @action(detail=False, methods=["post", "delete"], url_path="subscription/queue")
-    def queue(self, request: Request) -> Response:
+    def queue(self, request: AuthenticatedRequest) -> Response:
         if request.method == "DELETE":
             if not services.plan_queue_cancel(user_id=request.user.pk, by="by the user"):
                 raise NotFound("You have no queued plan.")
@@ -307,7 +310,7 @@ class MyLifecycleActions:
         "one, POST subscription-url/rotate/ creates it.",
     )
     @action(detail=False, methods=["get"], url_path="subscription-url")
-    def subscription_url(self, request: Request) -> Response:
+    def subscription_url(self, request: AuthenticatedRequest) -> Response:
         token = selectors.subscription_token_of_user(user_id=request.user.pk)
         if token is None:
             raise NotFound(
@@ -326,7 +329,7 @@ class MyLifecycleActions:
         url_path="subscription-url/rotate",
         url_name="subscription-url-rotate",
     )
-    def rotate_subscription_url(self, request: Request) -> Response:
+    def rotate_subscription_url(self, request: AuthenticatedRequest) -> Response:
         token = services.subscription_token_rotate(user_id=request.user.pk)
         return Response({"url": subscription_url(token)})
 
@@ -337,6 +340,7 @@ class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):
     serializer_class = SubscriptionSerializer
     permission_classes = [IsAuthenticated, IsOwner]
     pagination_class = None
+    request: AuthenticatedRequest
 
     @extend_schema(
         responses={
@@ -345,7 +349,7 @@ class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):
         }
     )
     @action(detail=False, methods=["get"])
-    def subscription(self, request: Request) -> Response:
+    def subscription(self, request: AuthenticatedRequest) -> Response:
         current = selectors.subscription_get_current(user_id=request.user.pk)
         if current is None:
             raise NotFound("You have no current subscription.")
@@ -363,7 +367,7 @@ class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):
         url_path="subscription/claim-free",
         url_name="claim-free",
     )
-    def claim_free(self, request: Request) -> Response:
+    def claim_free(self, request: AuthenticatedRequest) -> Response:
         payload = ClaimFreeSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         plan = payload.validated_data.get("plan") or selectors.plan_get_default_free()
@@ -374,5 +378,5 @@ class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):
 
     @extend_schema(parameters=[UsageQuerySerializer], responses=UsageSeriesSerializer)
     @action(detail=False, methods=["get"])
-    def usage(self, request: Request) -> Response:
+    def usage(self, request: AuthenticatedRequest) -> Response:
         return usage_series(request=request, user_id=request.user.pk)

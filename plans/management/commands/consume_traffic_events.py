@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         self.shutdown = False
         deadline = time.monotonic() + options["max_seconds"] if options["max_seconds"] else None
 
-        def stop(signum: int, frame: Any) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
             self.shutdown = True
 
         signal.signal(signal.SIGTERM, stop)
