@@ -62,6 +62,7 @@ class UserActionTests(AdminTestCase):
 
     def test_extend_by_days_skipping_users_without_plan(self) -> None:
         before = self.alice_sub.expires_at
+        assert before is not None
         response = self.act("extend_subscription", [self.alice, self.charlie], days="5")
         self.assertContains(response, "Extended 1 subscription(s) by 5 day(s).")
         self.assertContains(response, "Skipped (no plan): charlie.")
@@ -131,6 +132,8 @@ class UserPageTests(AdminTestCase):
 
 class AdminWritesGoThroughServicesTests(BaseTestCase):
     """Edits in the admin's forms reach the same services as its actions."""
+
+    operator: User
 
     @classmethod
     def setUpTestData(cls) -> None:

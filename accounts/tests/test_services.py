@@ -43,6 +43,7 @@ class CredentialTests(BaseTestCase):
         self.assertGreaterEqual(len(issued.secret), 32)
         self.assertRegex(issued.credential.login, r"^[a-z0-9._-]{3,64}$")
         found = credential_authenticate(login=issued.credential.login, secret=issued.secret)
+        assert found is not None
         self.assertEqual(found, issued.credential)
         self.assertEqual(found.user, self.charlie)
 
@@ -110,6 +111,7 @@ class UserDeactivateTests(BaseTestCase):
             credential_authenticate(login="alice-proxy", secret=self.alice_cred.secret)
         )
         sub = subscription_get_current(user_id=self.alice.pk)
+        assert sub is not None
         self.assertEqual(sub.status, SubscriptionStatus.DISABLED)
 
 
@@ -124,6 +126,7 @@ class AccountsOutboxTests(BaseTestCase):
             [type(e).__name__ for e in events],
             ["ProxyCredentialRevoked", "ProxyCredentialRevoked", "UserDeactivated"],
         )
+        assert isinstance(events[0], schemas.ProxyCredentialRevoked)
         self.assertEqual(events[0].login, "alice-proxy")
         self.assertEqual({e.key for e in events}, {str(self.alice.pk)})
         # Deactivation disables the subscription, which restricts on the plans DB.

@@ -128,7 +128,7 @@ class PasswordTests(BaseTestCase):
         self.assertRedirects(response, reverse("password_reset_done"))
         self.assertEqual(len(mail.outbox), 1)
         self.assertEqual(mail.outbox[0].to, ["alice@example.org"])
-        link = re.search(r"http://testserver(/accounts/reset/\S+)", mail.outbox[0].body)
+        link = re.search(r"http://testserver(/accounts/reset/\S+)", str(mail.outbox[0].body))
         assert link
         response = self.client.get(link.group(1), follow=True)
         self.assertContains(response, "Choose a new password")

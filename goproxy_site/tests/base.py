@@ -6,9 +6,10 @@ olga (staff) and API tokens; AdminTestCase adds a logged-in superuser.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib.admin import helpers
 from django.core.cache import cache
-from django.http import HttpResponse
 from django.test import TestCase
 from django.test.client import Client
 from django.urls import reverse
@@ -18,6 +19,9 @@ from accounts.models import User
 from accounts.services import IssuedCredential, api_token_issue, credential_issue, user_create
 from plans.models import Plan, Subscription, SubscriptionStatus
 from plans.services import plan_assign
+
+if TYPE_CHECKING:  # the test client's response type, in django-stubs only
+    from django.test.client import _MonkeyPatchedWSGIResponse
 
 
 class BaseTestCase(TestCase):
@@ -100,7 +104,7 @@ class AdminTestCase(BaseTestCase):
     def setUp(self) -> None:
         self.client.force_login(self.operator)
 
-    def act(self, action: str, users: list[User], **extra: str) -> HttpResponse:
+    def act(self, action: str, users: list[User], **extra: str) -> _MonkeyPatchedWSGIResponse:
         """Run a user-admin action on `users` from the user changelist."""
         data = {
             "action": action,

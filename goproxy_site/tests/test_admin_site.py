@@ -19,6 +19,8 @@ from plans.models import (
 
 
 class AdminPagesTests(BaseTestCase):
+    operator: User
+
     @classmethod
     def setUpTestData(cls) -> None:
         super().setUpTestData()

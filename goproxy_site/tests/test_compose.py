@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 from django.conf import settings
@@ -29,6 +30,10 @@ VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)")
 
 
 class ComposeTests(SimpleTestCase):
+    text: str
+    compose: dict[str, Any]  # YAML as loaded: nested dicts, lists and strings
+    services: dict[str, Any]
+
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()

@@ -46,7 +46,7 @@ class PipelineEndToEndTests(TransactionTestCase):
         latency = cut.ended_at - alice.crossed_at
         assert latency <= 2.0, f"cut {latency:.2f}s after crossing the limit"
         assert_exact(alice)
-        sub = Subscription.objects.get(user_id=alice.user_id, is_current=True)  # type: ignore[attr-defined]
+        sub = Subscription.objects.get(user_id=alice.user_id, is_current=True)
         assert sub.status == SubscriptionStatus.LIMITED
 
         refused = stack.get(alice)
@@ -60,7 +60,7 @@ class PipelineEndToEndTests(TransactionTestCase):
         assert_exact(charlie)
 
         # A new plan lets alice back in within 2 s.
-        plan_assign(user_id=alice.user_id, plan=plan)  # type: ignore[attr-defined]
+        plan_assign(user_id=alice.user_id, plan=plan)
         assigned_at = time.monotonic()
         back = wait_for(lambda: stack.get(alice).status == 200, timeout=5.0)
         assert back and time.monotonic() - assigned_at <= 2.0

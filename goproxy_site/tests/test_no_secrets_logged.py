@@ -123,6 +123,7 @@ class WebLogTests(TransactionTestCase):
         """Route the configured console handler (with its filters) into a buffer at DEBUG."""
         root = logging.getLogger()
         handler = next(h for h in root.handlers if h.get_name() == "console")
+        assert isinstance(handler, logging.StreamHandler)
         self.buffer = io.StringIO()
         old_stream = handler.setStream(self.buffer)
         old_level = root.level

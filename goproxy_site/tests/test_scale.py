@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from accounts.services import credential_issue, user_create
 from goproxy_site.events.kafka import topics_ensure
 from goproxy_site.tests.support.broker import TansuBroker
-from goproxy_site.tests.support.stack import kafka_proxy, recorded
+from goproxy_site.tests.support.stack import assert_exact, kafka_proxy
 from goproxy_site.tests.support.traffic import StreamOrigin, UserTraffic, fetch, wait_for
 from goproxy_site.tests.support.worker import ROOT, WorkerProcess, stack_env
 from plans.models import Plan
@@ -163,9 +164,8 @@ class ScaleOutTests(TransactionTestCase):
             assert ("goproxy_proxy_connections_open", ()) in samples
 
         # Exact per-user totals in the plans DB, whichever proxy and worker carried them.
-        for user in users:
-            final = wait_for(lambda user=user: recorded(user) == user.total, timeout=30.0)
-            assert final, f"{user.login}: plans DB {recorded(user)}, clients moved {user.total}"
+        for traffic in users:
+            assert_exact(traffic)
 
         # Both proxies served, and their byte counters add up to what the clients moved.
         sent = sum(u.sent for u in users)
@@ -189,14 +189,12 @@ class ScaleOutTests(TransactionTestCase):
         # One restriction, written once in the plans DB, reaches both proxies.
         victim = users[0]
         subscription_disable_current(user_id=victim.user_id)
+
+        def refused_by(proxy: ProxyProcess) -> bool:
+            return fetch(proxy.port, victim, stack.origin.port, "/stream?n=10").status == 403
+
         for proxy in stack.proxies:
-            refused = wait_for(
-                lambda proxy=proxy: (
-                    fetch(proxy.port, victim, stack.origin.port, "/stream?n=10").status == 403
-                ),
-                timeout=10.0,
-            )
-            assert refused, proxy.log()
+            assert wait_for(partial(refused_by, proxy), timeout=10.0), proxy.log()
         other = users[1]
         for proxy in stack.proxies:
             assert fetch(proxy.port, other, stack.origin.port, "/stream?n=10").status == 200

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Model
-
 from goproxy_site.events import schemas
+from goproxy_site.outbox import AbstractOutboxEvent
 from plans.models import OutboxEvent, Subscription
 
 
@@ -30,12 +29,14 @@ def traffic_delta(
     )
 
 
-def outbox_events(model: type[Model] = OutboxEvent) -> list[schemas.Event]:
+def outbox_events(model: type[AbstractOutboxEvent] = OutboxEvent) -> list[schemas.Event]:
     """Every event in an outbox (the plans outbox by default), oldest first."""
     return [schemas.from_json(r.payload) for r in model._default_manager.order_by("id")]
 
 
-def restriction_events() -> list[schemas.Event]:
+def restriction_events() -> list[
+    schemas.UserExceededTrafficLimitEvent | schemas.UserConsumedTrafficWithoutPlan
+]:
     """Restriction events in the plans outbox, oldest first."""
     return [e for e in outbox_events() if isinstance(e, schemas.RESTRICTION_TYPES)]
 

@@ -84,6 +84,7 @@ class PlanAdminTests(AdminTestCase):
         )
         self.assertContains(response, "Extended 1 subscription(s) by 3 day(s).")
         self.alice_sub.refresh_from_db()
+        assert before is not None
         self.assertEqual(self.alice_sub.expires_at, before + timedelta(days=3))
 
 

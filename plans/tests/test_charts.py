@@ -22,6 +22,18 @@ def parse_svg(svg: str) -> ET.Element:
     return ET.fromstring(svg)  # noqa: S314
 
 
+def text_of(root: ET.Element, tag: str) -> str:
+    element = root.find(tag)
+    assert element is not None and element.text is not None, f"no text in {tag}"
+    return element.text
+
+
+def attr(element: ET.Element, name: str) -> str:
+    value = element.get(name)
+    assert value is not None, f"no {name} on {element.tag}"
+    return value
+
+
 def series(values: list[tuple[int, int]]) -> list[UsagePoint]:
     return [
         UsagePoint(period=DAY0 + timedelta(days=i), bytes_up=up, bytes_down=down)
@@ -35,15 +47,15 @@ class ChartTests(SimpleTestCase):
         root = parse_svg(svg)
         self.assertEqual(root.tag, f"{SVG}svg")
         self.assertEqual(root.get("role"), "img")
-        self.assertEqual(root.find(f"{SVG}title").text, "T <x>")
-        desc = root.find(f"{SVG}desc").text
+        self.assertEqual(text_of(root, f"{SVG}title"), "T <x>")
+        desc = text_of(root, f"{SVG}desc")
         self.assertIn("Last 3 days: 2.0 MB up, 5.5 KB down.", desc)
         self.assertIn("Busiest day 3 Nov with 2.0 MB.", desc)
 
     def test_bar_heights_are_proportional(self) -> None:
         svg = daily_usage_svg(series([(1_000, 4_000), (2_000, 0)]))
         bars = {
-            (rect.get("class"), int(rect.get("data-bytes"))): float(rect.get("height"))
+            (rect.get("class"), int(attr(rect, "data-bytes"))): float(attr(rect, "height"))
             for rect in parse_svg(svg).iter(f"{SVG}rect")
             if rect.get("class", "").startswith("bar ")
         }

@@ -153,7 +153,7 @@ class PlanControllerKafkaTests(BaseTestCase):
         self.assertEqual(poison.value, b"\x00garbage")
         self.assertIn(b"not JSON", dict(poison.headers)["error"])
         [limited] = [schemas.from_json(m.value) for m in self.drain(control, 1)]
-        self.assertIsInstance(limited, schemas.UserExceededTrafficLimitEvent)
+        assert isinstance(limited, schemas.UserExceededTrafficLimitEvent)
         self.assertEqual(limited.user_id, self.alice.pk)
         dead.close()
         control.close()

@@ -22,6 +22,7 @@ class CycleTests(SimpleTestCase):
         # 2026-03-28 23:30 Berlin (CET) -> next midnight 2026-03-29 00:00 CET = 23:00 UTC
         self.assertEqual(daily, datetime(2026, 3, 28, 23, 0, tzinfo=UTC))
         # The following midnight is after the DST switch (CEST, UTC+2).
+        assert daily is not None
         nxt = cycles.next_boundary(
             cycle="daily", every_days=None, anchor=T0, after=daily, tz=BERLIN
         )

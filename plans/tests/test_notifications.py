@@ -107,6 +107,7 @@ class ExpiryNotificationTests(BaseTestCase):
     def test_nearest_reminder_only_and_again_after_extension(self) -> None:
         sub = Subscription.objects.get(pk=self.alice_sub.pk)
         expires = sub.expires_at
+        assert expires is not None
         with time_machine.travel(expires - timedelta(days=4), tick=False):
             self.assertEqual(notifications.expiry_due(), [])
         with time_machine.travel(expires - timedelta(days=2), tick=False):
@@ -159,8 +160,8 @@ class WebhookTests(BaseTestCase):
             (DeliveryStatus.FAILED, 3, 500),
         )
         self.assertEqual(len(self.broken.received), 3)
-        ids = {h["X-Goproxy-Event-Id"] for h, _ in self.broken.received}
-        self.assertEqual(ids, {str(delivery.event_id)})  # the same id on every retry
+        event_ids = {h["X-Goproxy-Event-Id"] for h, _ in self.broken.received}
+        self.assertEqual(event_ids, {str(delivery.event_id)})  # the same id on every retry
         ok = WebhookDelivery.objects.get(pk=by_name["ok"].pk)
         self.assertEqual((ok.status, ok.attempts), (DeliveryStatus.DELIVERED, 1))
 
@@ -168,6 +169,7 @@ class WebhookTests(BaseTestCase):
         WebhookEndpoint.objects.update(url="http://127.0.0.1:9/closed")
         notifications.notification_dispatch(notification_id=self.note.pk)
         delivery = WebhookDelivery.objects.first()
+        assert delivery is not None
         with self.assertRaises(notifications.WebhookDeliveryError):
             notifications.webhook_deliver(delivery_id=delivery.pk)
         delivery.refresh_from_db()

@@ -29,6 +29,10 @@ def sub_url(token: str) -> str:
 
 
 class LifecyclePortalCase(BaseTestCase):
+    free: Plan
+    claimable: Plan
+    hidden_free: Plan
+
     @classmethod
     def setUpTestData(cls) -> None:
         super().setUpTestData()

@@ -66,7 +66,7 @@ class CredentialsTests(ApiTestCase):
         secret = issued["secret"]
         self.assertGreaterEqual(len(secret), 40)
         credential = credential_authenticate(login="charlie-px", secret=secret)
-        self.assertIsNotNone(credential)
+        assert credential is not None
         self.assertEqual(credential.pk, issued["id"])
         # Nothing that can be read later carries the secret again.
         for url in (CREDS, f"{CREDS}{issued['id']}/", ME):

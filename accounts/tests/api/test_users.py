@@ -102,7 +102,7 @@ class UsersListTests(ApiTestCase):
     def test_it_filters_by_activity_plan_and_status(self) -> None:
         User.objects.filter(pk=self.charlie.pk).update(is_active=False)
 
-        def names(**params: object) -> list[str]:
+        def names(**params: str | int) -> list[str]:
             response = self.client.get(USERS, params)
             self.assertEqual(response.status_code, 200, response.content)
             return [u["username"] for u in response.json()["results"]]

@@ -43,13 +43,13 @@ class TansuBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> TansuBroker:
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        log = open(self.log_path, "ab") if self.log_path else None
         self.proc = subprocess.Popen(
             tansu_argv(self.port),
-            stdout=log,
+            stdout=log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        if log is not subprocess.DEVNULL:
+        if log is not None:
             log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + BROKER_START_TIMEOUT
         while not port_open(self.port):

@@ -8,6 +8,8 @@ PLANS = "/api/v1/plans/"
 
 
 class PlansApiTests(ApiTestCase):
+    hidden: Plan
+
     @classmethod
     def setUpTestData(cls) -> None:
         super().setUpTestData()
@@ -87,7 +89,7 @@ class PlansApiTests(ApiTestCase):
 
     def test_invalid_plans_are_400_by_field(self) -> None:
         self.login(self.olga)
-        cases = [
+        cases: list[tuple[dict[str, object], str]] = [
             ({"traffic_limit_bytes": -1}, "traffic_limit_bytes"),
             ({"traffic_limit_bytes": 0}, "traffic_limit_bytes"),
             ({"traffic_limit_bytes": 2**63}, "traffic_limit_bytes"),

@@ -53,7 +53,7 @@ class SubscriptionsStaffTests(ApiTestCase):
     def test_list_and_filter(self) -> None:
         plan_assign(user_id=self.alice.pk, plan=self.plan)  # alice's first one becomes history
 
-        def ids(**params: object) -> list[int]:
+        def ids(**params: str | int) -> list[int]:
             response = self.client.get(SUBS, params)
             self.assertEqual(response.status_code, 200, response.content)
             return [s["user_id"] for s in response.json()["results"]]
@@ -115,6 +115,7 @@ class SubscriptionsStaffTests(ApiTestCase):
         )
         self.assertEqual(response.status_code, 200, response.content)
         self.alice_sub.refresh_from_db()
+        assert self.alice_sub.expires_at is not None and before is not None
         self.assertEqual(self.alice_sub.expires_at - before, timedelta(days=5))
         for days in (0, -3, 10**6, "x", None):
             with self.subTest(days=days):
@@ -171,6 +172,8 @@ class MySubscriptionTests(ApiTestCase):
 
 
 class ClaimFreeTests(ApiTestCase):
+    free: Plan
+
     @classmethod
     def setUpTestData(cls) -> None:
         super().setUpTestData()
@@ -306,6 +309,7 @@ class SubscriptionUrlTests(ApiTestCase):
         response = Client().get(path)
         self.assertEqual(response.status_code, 200)
         sub = Subscription.objects.get(pk=self.bob_sub.pk)
+        assert sub.expires_at is not None
         expected = (
             f"upload={sub.bytes_up}; download={sub.bytes_down}; "
             f"total={sub.traffic_limit_bytes}; expire={int(sub.expires_at.timestamp())}"

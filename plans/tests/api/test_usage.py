@@ -29,6 +29,11 @@ def _traffic(user_id: int, rows: list[tuple[datetime, int, int]], seq0: int = 1)
 
 
 class UsageApiTests(ApiTestCase):
+    big: Plan
+    start: datetime
+    dave_sub: Subscription
+    rows: list[tuple[datetime, int, int]]
+
     @classmethod
     def setUpTestData(cls) -> None:
         super().setUpTestData()

@@ -84,7 +84,7 @@ class ResetCycleTests(BaseTestCase):
         sub = current_subscription(self.charlie.pk)
         self.assertEqual((sub.status, sub.bytes_used, sub.lifetime_bytes_used), ("active", 0, 1100))
         last = user_events(self.charlie.pk)[-1]
-        self.assertIsInstance(last, schemas.PlanAssignedEvent)
+        assert isinstance(last, schemas.PlanAssignedEvent)
         self.assertEqual(UserRestriction.objects.get(user_id=self.charlie.pk).reason, "")
         # A delta from before the boundary that arrives after the reset counts to the
         # closed period, not to the new one.
@@ -144,14 +144,14 @@ class ThrottleTests(BaseTestCase):
         self.assertEqual(sub.status, "limited")
         self.assertIs(sub.is_throttled, True)
         throttled = user_events(self.charlie.pk)[-1]
-        self.assertIsInstance(throttled, schemas.UserThrottledEvent)
+        assert isinstance(throttled, schemas.UserThrottledEvent)
         self.assertEqual(throttled.speed_bps, 64_000)
         row = UserRestriction.objects.get(user_id=self.charlie.pk)
         self.assertEqual((row.reason, row.throttle_bps), ("", 64_000))
         self.assertEqual(history_kinds(sub)[-3:], ["throttled", "notified", "notified"])
         with time_machine.travel(datetime(2026, 1, 16, tzinfo=UTC), tick=False):
             services.subscription_reset_due()
-        self.assertIsInstance(user_events(self.charlie.pk)[-1], schemas.PlanAssignedEvent)
+        assert isinstance(user_events(self.charlie.pk)[-1], schemas.PlanAssignedEvent)
         row.refresh_from_db()
         self.assertEqual((row.reason, row.throttle_bps), ("", None))
 

@@ -35,7 +35,7 @@ class RestrictionTransitionTests(BaseTestCase):
         self.assertEqual(lifted.reason, "")
         self.assertGreater(lifted.version, restricted.version)
         last = outbox_events()[-1]
-        self.assertIsInstance(last, schemas.PlanAssignedEvent)
+        assert isinstance(last, schemas.PlanAssignedEvent)
         self.assertEqual(
             (last.user_id, last.subscription_id, last.restriction_version),
             (self.charlie.pk, sub.pk, lifted.version),
@@ -59,7 +59,7 @@ class RestrictionTransitionTests(BaseTestCase):
         )
         services.subscription_expire_due()
         services.subscription_extend(subscription=self.alice_sub, days=30)
-        self.assertIsInstance(outbox_events()[-1], schemas.PlanAssignedEvent)
+        assert isinstance(outbox_events()[-1], schemas.PlanAssignedEvent)
         self.assertIs(UserRestriction.objects.get(user_id=self.alice.pk).is_restricted, False)
 
     def test_disable_restricts_and_reset_usage_lifts(self) -> None:
@@ -67,7 +67,7 @@ class RestrictionTransitionTests(BaseTestCase):
         self.assertEqual(restriction_events()[-1].reason, schemas.REASON_DISABLED)
         services.traffic_apply_batch(deltas=[traffic_delta(self.bob.pk, 1, 0, 1)])
         services.subscription_reset_usage(subscription=self.bob_sub)
-        self.assertIsInstance(outbox_events()[-1], schemas.PlanAssignedEvent)
+        assert isinstance(outbox_events()[-1], schemas.PlanAssignedEvent)
         self.assertIs(UserRestriction.objects.get(user_id=self.bob.pk).is_restricted, False)
 
 
@@ -90,7 +90,7 @@ class RestrictionStateTests(BaseTestCase):
             self.assertIs(throttle_set(user_id=self.charlie.pk, speed_bps=1000), False)
         self.assertEqual(self.state(self.charlie.pk), ("", 1000, 2))
         [*_, throttled] = outbox_events()
-        self.assertIsInstance(throttled, schemas.UserThrottledEvent)
+        assert isinstance(throttled, schemas.UserThrottledEvent)
         self.assertEqual((throttled.speed_bps, throttled.restriction_version), (1000, 2))
 
     def test_a_lift_always_publishes_the_plan(self) -> None:
@@ -108,6 +108,6 @@ class RestrictionStateTests(BaseTestCase):
             restriction_set(user_id=self.charlie.pk, reason="limit")
             restriction_set(user_id=self.charlie.pk, reason="expired")
         limit, expired = restriction_events()[-2:]
-        self.assertIsInstance(limit, schemas.UserExceededTrafficLimitEvent)
-        self.assertIsInstance(expired, schemas.UserConsumedTrafficWithoutPlan)
+        assert isinstance(limit, schemas.UserExceededTrafficLimitEvent)
+        assert isinstance(expired, schemas.UserConsumedTrafficWithoutPlan)
         self.assertEqual((expired.reason, expired.restriction_version), ("expired", 2))

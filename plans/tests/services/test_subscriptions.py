@@ -80,7 +80,7 @@ class FreeClaimTests(BaseTestCase):
         assert plan is not None
         sub = plan_claim_free(user_id=self.charlie.pk, plan=plan)
         self.assertEqual((sub.plan.name, sub.traffic_limit_bytes), ("Free", 200_000_000))
-        self.assertIsNotNone(sub.expires_at)
+        assert sub.expires_at is not None
         self.assertAlmostEqual((sub.expires_at - now).total_seconds(), 86_400, delta=60)
 
     def test_only_a_free_plan_can_be_claimed(self) -> None:
@@ -101,6 +101,7 @@ class SubscriptionChangeTests(BaseTestCase):
         )
         sub = subscription_extend(subscription=self.alice_sub, days=2)
         self.assertEqual(sub.status, SubscriptionStatus.ACTIVE)
+        assert sub.expires_at is not None
         self.assertGreater(sub.expires_at, timezone.now() + timedelta(days=1, hours=23))
         with self.assertRaises(ValidationError):
             subscription_extend(subscription=self.alice_sub, days=0)

@@ -61,7 +61,7 @@ class TrafficApplyBatchTests(BaseTestCase):
         services.traffic_apply_batch(deltas=[traffic_delta(self.charlie.pk, 20, 2, 2)])
         events = restriction_events()
         self.assertEqual(len(events), 1)
-        self.assertIsInstance(events[0], schemas.UserConsumedTrafficWithoutPlan)
+        assert isinstance(events[0], schemas.UserConsumedTrafficWithoutPlan)
         self.assertEqual(events[0].reason, schemas.REASON_NO_PLAN)
         self.assertEqual(events[0].user_id, self.charlie.pk)
         usage = UnplannedUsage.objects.get(user_id=self.charlie.pk)
