@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
@@ -63,8 +64,8 @@ class PlanForm(forms.ModelForm):
             if f.concrete and f.editable and not f.auto_created and f.name != "features"
         ]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         for name in ("reset_cycle", "quota_action"):
             if name in self.fields:
                 self.fields[name].required = False
@@ -215,7 +216,13 @@ class SubscriptionAdmin(admin.ModelAdmin):
     def lifetime(self, obj: Subscription) -> str:
         return human_bytes(obj.lifetime_bytes_used)
 
-    def _run(self, request: HttpRequest, queryset: QuerySet[Subscription], fn, done: str) -> None:  # type: ignore[no-untyped-def]
+    def _run(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Subscription],
+        fn: Callable[[Subscription], object],
+        done: str,
+    ) -> None:
         count = 0
         for sub in queryset:
             try:

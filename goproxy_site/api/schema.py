@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import Direction, OpenApiResponse
 from rest_framework import serializers
 
 
@@ -31,17 +31,19 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 class ApiAutoSchema(AutoSchema):
     """drf-spectacular's AutoSchema plus the project's error responses."""
 
-    def _error(self, serializer: Any, code: str, description: str) -> dict[str, Any]:
+    def _error(
+        self, serializer: type[serializers.Serializer], code: str, description: str
+    ) -> dict[str, Any]:
         response = self._get_response_for_code(
             OpenApiResponse(response=serializer, description=description), code
         )
         return response
 
-    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
-        responses: dict[str, Any] = super()._get_response_bodies(direction)  # type: ignore[arg-type]
+    def _get_response_bodies(self, direction: Direction = "response") -> dict[str, Any]:
+        responses: dict[str, Any] = super()._get_response_bodies(direction)
         if direction != "response":
             return responses
-        errors: dict[str, tuple[Any, str]] = {
+        errors: dict[str, tuple[type[serializers.Serializer], str]] = {
             "401": (ErrorSerializer, "Missing or invalid credentials."),
             "403": (ErrorSerializer, "Not allowed (or CSRF token missing for session auth)."),
             "429": (ErrorSerializer, "Too many requests; see the Retry-After header."),

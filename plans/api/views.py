@@ -22,7 +22,7 @@ from goproxy_site.api.exceptions import Conflict
 from goproxy_site.api.permissions import IsOwner
 from plans import selectors, services
 from plans.links import subscription_url
-from plans.models import Plan, Subscription
+from plans.models import Plan, QueuedPlan, Subscription
 
 from .permissions import IsStaffOrReadOnly
 from .serializers import (
@@ -51,12 +51,14 @@ def history_response(subscription: Subscription) -> Response:
     return Response(SubscriptionHistorySerializer(body).data)
 
 
-def _queued(result: object, status_code: int = status.HTTP_202_ACCEPTED) -> Response:
+def _queued(
+    result: QueuedPlan | Subscription, status_code: int = status.HTTP_202_ACCEPTED
+) -> Response:
     """A queued plan (202 + its id) or, when it took over at once, the new subscription."""
     if isinstance(result, Subscription):
         return Response(SubscriptionSerializer(result).data, status=status.HTTP_201_CREATED)
     return Response(
-        {"user_id": result.user_id, "queued_plan": result.plan_id},  # type: ignore[attr-defined]
+        {"user_id": result.user_id, "queued_plan": result.plan_id},
         status=status_code,
     )
 
