@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from goproxy_site.events.bus import EventSource
+if TYPE_CHECKING:
+    # For the annotation only: this module is loaded with the Celery app (through the
+    # bootstep), so it imports nothing of the project at run time.
+    from goproxy_site.events.bus import EventSource
 
 logger = logging.getLogger(__name__)
 
