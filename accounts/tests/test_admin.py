@@ -12,8 +12,7 @@ from django.utils import timezone
 
 from accounts.models import ProxyCredential, User
 from accounts.selectors import credential_authenticate
-from accounts.services import user_create
-from goproxy_site.tests.base import AdminTestCase, BaseTestCase
+from goproxy_site.tests.base import AdminTestCase
 from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
 
 USERS = reverse("admin:accounts_user_changelist")
@@ -130,24 +129,10 @@ class UserPageTests(AdminTestCase):
         self.assertEqual(response.status_code, 200)
 
 
-class AdminWritesGoThroughServicesTests(BaseTestCase):
+class AdminWritesGoThroughServicesTests(AdminTestCase):
     """Edits in the admin's forms reach the same services as its actions."""
 
-    operator: User
-
-    @classmethod
-    def setUpTestData(cls) -> None:
-        super().setUpTestData()
-        cls.operator = user_create(
-            username="op2",
-            email="op2@example.org",
-            password="pw-op-123",
-            is_staff=True,
-            is_superuser=True,
-        )
-
     def test_deleting_a_user_ends_proxy_access_first(self) -> None:
-        self.client.force_login(self.operator)
         url = reverse("admin:accounts_user_delete", args=[self.alice.pk])
         self.client.post(url, {"post": "yes"})
         self.assertFalse(User.objects.filter(pk=self.alice.pk).exists())

@@ -9,8 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.services import user_create
-from goproxy_site.tests.base import AdminTestCase, BaseTestCase
+from goproxy_site.tests.base import AdminTestCase
 from plans.models import (
     Plan,
     Subscription,
@@ -18,20 +17,7 @@ from plans.models import (
 )
 
 
-class AdminPagesTests(BaseTestCase):
-    operator: User
-
-    @classmethod
-    def setUpTestData(cls) -> None:
-        super().setUpTestData()
-        cls.operator = user_create(
-            username="op",
-            email="op@example.org",
-            password="pw-op-123",
-            is_staff=True,
-            is_superuser=True,
-        )
-
+class AdminPagesTests(AdminTestCase):
     def admin_urls(self) -> list[str]:
         urls = [reverse("admin:index")]
         for model in admin.site._registry:
@@ -45,7 +31,6 @@ class AdminPagesTests(BaseTestCase):
         return urls
 
     def test_staff_gets_200_on_every_page(self) -> None:
-        self.client.force_login(self.operator)
         urls = self.admin_urls()
         self.assertGreaterEqual(len(urls), 10)
         for url in urls:
@@ -53,6 +38,7 @@ class AdminPagesTests(BaseTestCase):
                 self.assertEqual(self.client.get(url).status_code, 200)
 
     def test_anonymous_is_sent_to_login(self) -> None:
+        self.client.logout()
         for url in self.admin_urls():
             with self.subTest(url=url):
                 response = self.client.get(url)
@@ -60,7 +46,6 @@ class AdminPagesTests(BaseTestCase):
                 self.assertIn("/admin/login/", response["Location"])
 
     def test_user_changelist_shows_plan_columns_and_filters(self) -> None:
-        self.client.force_login(self.operator)
         url = reverse("admin:accounts_user_changelist")
         page = self.client.get(url)
         self.assertContains(page, "Basic")
@@ -74,7 +59,6 @@ class AdminPagesTests(BaseTestCase):
         self.assertNotContains(no_plan, "bob@example.org")
 
     def test_assign_plan_action_calls_the_service(self) -> None:
-        self.client.force_login(self.operator)
         free = Plan.objects.get(name="Free")
         response = self.client.post(
             reverse("admin:accounts_user_changelist"),
@@ -86,7 +70,6 @@ class AdminPagesTests(BaseTestCase):
         self.assertEqual(sub.plan, free)
 
     def test_deactivate_action(self) -> None:
-        self.client.force_login(self.operator)
         self.client.post(
             reverse("admin:accounts_user_changelist"),
             {"action": "deactivate", "_selected_action": [self.alice.pk]},
@@ -94,7 +77,6 @@ class AdminPagesTests(BaseTestCase):
         self.assertIs(User.objects.get(pk=self.alice.pk).is_active, False)
 
     def test_issuing_a_credential_shows_the_secret_once(self) -> None:
-        self.client.force_login(self.operator)
         response = self.client.post(
             reverse("admin:accounts_proxycredential_add"),
             {"user": self.charlie.pk, "login": "charlie-admin"},

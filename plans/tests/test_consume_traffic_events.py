@@ -13,19 +13,14 @@ from django.core.management import call_command
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import KafkaEventProducer, topics_ensure
 from goproxy_site.tests.base import BaseTestCase
+from goproxy_site.tests.support.broker import private_topics
 from plans.models import Subscription
 
 
 class ConsumeTrafficEventsCommandTests(BaseTestCase):
     @pytest.fixture(autouse=True)
     def _broker(self, kafka_broker: str) -> Iterator[None]:
-        suffix = uuid.uuid4().hex[:8]
-        with self.settings(
-            KAFKA_BOOTSTRAP_SERVERS=kafka_broker,
-            KAFKA_TOPIC_TRAFFIC=f"t.traffic.{suffix}",
-            KAFKA_TOPIC_CONTROL=f"t.control.{suffix}",
-            KAFKA_TOPIC_DEAD_LETTER=f"t.dead.{suffix}",
-        ):
+        with self.settings(KAFKA_BOOTSTRAP_SERVERS=kafka_broker, **private_topics()):
             yield
 
     def test_consume_traffic_events_command(self) -> None:

@@ -16,6 +16,7 @@ from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, to
 from goproxy_site.events.memory import InMemoryEventBus
 from goproxy_site.outbox import OutboxRelay
 from goproxy_site.tests.base import BaseTestCase
+from goproxy_site.tests.support.broker import private_topics
 from plans.consumer import PlanController
 from plans.models import OutboxEvent, Subscription, SubscriptionStatus
 from plans.tests.factories import (
@@ -105,12 +106,7 @@ class PlanControllerKafkaTests(BaseTestCase):
 
     @pytest.fixture(autouse=True)
     def _broker(self, kafka_broker: str) -> Iterator[None]:
-        suffix = uuid.uuid4().hex[:8]
-        self.topics = {
-            "KAFKA_TOPIC_TRAFFIC": f"t.traffic.{suffix}",
-            "KAFKA_TOPIC_CONTROL": f"t.control.{suffix}",
-            "KAFKA_TOPIC_DEAD_LETTER": f"t.dead.{suffix}",
-        }
+        self.topics = private_topics()
         with self.settings(KAFKA_BOOTSTRAP_SERVERS=kafka_broker, **self.topics):
             topics_ensure(self.topics.values())
             yield

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +16,7 @@ from django.utils import timezone
 from accounts.models import OutboxEvent as AccountsOutbox
 from accounts.services import credential_revoke
 from goproxy_site.tests.base import BaseTestCase
+from goproxy_site.tests.support.broker import private_topics
 from goproxy_site.tests.support.receiver import Receiver
 from plans import notifications, services, tasks
 from plans.models import (
@@ -36,13 +36,7 @@ T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 class PipelineTasksTests(BaseTestCase):
     @pytest.fixture(autouse=True)
     def _broker(self, kafka_broker: str) -> Iterator[None]:
-        suffix = uuid.uuid4().hex[:8]
-        with self.settings(
-            KAFKA_BOOTSTRAP_SERVERS=kafka_broker,
-            KAFKA_TOPIC_TRAFFIC=f"t.traffic.{suffix}",
-            KAFKA_TOPIC_CONTROL=f"t.control.{suffix}",
-            KAFKA_TOPIC_DEAD_LETTER=f"t.dead.{suffix}",
-        ):
+        with self.settings(KAFKA_BOOTSTRAP_SERVERS=kafka_broker, **private_topics()):
             tasks._relay = None
             yield
             tasks._relay = None

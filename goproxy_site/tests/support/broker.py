@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 from goproxy_site.events.tansu import tansu_argv
@@ -79,3 +80,14 @@ class TansuBroker:
     def thaw(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
+
+
+def private_topics() -> dict[str, str]:
+    """Settings naming fresh traffic, control and dead-letter topics, so a test on the
+    session's shared broker sees only its own messages."""
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "KAFKA_TOPIC_TRAFFIC": f"t.traffic.{suffix}",
+        "KAFKA_TOPIC_CONTROL": f"t.control.{suffix}",
+        "KAFKA_TOPIC_DEAD_LETTER": f"t.dead.{suffix}",
+    }
