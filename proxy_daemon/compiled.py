@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ("auth", "http", "limits", "metering", "metrics", "server", "tunnel", "upstream")
+MODULES = ("auth", "http1", "limits", "metering", "metrics", "server", "tunnel", "upstream")
 MANIFEST = HERE / "compiled.json"
 
 
@@ -121,7 +121,4 @@ def clean() -> None:
 
 
 if __name__ == "__main__":
-    # Run as a script, this folder is sys.path[0], and its http.py would shadow the
-    # standard library's http package for everything imported from here on.
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
     clean() if "--clean" in sys.argv[1:] else build()

@@ -38,7 +38,7 @@ from .errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from .http import (
+from .http1 import (
     NO_BODY,
     BodyFraming,
     Reader,

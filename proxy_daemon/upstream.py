@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import BadGateway, GatewayTimeout, OutOfDescriptors
-from .http import Reader
+from .http1 import Reader
 from .policy import DestinationPolicy, connect
 
 FRESH_SECONDS = 1.0

@@ -56,7 +56,7 @@ def test_goproxy_pure_python_imports_the_sources(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = "import proxy_daemon.http as h, proxy_daemon.server as s; print(h.__file__, s.__file__)"
+    code = "import proxy_daemon.http1 as h, proxy_daemon.server as s; print(h.__file__, s.__file__)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -66,4 +66,4 @@ def test_goproxy_pure_python_imports_the_sources(tmp_path: Path) -> None:
         cwd=compiled.HERE.parent,
         timeout=60,
     ).stdout.split()
-    assert [Path(f).name for f in out] == ["http.py", "server.py"]
+    assert [Path(f).name for f in out] == ["http1.py", "server.py"]

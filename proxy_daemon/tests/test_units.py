@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from proxy_daemon import http
+from proxy_daemon import http1
 from proxy_daemon.errors import (
     BadGateway,
     BadRequest,
@@ -20,7 +20,7 @@ from proxy_daemon.errors import (
     ProxyAuthRequired,
     ServiceUnavailable,
 )
-from proxy_daemon.http import (
+from proxy_daemon.http1 import (
     NO_BODY,
     BodyFraming,
     build_client_response_head,
@@ -84,11 +84,11 @@ class HttpParsingTests:
         )
         fast = parse_response_head(head, max_header_count=20)
         assert fast.headers._special is not None  # the fast path took it
-        slow = http._parse_response_slow(head, 20)
+        slow = http1._parse_response_slow(head, 20)
         for name in ("content-length", "x-empty", "connection", "via", "etag", "transfer-encoding"):
             assert fast.headers.get_all(name) == slow.headers.get_all(name), name
         assert fast.headers.get_all("content-length") == ["5"]
-        kept = fast.headers.kept_lines(http.CLIENT_RESPONSE_DROP)
+        kept = fast.headers.kept_lines(http1.CLIENT_RESPONSE_DROP)
         assert kept == 'X-Empty:\r\nETag: "x"\r\n'  # each kept line with its CRLF
         for bad in (b"Bad Name: x\r\n", b": x\r\n", b"NoColon\r\n", b"\xe9: x\r\n"):
             with pytest.raises(BadGateway):
@@ -134,15 +134,15 @@ class HttpParsingTests:
             return [(n.lower(), v.strip()) for n, _, v in (line.partition(":") for line in lines)]
 
         req_head = f"GET http://o.example/p HTTP/1.1\r\n{fields}\r\n".encode()
-        fast = http._parse_request_fast(req_head, 100)
-        slow = http._parse_request_slow(req_head, 100)
+        fast = http1._parse_request_fast(req_head, 100)
+        slow = http1._parse_request_slow(req_head, 100)
         assert fast is not None
         built = [build_upstream_request(r, NO_BODY, via_name="gp") for r in (fast, slow)]
         assert fields_of(built[0]) == fields_of(built[1])
 
         resp_head = f"HTTP/1.1 200 OK\r\n{fields}\r\n".encode()
         fast_resp = parse_response_head(resp_head, max_header_count=100)
-        slow_resp = http._parse_response_slow(resp_head, 100)
+        slow_resp = http1._parse_response_slow(resp_head, 100)
         framing = BodyFraming("length", 0)
         built = [
             build_client_response_head(r, framing, keep_alive=True, via_name="gp")
