@@ -27,7 +27,17 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ("auth", "http1", "limits", "metering", "metrics", "server", "tunnel", "upstream")
+MODULES = (
+    "auth",
+    "http1",
+    "limits",
+    "metering",
+    "metrics",
+    "server",
+    "sockio",
+    "tunnel",
+    "upstream",
+)
 MANIFEST = HERE / "compiled.json"
 
 

@@ -20,9 +20,7 @@ from typing import Any
 import cython
 import gevent
 from gevent import get_hub, getcurrent
-from gevent._socket3 import _wrefsocket
 from gevent.server import StreamServer
-from gevent.socket import socket as GeventSocket
 from greenlet import GreenletExit, greenlet
 
 from .auth import Authenticator, Principal
@@ -41,7 +39,6 @@ from .errors import (
 from .http1 import (
     NO_BODY,
     BodyFraming,
-    Reader,
     Request,
     build_client_response_head,
     build_upstream_request,
@@ -57,7 +54,8 @@ from .limits import ConnectionCounter, SpeedLimiter, TokenBucket, UserLimitsCach
 from .metering import Meter
 from .metrics import ProxyMetrics
 from .policy import DestinationPolicy
-from .tunnel import BufferPool, Tunnel, bytes_sent, send_all
+from .sockio import BufferPool, ClientSocket, Reader, bytes_sent, send_all
+from .tunnel import Tunnel
 from .upstream import Upstream, UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -112,62 +110,6 @@ class ProxyConfig:
             upstream_pool_idle=s.PROXY_UPSTREAM_POOL_IDLE,
             via_name=s.PROXY_VIA_NAME,
         )
-
-
-class ClientSocket(GeventSocket):
-    """An accepted client socket: gevent's socket, set up and closed without its
-    Python-level generality (family/timeout probing on the way in; a replacement
-    "closed" object and deferred-close bookkeeping on the way out, unless another
-    greenlet still waits on the socket). Everything else is gevent's socket.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, family: int, fd: int, hub: Any) -> None:
-        # What gevent's socket.__init__ does for a descriptor from accept().
-        self._closed = False
-        self._io_refs = 0
-        self.timeout = None
-        self.hub = hub
-        raw = _wrefsocket(family, socket.SOCK_STREAM, 0, fd)
-        raw.setblocking(False)
-        self._sock = raw
-        loop = hub.loop
-        self._read_event = loop.io(fd, 1)
-        self._write_event = loop.io(fd, 2)
-
-    def close(self) -> None:
-        read_event, write_event = self._read_event, self._write_event
-        if (
-            self._io_refs > 0
-            or read_event is None
-            or write_event is None
-            or read_event.callback is not None
-            or write_event.callback is not None
-        ):
-            super().close()  # closed already, or a waiter to wake first: gevent's way
-            return
-        self._closed = True
-        self._read_event = self._write_event = None
-        read_event.close()
-        write_event.close()
-        raw = self._sock
-        if self.hub.loop.closing_fd(raw.fileno()):
-            # Another watcher on this descriptor was just woken: close once it ran.
-            check = self.hub.loop.check()
-            check.start(_close_later, raw, check)
-        else:
-            raw.close()
-
-
-def _close_later(raw: socket.socket, check: Any) -> None:
-    try:
-        raw.close()
-    except OSError:
-        pass
-    finally:
-        check.stop()
-        check.close()
 
 
 class _Abort(Exception):

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import BadGateway, GatewayTimeout, OutOfDescriptors
-from .http1 import Reader
 from .policy import DestinationPolicy, connect
+from .sockio import Reader
 
 FRESH_SECONDS = 1.0
 

@@ -18,7 +18,8 @@ from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle
 from proxy_daemon.limits import UNLIMITED, UserLimitsCache
 from proxy_daemon.metering import Meter
 from proxy_daemon.policy import DestinationPolicy
-from proxy_daemon.server import ClientSocket, ProxyConfig, ProxyServer
+from proxy_daemon.server import ProxyConfig, ProxyServer
+from proxy_daemon.sockio import ClientSocket
 
 
 class EchoOnce(ProxyServer):

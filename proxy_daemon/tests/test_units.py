@@ -285,7 +285,7 @@ class ReadWaiterTests:
         """A connected gevent socket pair and a ReadWaiter on the second socket."""
         from gevent import socket as gsocket
 
-        from proxy_daemon.tunnel import ReadWaiter
+        from proxy_daemon.sockio import ReadWaiter
 
         a, b = gsocket.socketpair()
         waiter = ReadWaiter(b)
@@ -378,7 +378,7 @@ class SendAllTests:
     def test_a_failed_send_reports_what_the_kernel_took(self) -> None:
         from gevent import socket as gsocket
 
-        from proxy_daemon.tunnel import bytes_sent, send_all
+        from proxy_daemon.sockio import bytes_sent, send_all
 
         a, b = gsocket.socketpair()
         try:
@@ -399,7 +399,7 @@ class SendAllTests:
             b.close()
 
     def test_a_reset_after_partial_sends_reports_them(self) -> None:
-        from proxy_daemon.tunnel import bytes_sent, send_all
+        from proxy_daemon.sockio import bytes_sent, send_all
 
         class Raw:
             """Takes 3 bytes per send, then the peer resets."""
@@ -423,7 +423,7 @@ class SendAllTests:
     def test_an_error_before_any_progress_reports_zero(self) -> None:
         from gevent import socket as gsocket
 
-        from proxy_daemon.tunnel import bytes_sent, send_all
+        from proxy_daemon.sockio import bytes_sent, send_all
 
         a, b = gsocket.socketpair()
         b.close()
@@ -436,7 +436,8 @@ class SendAllTests:
         import gevent
         from gevent import socket as gsocket
 
-        from proxy_daemon.tunnel import BufferPool, Tunnel
+        from proxy_daemon.sockio import BufferPool
+        from proxy_daemon.tunnel import Tunnel
 
         # TCP on the client side: its sends can be partial, as a real client's are.
         with gsocket.socket() as listener:
