@@ -54,7 +54,15 @@ from .limits import ConnectionCounter, SpeedLimiter, TokenBucket, UserLimitsCach
 from .metering import Meter
 from .metrics import ProxyMetrics
 from .policy import DestinationPolicy
-from .sockio import BufferPool, ClientSocket, Reader, bytes_sent, send_all
+from .sockio import (
+    BufferPool,
+    ClientSocket,
+    Reader,
+    accept_again_after,
+    accept_descriptor,
+    bytes_sent,
+    send_all,
+)
 from .tunnel import Tunnel
 from .upstream import Upstream, UpstreamPool
 
@@ -327,7 +335,7 @@ class ProxyServer(StreamServer):
         idle = self._idle_workers
         for _ in range(self.max_accept):
             try:
-                fd, address = listener._accept()
+                fd, address = accept_descriptor(listener)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -384,8 +392,7 @@ class ProxyServer(StreamServer):
                 reason,
             )
         self.stop_accepting()
-        self._accept_retry = self.loop.timer(0.1)
-        self._accept_retry.start(self._start_accepting_if_started)
+        self._accept_retry = accept_again_after(self, 0.1)
 
     def init_socket(self) -> None:
         super().init_socket()

@@ -10,19 +10,101 @@ whose internals are not the ones this module was written against.
 
 from __future__ import annotations
 
+import _socket
+import inspect
 import socket
 import time
 from typing import Any
 
 import cython
+import gevent
 from gevent import get_hub, getcurrent
 from gevent._socket3 import _wrefsocket
+from gevent.baseserver import BaseServer
+from gevent.server import StreamServer
 from gevent.socket import socket as GeventSocket
 
 from .errors import BadRequest, ClientGone, ProxyError
 from .http1 import CRLF, head_end
 
 INFINITY = float("inf")
+# The slots of gevent's socket, all of which ClientSocket.__init__ fills in the way
+# gevent's own __init__ does.
+GEVENT_SOCKET_SLOTS = frozenset(
+    {"hub", "timeout", "_read_event", "_write_event", "_sock", "__weakref__", "_io_refs", "_closed"}
+)
+# The event loop's methods used here (gevent's ILoop interface).
+LOOP_METHODS = ("io", "timer", "check", "closing_fd", "update_now", "now")
+
+
+def gevent_internals_changed(
+    *,
+    socket_class: type = GeventSocket,
+    server_class: type = BaseServer,
+    raw_class: type = _socket.socket,
+    loop: object | None = None,
+) -> list[str]:
+    """How the installed gevent differs from the internals this module relies on, one
+    line per difference; empty when nothing does."""
+    changes: list[str] = []
+    name = f"{socket_class.__module__}.{socket_class.__qualname__}"
+    slots: set[str] = set()
+    for klass in socket_class.__mro__:
+        declared = klass.__dict__.get("__slots__", ())
+        slots.update((declared,) if isinstance(declared, str) else declared)
+    changes += [f"{name} has no slot {s!r}" for s in sorted(GEVENT_SOCKET_SLOTS - slots)]
+    changes += [
+        f"{name} has a new slot {s!r}, which ClientSocket.__init__ does not set"
+        for s in sorted(slots - GEVENT_SOCKET_SLOTS)
+    ]
+    if not callable(getattr(socket_class, "_wait", None)):
+        changes.append(f"{name} has no _wait(watcher) method")
+    if not issubclass(_wrefsocket, raw_class):
+        changes.append("gevent._socket3._wrefsocket is no longer a _socket.socket")
+    if not callable(getattr(raw_class, "_accept", None)):
+        changes.append("_socket.socket has no _accept() method")
+    server_name = f"{server_class.__module__}.{server_class.__qualname__}"
+    for method in ("_do_read", "_start_accepting_if_started", "start_accepting"):
+        if not callable(vars(server_class).get(method)):
+            changes.append(f"{server_name} has no {method}() method")
+    try:
+        source: str | None = inspect.getsource(server_class.start_accepting)
+    except (AttributeError, OSError, TypeError):
+        source = None
+    if source is not None and "self._do_read" not in source:
+        changes.append(f"{server_name}.start_accepting() no longer watches with _do_read")
+    loop = get_hub().loop if loop is None else loop
+    changes += [
+        f"the event loop has no {m}() method"
+        for m in LOOP_METHODS
+        if not callable(getattr(loop, m, None))
+    ]
+    return changes
+
+
+def check_gevent_internals() -> None:
+    """RuntimeError naming every difference when gevent's internals are not the ones this
+    module was written against (the proxy refuses to start rather than misbehave)."""
+    changes = gevent_internals_changed()
+    if changes:
+        raise RuntimeError(
+            f"gevent {gevent.__version__} differs from what proxy_daemon.sockio relies on: "
+            + "; ".join(changes)
+        )
+
+
+def accept_descriptor(listener: socket.socket) -> tuple[int, Any]:
+    """accept() on the raw listening socket: the new descriptor and the peer's address,
+    without building a socket object for it (ClientSocket does that)."""
+    return listener._accept()
+
+
+def accept_again_after(server: StreamServer, delay: float) -> Any:
+    """Have a server that stopped accepting start again after `delay` s, the way gevent
+    itself resumes; returns the timer."""
+    timer = server.loop.timer(delay)
+    timer.start(server._start_accepting_if_started)
+    return timer
 
 
 class ClientSocket(GeventSocket):
@@ -98,10 +180,10 @@ class BufferPool:
 
 
 class _WaitTimedOut(Exception):
-    """Thrown into a waiting greenlet by its timer; never escapes wait_io."""
+    """Thrown into a waiting greenlet by its timer; never escapes a wait."""
 
 
-def wait_io(sock: socket.socket, watcher: object, timeout: float | None) -> None:
+def _wait_io(sock: GeventSocket, watcher: object, timeout: float | None) -> None:
     """Wait on one of a gevent socket's own watchers; TimeoutError after `timeout`.
 
     Uses the socket's watcher rather than a new one, so a close() from another greenlet
@@ -110,17 +192,38 @@ def wait_io(sock: socket.socket, watcher: object, timeout: float | None) -> None
     pure-Python object per wait: this runs twice per proxied request).
     """
     if timeout is None:
-        sock._wait(watcher)  # type: ignore[attr-defined]
+        sock._wait(watcher)
         return
     timer = get_hub().loop.timer(max(timeout, 0.0))
     # Counted from a fresh clock: the loop's cached one is stale after blocking code.
     timer.start(getcurrent().throw, _WaitTimedOut, update=True)
     try:
-        sock._wait(watcher)  # type: ignore[attr-defined]
+        sock._wait(watcher)
     except _WaitTimedOut:
         raise TimeoutError("timed out") from None
     finally:
         timer.close()
+
+
+def wait_readable(sock: GeventSocket, timeout: float | None) -> None:
+    """Block until sock is readable (or at EOF, or cut); TimeoutError after `timeout`."""
+    _wait_io(sock, sock._read_event, timeout)
+
+
+def raw_socket(sock: GeventSocket) -> socket.socket:
+    """The non-blocking socket under gevent's: recv_into() on it never waits."""
+    return sock._sock
+
+
+def peer_idle(sock: GeventSocket) -> bool:
+    """True while an idle connection has nothing to read; EOF or stray bytes mean the
+    peer closed it or is out of sync."""
+    try:
+        return not sock._sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 @cython.cclass
@@ -218,9 +321,9 @@ class ReadWaiter:
             self._timer = None
 
 
-def send_all(sock: socket.socket, data: bytes | bytearray | memoryview, timeout: float) -> None:
+def send_all(sock: GeventSocket, data: bytes | bytearray | memoryview, timeout: float) -> None:
     """sendall whose timeout is per step of progress, not for the whole payload."""
-    raw = sock._sock  # type: ignore[attr-defined]  # the non-blocking socket under gevent's
+    raw = sock._sock
     try:
         sent = raw.send(data)
     except BlockingIOError:
@@ -233,7 +336,7 @@ def send_all(sock: socket.socket, data: bytes | bytearray | memoryview, timeout:
             try:
                 sent = raw.send(view)
             except BlockingIOError:
-                wait_io(sock, sock._write_event, timeout)  # type: ignore[attr-defined]
+                _wait_io(sock, sock._write_event, timeout)
                 continue
             view = view[sent:]
     except OSError as exc:
@@ -301,12 +404,8 @@ class Reader:
             self._waiter = None
 
     def _recv(self, n: int, timeout: float | None) -> bytes:
-        sock = self.sock
-        raw = getattr(sock, "_sock", None)
+        raw = self.sock._sock
         try:
-            if raw is None:  # not a gevent socket (unit tests with plain sockets)
-                sock.settimeout(timeout)
-                return sock.recv(n)
             while True:
                 try:
                     return _recv_copy(raw, n)
@@ -409,11 +508,7 @@ class Reader:
     def _recv_head(self, timeout: float, wait_first: bool = False) -> bytes:
         """One recv for a head: straight from the non-blocking socket when data is
         waiting, else wait for readability (ReadWaiter; TimeoutError after timeout)."""
-        sock = self.sock
-        raw = getattr(sock, "_sock", None)
-        if raw is None:  # not a gevent socket (unit tests with plain sockets)
-            sock.settimeout(timeout)
-            return sock.recv(READ_CHUNK)
+        raw = self.sock._sock
         if wait_first:
             self._wait(timeout)
         while True:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import gevent
 
 from .limits import TokenBucket
-from .sockio import BufferPool, bytes_sent, send_all, wait_io
+from .sockio import BufferPool, bytes_sent, raw_socket, send_all, wait_readable
 
 
 class Tunnel:
@@ -72,7 +72,7 @@ class Tunnel:
             if remaining <= 0:
                 return False
             try:
-                wait_io(src, src._read_event, remaining)  # type: ignore[attr-defined]
+                wait_readable(src, remaining)
                 return True
             except TimeoutError:
                 continue
@@ -83,7 +83,7 @@ class Tunnel:
         dst: socket.socket,
         upward: bool,
     ) -> None:
-        raw = src._sock  # type: ignore[attr-defined]  # non-blocking socket under gevent's
+        raw = raw_socket(src)
         count = self.on_up if upward else None
         count_sent = None if upward else self.on_down
         buf: bytearray | None = None
