@@ -4,8 +4,9 @@ The data path only does plain integer arithmetic on one `ProxyMetrics` object (n
 no label look-up per request or per chunk). `ProxyCollector` turns those numbers and the
 live state of the server, the reporter and the control plugins into metric families
 when Prometheus scrapes (prometheus_client's "custom collector" pattern). Byte counts
-come from the meter's per-interval hand-over (`CountingReporter`), so they are exactly
-the billed bytes and cost nothing per chunk; they lag by at most PROXY_METER_INTERVAL.
+come from the meter's per-interval hand-over (`reporters.counting.CountingReporter`), so
+they are exactly the billed bytes and cost nothing per chunk; they lag by at most
+PROXY_METER_INTERVAL.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from .hooks import Reporter, TrafficDelta
 
 PREFIX = "goproxy_proxy"
 
@@ -60,31 +59,6 @@ class ProxyMetrics:
             reason = "invalid"
         failures = self.auth_failures
         failures[reason] = failures.get(reason, 0) + 1
-
-
-class CountingReporter:
-    """Wraps the configured Reporter: adds each accepted hand-over to the byte counters.
-
-    Deltas are counted only after the wrapped reporter accepted them; a refused hand-over
-    is restored to the meter by `metering.flush()` and counted when it is accepted.
-    """
-
-    def __init__(self, reporter: Reporter, metrics: ProxyMetrics) -> None:
-        self.reporter = reporter
-        self.metrics = metrics
-
-    def start(self) -> None:
-        self.reporter.start()
-
-    def report(self, deltas: list[TrafficDelta]) -> None:
-        self.reporter.report(deltas)
-        metrics = self.metrics
-        for d in deltas:
-            metrics.bytes_in += d.bytes_up
-            metrics.bytes_out += d.bytes_down
-
-    def close(self, timeout: float) -> None:
-        self.reporter.close(timeout)
 
 
 def spool_usage(spool_dir: Path) -> tuple[int, int]:

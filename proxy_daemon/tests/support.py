@@ -258,7 +258,7 @@ class ProxyProcess:
             "DJANGO_SETTINGS_MODULE": settings_module,
             "ACCOUNTS_DATABASE_URL": db_url("default"),
             "PLANS_DATABASE_URL": db_url("plans"),
-            "PROXY_REPORTER": "proxy_daemon.metering.FileReporter",
+            "PROXY_REPORTER": "proxy_daemon.reporters.local.FileReporter",
             "PROXY_METER_FILE": str(self.meter_file),
             "PROXY_METER_INTERVAL": "0.2",
             "PYTHONUNBUFFERED": "1",

@@ -6,7 +6,8 @@ import json
 import ssl
 
 from proxy_daemon.hooks import TrafficDelta
-from proxy_daemon.metering import MemoryReporter, Meter, flush
+from proxy_daemon.metering import Meter, flush
+from proxy_daemon.reporters.local import MemoryReporter
 
 from .conftest import E2E
 from .support import RawClient, basic

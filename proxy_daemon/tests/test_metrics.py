@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy_daemon.hooks import TrafficDelta
 from proxy_daemon.metering import Meter, flush
-from proxy_daemon.metrics import CountingReporter, ProxyMetrics, health, spool_usage
+from proxy_daemon.metrics import ProxyMetrics, health, spool_usage
+from proxy_daemon.reporters.counting import CountingReporter
 
 from .conftest import E2E
 from .control_plugin import control_call

@@ -60,8 +60,8 @@ class Command(BaseCommand):
         from proxy_daemon.dbpool import DBRunner, plan_limits
         from proxy_daemon.limits import UserLimitsCache
         from proxy_daemon.metering import Meter, flush
-        from proxy_daemon.metrics import CountingReporter
         from proxy_daemon.policy import DestinationPolicy
+        from proxy_daemon.reporters.counting import CountingReporter
         from proxy_daemon.server import ProxyConfig, ProxyServer
 
         host = options["host"] or settings.PROXY_HOST

@@ -32,8 +32,7 @@ from django.conf import settings
 
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import EventBusError, KafkaEventProducer, RawMessage, topics_ensure
-
-from .hooks import TrafficDelta
+from proxy_daemon.hooks import TrafficDelta
 
 logger = logging.getLogger(__name__)
 
