@@ -248,7 +248,7 @@ def kafka_proxy(tmp: Path, bootstrap: str, **extra: str) -> ProxyProcess:
         {
             **stack_env(bootstrap, tmp),
             "PROXY_REPORTER": "proxy_daemon.reporters.kafka.KafkaReporter",
-            "PROXY_CONTROL_PLUGINS": "proxy_daemon.control.KafkaControlPlugin",
+            "PROXY_CONTROL_PLUGINS": "proxy_daemon.control_plugin.KafkaControlPlugin",
             "PROXY_METER_INTERVAL": "1.0",
             **extra,
         },

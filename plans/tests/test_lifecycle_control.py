@@ -11,7 +11,7 @@ from goproxy_site.tests.base import BaseTestCase
 from plans import services
 from plans.models import OutboxEvent, Plan
 from plans.tests.test_pipeline_control import RecordingControl
-from proxy_daemon.control import KafkaControlPlugin
+from proxy_daemon.control_plugin import KafkaControlPlugin
 
 T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 

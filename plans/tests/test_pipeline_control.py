@@ -5,7 +5,7 @@ from __future__ import annotations
 from goproxy_site.events import schemas
 from goproxy_site.tests.base import BaseTestCase
 from plans import services
-from proxy_daemon.control import KafkaControlPlugin
+from proxy_daemon.control_plugin import KafkaControlPlugin
 
 
 class RecordingControl:
