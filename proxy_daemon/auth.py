@@ -31,7 +31,7 @@ class Principal:
     credential_id: int
 
 
-# (login, secret) -> Principal or None; runs the DB lookup (off the gevent hub).
+# (login, secret) -> Principal or None: store.credential_lookup, run off the gevent hub.
 Lookup = Callable[[str, str], "Principal | None"]
 
 
@@ -200,17 +200,3 @@ class Authenticator:
             raise ProxyAuthRequired("invalid proxy credentials")
         self.cache.put(key, principal)
         return principal, key
-
-
-def db_lookup(login: str, secret: str) -> Principal | None:
-    """The ORM lookup; call it through DBRunner so it runs off the gevent hub."""
-    from accounts.selectors import credential_authenticate
-    from accounts.services import credential_touch
-
-    credential = credential_authenticate(login=login, secret=secret)
-    if credential is None:
-        return None
-    credential_touch(credential_id=credential.pk)
-    return Principal(
-        user_id=credential.user_id, login=credential.login, credential_id=credential.pk
-    )

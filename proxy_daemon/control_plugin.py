@@ -15,7 +15,6 @@ greenlet applies them to the server (ProxyControl), so the hub never blocks on K
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from typing import Any
 
@@ -24,12 +23,12 @@ from django.conf import settings
 from goproxy_site.events import schemas
 
 from .hooks import ProxyControl
+from .store import restriction_snapshot
 
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT = 0.2
 ASSIGN_RETRY_INTERVAL = 1.0
-DB_LOAD_ATTEMPTS = 5
 
 
 def reason_text(code: str) -> str:
@@ -56,35 +55,14 @@ class KafkaControlPlugin:
     # -- state -----------------------------------------------------------------------
     def load_restrictions(self) -> int:
         """Apply the plans DB's restriction states; returns how many users are restricted."""
-        from django.db import DatabaseError, connections
-
-        from goproxy_site.db_routers import PLANS_DB
-        from plans.selectors import restriction_states, throttle_states
-
-        for attempt in range(1, DB_LOAD_ATTEMPTS + 1):
-            try:
-                states = restriction_states()
-                throttles = throttle_states()
-                break
-            except DatabaseError as exc:
-                if attempt == DB_LOAD_ATTEMPTS:
-                    raise RuntimeError(
-                        f"cannot load restrictions from the plans DB: {exc}"
-                    ) from exc
-                logger.warning("loading restrictions failed (%s); retrying", exc)
-                time.sleep(0.5 * attempt)
-            finally:
-                # The start-up greenlet keeps no connection (outside a test's transaction).
-                conn = connections[PLANS_DB]
-                if not conn.in_atomic_block:
-                    conn.close()
+        snapshot = restriction_snapshot()
         restricted = 0
-        for user_id, (reason, version) in states.items():
+        for user_id, (reason, version) in snapshot.states.items():
             self.versions[user_id] = version
             if reason:
                 self.control.restrict(user_id, reason_text(reason))
                 restricted += 1
-        for user_id, speed in throttles.items():
+        for user_id, speed in snapshot.throttles.items():
             self._throttle(user_id, speed)
         return restricted
 
@@ -108,9 +86,6 @@ class KafkaControlPlugin:
                 logger.info("restricted user %s: %s", event.user_id, event.reason)
         elif isinstance(event, schemas.PlanAssignedEvent):
             self.control.refresh_user_limits(event.user_id)
-            devices = getattr(self.control, "devices", None)
-            if devices is not None:
-                devices.forget(event.user_id)
             if self._newer(event.user_id, event.restriction_version):
                 self.control.lift(event.user_id)
                 self._throttle(event.user_id, None)
@@ -136,22 +111,10 @@ class KafkaControlPlugin:
         count = self.load_restrictions()
         self.loaded = True
         logger.info("loaded restrictions: %d user(s) restricted", count)
-        self._start_device_guard()
         self._watcher = gevent.get_hub().loop.async_()
         self._watcher.start(lambda: gevent.spawn(self._drain))
         self._pool = ThreadPool(1)
         self._done = self._pool.spawn(self._run)
-
-    def _start_device_guard(self) -> None:
-        """Give the server the shared device-limit guard (needs Redis; see settings)."""
-        from .devices import DeviceGuard
-
-        server: Any = self.control
-        if getattr(server, "devices", "absent") is None:
-            db_call = getattr(server, "db_call", lambda fn, *a: fn(*a))
-            server.devices = DeviceGuard.from_settings(settings, db_call)
-            if server.devices is not None:
-                logger.info("device limits on (window %ss)", settings.PLANS_DEVICE_WINDOW_SECONDS)
 
     def stop(self) -> None:
         self._stopping = True

@@ -1,4 +1,4 @@
-"""Per-user limits: token-bucket speed limits, concurrent-connection counts, plan lookups."""
+"""Per-user limits: token-bucket speed limits, concurrent-connection counts, cached plan limits."""
 
 from __future__ import annotations
 
@@ -46,8 +46,11 @@ class TokenBucket:
 
 @dataclass(frozen=True, slots=True)
 class UserLimits:
-    max_connections: int | None = None
-    speed_bps: int | None = None
+    """A user's plan limits; None means unlimited."""
+
+    max_connections: int | None = None  # concurrent client connections
+    speed_bps: int | None = None  # each direction
+    device_limit: int | None = None  # distinct client IP addresses in use at once
 
 
 UNLIMITED = UserLimits()

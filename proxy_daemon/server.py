@@ -13,7 +13,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from gevent.server import StreamServer
 from greenlet import GreenletExit, greenlet
 
 from .auth import Authenticator, Principal
+from .devices import DeviceGuard
 from .errors import (
     BadGateway,
     ClientGone,
@@ -189,7 +190,7 @@ class ProxyServer(StreamServer):
         policy: DestinationPolicy,
         meter: Meter,
         limits: UserLimitsCache,
-        db_call: Callable[..., Any] | None = None,
+        devices: DeviceGuard | None = None,
     ) -> None:
         # A plain greenlet per connection: handle() refuses beyond max_connections with a
         # 503 at once (a gevent Pool would stop accepting and leave newcomers hanging).
@@ -199,7 +200,7 @@ class ProxyServer(StreamServer):
         self.policy = policy
         self.meter = meter
         self.limits = limits
-        self.db_call = db_call or (lambda fn, *a: fn(*a))
+        self.devices = devices  # the shared device-limit guard; None: not enforced
         self.upstreams = UpstreamPool(
             policy,
             per_host=config.upstream_pool_per_host,
@@ -213,8 +214,6 @@ class ProxyServer(StreamServer):
         self.speed = SpeedLimiter()
         self._restricted: dict[int, str] = {}
         self._throttled: dict[int, int] = {}  # user_id -> B/s while over a throttling quota
-        # Shared device-limit guard (proxy_daemon.devices); set by the control plugin.
-        self.devices: Any = None
         self.draining = False
         self.metrics = ProxyMetrics()
         self._fd_warned = float("-inf")
@@ -538,13 +537,16 @@ class ProxyServer(StreamServer):
             raise Forbidden(f"user restricted: {reason}")
         limits = self.limits.get(uid)
         if conn.user_id != uid:
-            if self.devices is not None:
-                over = self.devices.admit(uid, conn.ip)
-                if over is not None:
-                    raise Forbidden(
-                        f"device limit reached: the plan allows {over} client IP "
-                        "address(es) at once"
-                    )
+            devices = limits.device_limit
+            if (
+                devices is not None
+                and self.devices is not None
+                and not self.devices.admit(uid, conn.ip, devices)
+            ):
+                raise Forbidden(
+                    f"device limit reached: the plan allows {devices} client IP "
+                    "address(es) at once"
+                )
             self._release_slot(conn)
             if not self.conn_counter.acquire(uid, limits.max_connections):
                 raise TooManyRequests(

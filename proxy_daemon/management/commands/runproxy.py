@@ -56,13 +56,14 @@ class Command(BaseCommand):
         import gevent
         from gevent.event import Event
 
-        from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle, db_lookup
-        from proxy_daemon.dbpool import DBRunner, plan_limits
+        from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle
+        from proxy_daemon.devices import KEY_PREFIX, DeviceGuard
         from proxy_daemon.limits import UserLimitsCache
         from proxy_daemon.metering import Meter, flush
         from proxy_daemon.policy import DestinationPolicy
         from proxy_daemon.reporters.counting import CountingReporter
         from proxy_daemon.server import ProxyConfig, ProxyServer
+        from proxy_daemon.store import DBRunner, credential_lookup, plan_limits
 
         host = options["host"] or settings.PROXY_HOST
         port = settings.PROXY_PORT if options["port"] is None else options["port"]
@@ -95,7 +96,7 @@ class Command(BaseCommand):
             throttle=FailureThrottle(
                 limit=settings.PROXY_AUTH_FAIL_LIMIT, window=settings.PROXY_AUTH_FAIL_WINDOW
             ),
-            lookup=lambda login, secret: db(db_lookup, login, secret),
+            lookup=lambda login, secret: db(credential_lookup, login, secret),
         )
         policy = DestinationPolicy(
             allow_private=settings.PROXY_ALLOW_PRIVATE_DESTINATIONS,
@@ -111,7 +112,7 @@ class Command(BaseCommand):
             limits=UserLimitsCache(
                 lambda uid: db(plan_limits, uid), ttl=settings.PROXY_USER_LIMITS_TTL
             ),
-            db_call=db,
+            devices=self._device_guard(DeviceGuard, KEY_PREFIX),
         )
         reporter = import_string(settings.PROXY_REPORTER)()
         plugins = [import_string(path)(server) for path in settings.PROXY_CONTROL_PLUGINS]
@@ -190,6 +191,24 @@ class Command(BaseCommand):
         self.stdout.write(f"admin port on {host}:{admin.server_port} (/healthz, /metrics)")
         self.stdout.flush()
         return admin
+
+    def _device_guard(self, guard: Any, prefix: str) -> Any:
+        url = settings.PLANS_DEVICE_REDIS_URL
+        if not url:
+            return None
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        # Keys are per plans database, so deployments (and test runs) sharing a Redis
+        # never see each other's users.
+        db_name = str(settings.DATABASES["plans"]["NAME"])
+        self.stdout.write(f"device limits on (window {settings.PLANS_DEVICE_WINDOW_SECONDS}s)")
+        return guard(
+            client,
+            prefix=f"{prefix}{db_name}:",
+            window=settings.PLANS_DEVICE_WINDOW_SECONDS,
+            cache_seconds=settings.PLANS_DEVICE_CACHE_SECONDS,
+        )
 
     def _raise_fd_limit(self) -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
