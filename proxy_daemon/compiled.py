@@ -33,6 +33,7 @@ MODULES = (
     "limits",
     "metering",
     "metrics",
+    "registry",
     "server",
     "sockio",
     "tunnel",

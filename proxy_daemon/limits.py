@@ -44,6 +44,10 @@ class TokenBucket:
         return int(self.burst)
 
 
+# A user's (upload, download) buckets, shared by all the user's connections.
+Buckets = tuple[TokenBucket, TokenBucket]
+
+
 @dataclass(frozen=True, slots=True)
 class UserLimits:
     """A user's plan limits; None means unlimited."""
@@ -89,9 +93,9 @@ class SpeedLimiter:
     """One upload and one download bucket per user, shared by all the user's connections."""
 
     def __init__(self) -> None:
-        self._buckets: dict[int, tuple[TokenBucket, TokenBucket]] = {}
+        self._buckets: dict[int, Buckets] = {}
 
-    def buckets(self, user_id: int, rate: int | None) -> tuple[TokenBucket, TokenBucket] | None:
+    def buckets(self, user_id: int, rate: int | None) -> Buckets | None:
         if rate is None:
             self._buckets.pop(user_id, None)
             return None

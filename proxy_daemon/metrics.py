@@ -98,7 +98,7 @@ def restrictions_state(server: Any, plugins: Iterable[Any]) -> dict[str, Any]:
         "loaded": loaded,
         "control_stream": streaming,
         "plugins": len(plugins),
-        "restricted_users": len(server.restricted()),
+        "restricted_users": len(server.registry.restricted()),
     }
 
 
@@ -127,7 +127,7 @@ def health(server: Any, reporter: Any, plugins: Iterable[Any]) -> tuple[int, dic
             "producer": producer,
             "restrictions": restrictions,
         },
-        "connections_open": len(server.connections),
+        "connections_open": len(server.registry.connections),
     }
     return code, body
 
@@ -144,7 +144,9 @@ class ProxyCollector(Collector):
         server = self.server
         m: ProxyMetrics = server.metrics
         yield GaugeMetricFamily(
-            f"{PREFIX}_connections_open", "Client connections open now.", len(server.connections)
+            f"{PREFIX}_connections_open",
+            "Client connections open now.",
+            len(server.registry.connections),
         )
         yield CounterMetricFamily(
             f"{PREFIX}_connections_accepted", "Client connections accepted.", m.accepted
@@ -152,7 +154,7 @@ class ProxyCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_users_connected",
             "Users holding at least one open connection.",
-            len(server.by_user),
+            len(server.registry.by_user),
         )
         requests = CounterMetricFamily(
             f"{PREFIX}_requests",
@@ -190,7 +192,9 @@ class ProxyCollector(Collector):
             m.restriction_refusals,
         )
         yield GaugeMetricFamily(
-            f"{PREFIX}_restricted_users", "Users currently restricted.", len(server.restricted())
+            f"{PREFIX}_restricted_users",
+            "Users currently restricted.",
+            len(server.registry.restricted()),
         )
         yield from self._reporter_families()
         applied = sum(getattr(p, "applied", 0) for p in self.plugins)

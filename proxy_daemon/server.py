@@ -51,10 +51,11 @@ from .http1 import (
     request_framing,
     response_framing,
 )
-from .limits import ConnectionCounter, SpeedLimiter, TokenBucket, UserLimitsCache
+from .limits import Buckets, UserLimitsCache
 from .metering import Meter
 from .metrics import ProxyMetrics
 from .policy import DestinationPolicy
+from .registry import ConnectionRegistry
 from .sockio import (
     BufferPool,
     ClientSocket,
@@ -70,9 +71,6 @@ from .upstream import Upstream, UpstreamPool
 logger = logging.getLogger(__name__)
 
 CONNECT_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
-# Rate given to buckets still held by open connections when a throttle ends on an
-# otherwise unlimited plan (effectively no limit).
-UNTHROTTLED_BPS = 1 << 40
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SMALL_BODY = 64 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -157,9 +155,15 @@ class ClientConnection:
         self.request: Request | None = None
         self.framing: BodyFraming | None = None
         self.response_started = False
-        self.buckets: tuple[TokenBucket, TokenBucket] | None = None
+        self.buckets: Buckets | None = None
         # [Proxy-Authorization value, its auth-cache key] of the previous request.
         self.auth_memo: list[Any] = [None, b""]
+
+    def set_buckets(self, buckets: Buckets | None) -> None:
+        """New speed buckets (a throttle started or ended), for the tunnel too if open."""
+        self.buckets = buckets
+        if self.tunnel is not None:
+            self.tunnel.set_buckets(buckets)
 
     def cut(self, reason: str) -> None:
         """Close the client side and any upstream at once; blocked reads wake with EOF."""
@@ -179,7 +183,7 @@ class ClientConnection:
 
 
 class ProxyServer(StreamServer):
-    """The forward proxy; also implements proxy_daemon.hooks.ProxyControl."""
+    """The forward proxy (its live controls are the registry's: registry.py)."""
 
     def __init__(
         self,
@@ -190,6 +194,8 @@ class ProxyServer(StreamServer):
         policy: DestinationPolicy,
         meter: Meter,
         limits: UserLimitsCache,
+        registry: ConnectionRegistry,
+        metrics: ProxyMetrics,
         devices: DeviceGuard | None = None,
     ) -> None:
         # A plain greenlet per connection: handle() refuses beyond max_connections with a
@@ -200,6 +206,8 @@ class ProxyServer(StreamServer):
         self.policy = policy
         self.meter = meter
         self.limits = limits
+        self.registry = registry
+        self.metrics = metrics
         self.devices = devices  # the shared device-limit guard; None: not enforced
         self.upstreams = UpstreamPool(
             policy,
@@ -208,14 +216,7 @@ class ProxyServer(StreamServer):
             connect_timeout=config.connect_timeout,
         )
         self.buffers = BufferPool(config.relay_buffer_bytes, config.relay_buffer_pool)
-        self.connections: set[ClientConnection] = set()
-        self.by_user: dict[int, set[ClientConnection]] = {}
-        self.conn_counter = ConnectionCounter()
-        self.speed = SpeedLimiter()
-        self._restricted: dict[int, str] = {}
-        self._throttled: dict[int, int] = {}  # user_id -> B/s while over a throttling quota
         self.draining = False
-        self.metrics = ProxyMetrics()
         self._fd_warned = float("-inf")
         self._accept_retry: Any = None
         self._hub = get_hub()
@@ -227,69 +228,6 @@ class ProxyServer(StreamServer):
             RequestTimeout("no request received in time"),
         )
 
-    # ProxyControl -------------------------------------------------------------------
-    def restrict(self, user_id: int, reason: str) -> None:
-        self._restricted[user_id] = reason
-        self.metrics.restriction_cuts += self.cut_user(user_id, f"user restricted: {reason}")
-
-    def lift(self, user_id: int) -> None:
-        self._restricted.pop(user_id, None)
-
-    def restricted(self) -> dict[int, str]:
-        return dict(self._restricted)
-
-    def invalidate_credentials(
-        self, *, user_id: int | None = None, login: str | None = None
-    ) -> None:
-        self.authenticator.cache.invalidate(user_id=user_id, login=login)
-
-    def refresh_user_limits(self, user_id: int) -> None:
-        self.limits.invalidate(user_id)
-
-    def throttle(self, user_id: int, speed_bps: int | None) -> None:
-        """Hold a user to speed_bps (None: back to the plan's speed) on open and new
-        connections: HTTP connections pick up the shared buckets at their next send, open
-        tunnels at their next chunk (nothing is cut)."""
-        if speed_bps is None:
-            if self._throttled.pop(user_id, None) is None:
-                return
-            rate = self.limits.get(user_id).speed_bps
-        else:
-            self._throttled[user_id] = speed_bps
-            rate = self._speed_for(user_id, self.limits.get(user_id).speed_bps)
-        pair = self.speed.buckets(user_id, rate)
-        if pair is None:
-            # Unlimited again: connections still holding the old pair stop waiting.
-            for conn in self.by_user.get(user_id, ()):
-                if conn.buckets is not None:
-                    conn.buckets[0].set_rate(UNTHROTTLED_BPS)
-                    conn.buckets[1].set_rate(UNTHROTTLED_BPS)
-                conn.buckets = None
-                if conn.tunnel is not None:
-                    conn.tunnel.up_bucket = conn.tunnel.down_bucket = None
-            return
-        for conn in list(self.by_user.get(user_id, ())):
-            conn.buckets = pair
-            if conn.tunnel is not None:
-                conn.tunnel.up_bucket, conn.tunnel.down_bucket = pair
-
-    def _speed_for(self, user_id: int, plan_speed: int | None) -> int | None:
-        throttled = self._throttled.get(user_id)
-        if throttled is None:
-            return plan_speed
-        return throttled if plan_speed is None else min(plan_speed, throttled)
-
-    def cut_user(self, user_id: int, reason: str = "cut by operator") -> int:
-        """Close every open connection of a user; returns how many."""
-        conns = list(self.by_user.get(user_id, ()))
-        for conn in conns:
-            conn.cut(reason)
-        if conns:
-            logger.info("cut %d connection(s) of user %s: %s", len(conns), user_id, reason)
-        return len(conns)
-
-    cut = cut_user
-
     # Lifecycle ----------------------------------------------------------------------
     def drain(self, timeout: float) -> int:
         """Stop accepting, close idle keep-alive connections, wait for the rest up to timeout.
@@ -298,15 +236,16 @@ class ProxyServer(StreamServer):
         """
         self.draining = True
         self.close()
+        connections = self.registry.connections
         deadline = time.monotonic() + timeout
         for _ in range(int(timeout / 0.05) + 2):
-            for conn in list(self.connections):
+            for conn in list(connections):
                 if conn.idle:
                     conn.cut("shutting down")
-            if not self.connections or time.monotonic() >= deadline:
+            if not connections or time.monotonic() >= deadline:
                 break
             gevent.sleep(0.05)
-        left = list(self.connections)
+        left = list(connections)
         for conn in left:
             conn.cut("shutting down")
         if left:
@@ -403,11 +342,12 @@ class ProxyServer(StreamServer):
         if not NODELAY_INHERITED:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.metrics.accepted += 1
-        if len(self.connections) >= self.config.max_connections or self.draining:
+        registry = self.registry
+        if len(registry.connections) >= self.config.max_connections or self.draining:
             self._reply_and_close(sock, ServiceUnavailable("proxy is at its connection limit"))
             return
         conn = ClientConnection(sock, ip)
-        self.connections.add(conn)
+        registry.add(conn)
         try:
             self._serve(conn)
         except ClientGone:
@@ -417,8 +357,7 @@ class ProxyServer(StreamServer):
             if not conn.response_started:
                 self._send_error(conn, InternalError("internal proxy error"), keep_alive=False)
         finally:
-            self.connections.discard(conn)
-            self._release_slot(conn)
+            registry.remove(conn)
             if conn.upstream is not None:
                 conn.upstream.close()
             conn.reader.release()
@@ -531,7 +470,8 @@ class ProxyServer(StreamServer):
     # Admission ----------------------------------------------------------------------
     def _admit(self, conn: ClientConnection, principal: Principal) -> None:
         uid = principal.user_id
-        reason = self._restricted.get(uid)
+        registry = self.registry
+        reason = registry.restriction(uid)
         if reason is not None:
             self.metrics.restriction_refusals += 1
             raise Forbidden(f"user restricted: {reason}")
@@ -547,28 +487,13 @@ class ProxyServer(StreamServer):
                     f"device limit reached: the plan allows {devices} client IP "
                     "address(es) at once"
                 )
-            self._release_slot(conn)
-            if not self.conn_counter.acquire(uid, limits.max_connections):
+            if not registry.claim(conn, uid, limits.max_connections):
                 raise TooManyRequests(
                     f"too many concurrent connections (plan allows {limits.max_connections})",
                     retry_after=1,
                 )
-            conn.user_id = uid
-            self.by_user.setdefault(uid, set()).add(conn)
-        conn.buckets = self.speed.buckets(uid, self._speed_for(uid, limits.speed_bps))
+        conn.buckets = registry.buckets(uid, limits.speed_bps)
         conn.metered_user = uid
-
-    def _release_slot(self, conn: ClientConnection) -> None:
-        uid = conn.user_id
-        if uid is None:
-            return
-        self.conn_counter.release(uid)
-        users = self.by_user.get(uid)
-        if users is not None:
-            users.discard(conn)
-            if not users:
-                del self.by_user[uid]
-        conn.user_id = None
 
     # One request --------------------------------------------------------------------
     def _exchange(self, conn: ClientConnection, head: bytes) -> bool:
@@ -613,7 +538,6 @@ class ProxyServer(StreamServer):
         uid = conn.metered_user
         assert uid is not None
         meter_add = self.meter.add
-        up_bucket, down_bucket = conn.buckets or (None, None)
         tunnel = Tunnel(
             conn.sock,
             sock,
@@ -621,8 +545,7 @@ class ProxyServer(StreamServer):
             pool=self.buffers,
             on_up=lambda n: meter_add(uid, n, 0),
             on_down=lambda n: meter_add(uid, 0, n),
-            up_bucket=up_bucket,
-            down_bucket=down_bucket,
+            buckets=conn.buckets,
         )
         conn.tunnel = tunnel
         if conn.cut_reason is not None:

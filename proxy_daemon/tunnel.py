@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import gevent
 
-from .limits import TokenBucket
+from .limits import Buckets, TokenBucket
 from .sockio import BufferPool, bytes_sent, raw_socket, send_all, wait_readable
 
 
@@ -29,8 +29,7 @@ class Tunnel:
         pool: BufferPool,
         on_up: Callable[[int], None],
         on_down: Callable[[int], None],
-        up_bucket: TokenBucket | None = None,
-        down_bucket: TokenBucket | None = None,
+        buckets: Buckets | None = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -38,10 +37,15 @@ class Tunnel:
         self.pool = pool
         self.on_up = on_up
         self.on_down = on_down
-        self.up_bucket = up_bucket
-        self.down_bucket = down_bucket
+        self.up_bucket: TokenBucket | None = None
+        self.down_bucket: TokenBucket | None = None
+        self.set_buckets(buckets)
         self.last_activity = time.monotonic()
         self.closed = False
+
+    def set_buckets(self, buckets: Buckets | None) -> None:
+        """The (upload, download) speed buckets; each direction reads them every chunk."""
+        self.up_bucket, self.down_bucket = buckets or (None, None)
 
     def run(self) -> None:
         # Waits and sends carry their own timeouts; the sockets' shared timeout stays off.

@@ -17,7 +17,9 @@ from proxy_daemon import server as server_module
 from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle
 from proxy_daemon.limits import UNLIMITED, UserLimitsCache
 from proxy_daemon.metering import Meter
+from proxy_daemon.metrics import ProxyMetrics
 from proxy_daemon.policy import DestinationPolicy
+from proxy_daemon.registry import ConnectionRegistry
 from proxy_daemon.server import ProxyConfig, ProxyServer
 from proxy_daemon.sockio import ClientSocket
 
@@ -46,17 +48,22 @@ def echo_server() -> Iterator[EchoOnce]:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
+    credentials = AuthCache(key=b"k", ttl=1)
+    limits = UserLimitsCache(lambda uid: UNLIMITED, ttl=1)
+    metrics = ProxyMetrics()
     srv = EchoOnce(
         listener,
         config=ProxyConfig(),
         authenticator=Authenticator(
-            cache=AuthCache(key=b"k", ttl=1),
+            cache=credentials,
             throttle=FailureThrottle(limit=5, window=1),
             lookup=lambda login, secret: None,
         ),
         policy=DestinationPolicy(allow_private=True, connect_ports=frozenset()),
         meter=Meter(),
-        limits=UserLimitsCache(lambda uid: UNLIMITED, ttl=1),
+        limits=limits,
+        registry=ConnectionRegistry(limits=limits, credentials=credentials, metrics=metrics),
+        metrics=metrics,
     )
     srv.start()
     yield srv

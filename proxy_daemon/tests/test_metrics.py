@@ -94,9 +94,8 @@ class ProxyMetricsTests:
 
 class ProxyHealthTests:
     def _server(self, *, started: bool = True, draining: bool = False) -> SimpleNamespace:
-        return SimpleNamespace(
-            started=started, draining=draining, connections=set(), restricted=lambda: {7: "x"}
-        )
+        registry = SimpleNamespace(connections=set(), restricted=lambda: {7: "x"})
+        return SimpleNamespace(started=started, draining=draining, registry=registry)
 
     def test_ok_degraded_and_unavailable(self) -> None:
         kafka = SimpleNamespace(connected=True, delivered=3, queue_depth=lambda: {"pending": 0})

@@ -60,7 +60,9 @@ class Command(BaseCommand):
         from proxy_daemon.devices import KEY_PREFIX, DeviceGuard
         from proxy_daemon.limits import UserLimitsCache
         from proxy_daemon.metering import Meter, flush
+        from proxy_daemon.metrics import ProxyMetrics
         from proxy_daemon.policy import DestinationPolicy
+        from proxy_daemon.registry import ConnectionRegistry
         from proxy_daemon.reporters.counting import CountingReporter
         from proxy_daemon.server import ProxyConfig, ProxyServer
         from proxy_daemon.store import DBRunner, credential_lookup, plan_limits
@@ -91,8 +93,9 @@ class Command(BaseCommand):
             listener = reuse_port_listener(host, port)
 
         db = DBRunner(settings.PROXY_DB_THREADS)
+        credentials = AuthCache(key=settings.SECRET_KEY.encode(), ttl=settings.PROXY_AUTH_CACHE_TTL)
         authenticator = Authenticator(
-            cache=AuthCache(key=settings.SECRET_KEY.encode(), ttl=settings.PROXY_AUTH_CACHE_TTL),
+            cache=credentials,
             throttle=FailureThrottle(
                 limit=settings.PROXY_AUTH_FAIL_LIMIT, window=settings.PROXY_AUTH_FAIL_WINDOW
             ),
@@ -103,19 +106,24 @@ class Command(BaseCommand):
             connect_ports=frozenset(settings.PROXY_ALLOWED_CONNECT_PORTS),
         )
         meter = Meter()
+        metrics = ProxyMetrics()
+        limits = UserLimitsCache(
+            lambda uid: db(plan_limits, uid), ttl=settings.PROXY_USER_LIMITS_TTL
+        )
+        registry = ConnectionRegistry(limits=limits, credentials=credentials, metrics=metrics)
         server = ProxyServer(
             listener,
             config=ProxyConfig.from_settings(settings),
             authenticator=authenticator,
             policy=policy,
             meter=meter,
-            limits=UserLimitsCache(
-                lambda uid: db(plan_limits, uid), ttl=settings.PROXY_USER_LIMITS_TTL
-            ),
+            limits=limits,
+            registry=registry,
+            metrics=metrics,
             devices=self._device_guard(DeviceGuard, KEY_PREFIX),
         )
         reporter = import_string(settings.PROXY_REPORTER)()
-        plugins = [import_string(path)(server) for path in settings.PROXY_CONTROL_PLUGINS]
+        plugins = [import_string(path)(registry) for path in settings.PROXY_CONTROL_PLUGINS]
         counted = CountingReporter(reporter, server.metrics)
         admin = self._start_admin(options, server, reporter, plugins)
         reporter.start()
