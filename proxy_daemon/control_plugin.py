@@ -63,14 +63,8 @@ class KafkaControlPlugin:
                 self.control.restrict(user_id, reason_text(reason))
                 restricted += 1
         for user_id, speed in snapshot.throttles.items():
-            self._throttle(user_id, speed)
+            self.control.throttle(user_id, speed)
         return restricted
-
-    def _throttle(self, user_id: int, speed_bps: int | None) -> None:
-        # A proxy built before throttling existed has no throttle(): it keeps the plan speed.
-        throttle = getattr(self.control, "throttle", None)
-        if throttle is not None:
-            throttle(user_id, speed_bps)
 
     def _newer(self, user_id: int, version: int) -> bool:
         if version <= self.versions.get(user_id, 0):
@@ -88,12 +82,12 @@ class KafkaControlPlugin:
             self.control.refresh_user_limits(event.user_id)
             if self._newer(event.user_id, event.restriction_version):
                 self.control.lift(event.user_id)
-                self._throttle(event.user_id, None)
+                self.control.throttle(event.user_id, None)
                 logger.info("lifted restriction of user %s", event.user_id)
         elif isinstance(event, schemas.UserThrottledEvent):
             if self._newer(event.user_id, event.restriction_version):
                 self.control.lift(event.user_id)
-                self._throttle(event.user_id, event.speed_bps)
+                self.control.throttle(event.user_id, event.speed_bps)
                 logger.info("throttled user %s to %s B/s", event.user_id, event.speed_bps)
         elif isinstance(event, schemas.ProxyCredentialRevoked):
             self.control.invalidate_credentials(login=event.login)

@@ -229,6 +229,11 @@ class ProxyServer(StreamServer):
         )
 
     # Lifecycle ----------------------------------------------------------------------
+    @property
+    def listening(self) -> bool:
+        """Accepting new connections (started, and not draining)."""
+        return bool(self.started) and not self.draining
+
     def drain(self, timeout: float) -> int:
         """Stop accepting, close idle keep-alive connections, wait for the rest up to timeout.
 

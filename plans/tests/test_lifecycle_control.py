@@ -16,21 +16,9 @@ from proxy_daemon.control_plugin import KafkaControlPlugin
 T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 
 
-class ThrottleControl(RecordingControl):
-    def __init__(self) -> None:
-        super().__init__()
-        self.speeds: dict[int, int] = {}
-
-    def throttle(self, user_id: int, speed_bps: int | None) -> None:
-        if speed_bps is None:
-            self.speeds.pop(user_id, None)
-        else:
-            self.speeds[user_id] = speed_bps
-
-
 class ThrottleControlTests(BaseTestCase):
     def setUp(self) -> None:
-        self.control = ThrottleControl()
+        self.control = RecordingControl()
         self.plugin = KafkaControlPlugin(self.control)
         self.plan = Plan.objects.create(
             name="Throttle",

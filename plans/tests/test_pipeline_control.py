@@ -16,6 +16,7 @@ class RecordingControl:
         self.restricted_users: dict[int, str] = {}
         self.invalidated: list[dict] = []
         self.refreshed: list[int] = []
+        self.speeds: dict[int, int] = {}
 
     def restrict(self, user_id: int, reason: str) -> None:
         self.restricted_users[user_id] = reason
@@ -33,6 +34,12 @@ class RecordingControl:
 
     def refresh_user_limits(self, user_id: int) -> None:
         self.refreshed.append(user_id)
+
+    def throttle(self, user_id: int, speed_bps: int | None) -> None:
+        if speed_bps is None:
+            self.speeds.pop(user_id, None)
+        else:
+            self.speeds[user_id] = speed_bps
 
 
 class KafkaControlPluginTests(BaseTestCase):

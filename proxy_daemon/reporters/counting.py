@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy_daemon.hooks import Reporter, TrafficDelta
+from proxy_daemon.hooks import DeliveryState, Reporter, TrafficDelta
 from proxy_daemon.metrics import ProxyMetrics
 
 
@@ -29,3 +29,6 @@ class CountingReporter:
 
     def close(self, timeout: float) -> None:
         self.reporter.close(timeout)
+
+    def delivery(self) -> DeliveryState | None:
+        return self.reporter.delivery()

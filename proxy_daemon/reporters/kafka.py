@@ -32,7 +32,7 @@ from django.conf import settings
 
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import EventBusError, KafkaEventProducer, RawMessage, topics_ensure
-from proxy_daemon.hooks import TrafficDelta
+from proxy_daemon.hooks import DeliveryState, TrafficDelta
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,14 @@ class KafkaReporter:
             "in_flight": len(self._in_flight),
             "retry": len(self._retry),
         }
+
+    def delivery(self) -> DeliveryState:
+        return DeliveryState(
+            connected=self.connected,
+            delivered=self.delivered,
+            queue=self.queue_depth(),
+            spool_dir=self.spool_dir,
+        )
 
     def _on_stats(self, stats_json: str) -> None:
         try:

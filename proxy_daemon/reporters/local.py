@@ -33,6 +33,9 @@ class MemoryReporter:
     def close(self, timeout: float) -> None:
         logger.info("meter totals at shutdown: %s", self.totals)
 
+    def delivery(self) -> None:
+        return None
+
 
 class FileReporter:
     """Appends one JSON line per delta to settings.PROXY_METER_FILE (tests, debugging)."""
@@ -60,3 +63,6 @@ class FileReporter:
             self._file.write(json.dumps({"closed": True}) + "\n")
             self._file.close()
             self._file = None
+
+    def delivery(self) -> None:
+        return None

@@ -11,15 +11,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy_daemon.hooks import TrafficDelta
+from proxy_daemon.admin_server import health, spool_usage
+from proxy_daemon.hooks import DeliveryState, TrafficDelta
 from proxy_daemon.metering import Meter, flush
-from proxy_daemon.metrics import ProxyMetrics, health, spool_usage
+from proxy_daemon.metrics import ProxyMetrics
 from proxy_daemon.reporters.counting import CountingReporter
+from proxy_daemon.reporters.local import MemoryReporter
 
 from .conftest import E2E
 from .control_plugin import control_call
@@ -68,6 +69,7 @@ class ProxyMetricsTests:
 
             def start(self) -> None: ...
             def close(self, timeout: float) -> None: ...
+            def delivery(self) -> None: ...
 
             def report(self, deltas: list[TrafficDelta]) -> None:
                 self.calls += 1
@@ -92,29 +94,78 @@ class ProxyMetricsTests:
         assert spool_usage(tmp_path / "missing") == (0, 0)
 
 
-class ProxyHealthTests:
-    def _server(self, *, started: bool = True, draining: bool = False) -> SimpleNamespace:
-        registry = SimpleNamespace(connections=set(), restricted=lambda: {7: "x"})
-        return SimpleNamespace(started=started, draining=draining, registry=registry)
+class BrokerReporter:
+    """A Reporter that sends to a broker (what /healthz reads of KafkaReporter)."""
 
-    def test_ok_degraded_and_unavailable(self) -> None:
-        kafka = SimpleNamespace(connected=True, delivered=3, queue_depth=lambda: {"pending": 0})
-        loaded = SimpleNamespace(loaded=True, streaming=True)
-        code, body = health(self._server(), kafka, [loaded])
+    def __init__(self, spool_dir: Path) -> None:
+        self.connected = True
+        self.spool_dir = spool_dir
+
+    def start(self) -> None: ...
+
+    def report(self, deltas: list[TrafficDelta]) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
+
+    def delivery(self) -> DeliveryState:
+        return DeliveryState(
+            connected=self.connected, delivered=3, queue={"pending": 0}, spool_dir=self.spool_dir
+        )
+
+
+class Plugin:
+    """A ControlPlugin in a given state."""
+
+    def __init__(self, *, loaded: bool = True, streaming: bool = True) -> None:
+        self.loaded = loaded
+        self.streaming = streaming
+        self.applied = 0
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class ProxyHealthTests:
+    def test_ok_degraded_and_unavailable(self, tmp_path: Path) -> None:
+        kafka = BrokerReporter(tmp_path)
+
+        def check(listening: bool = True, plugin: Plugin | None = None) -> tuple[int, dict]:
+            return health(
+                listening=listening,
+                connections_open=0,
+                restricted_users=1,
+                reporter=kafka,
+                plugins=[plugin or Plugin()],
+            )
+
+        code, body = check()
         assert (code, body["status"]) == (200, "ok")
         assert body["checks"]["restrictions"]["restricted_users"] == 1
         assert body["checks"]["producer"]["connected"] is True
 
         kafka.connected = False  # Kafka away: still serving, so still in rotation
-        code, body = health(self._server(), kafka, [loaded])
-        assert (code, body["status"]) == (200, "degraded")
-
-        code, body = health(self._server(), kafka, [SimpleNamespace(loaded=False)])
+        assert check()[1]["status"] == "degraded"
+        assert check(plugin=Plugin(streaming=False))[1]["status"] == "degraded"
+        code, body = check(plugin=Plugin(loaded=False))
         assert (code, body["status"]) == (503, "unavailable")
-        code, body = health(self._server(draining=True), kafka, [loaded])
+        code, body = check(listening=False)  # starting or draining
         assert (code, body["checks"]["listening"]) == (503, False)
-        code, body = health(self._server(started=False), kafka, [loaded])
-        assert code == 503
+
+    def test_a_local_reporter_has_no_producer_to_report(self) -> None:
+        code, body = health(
+            listening=True,
+            connections_open=2,
+            restricted_users=0,
+            reporter=MemoryReporter(),
+            plugins=[],
+        )
+        assert (code, body["status"], body["connections_open"]) == (200, "ok", 2)
+        assert body["checks"]["producer"] == {
+            "applicable": False,
+            "connected": None,
+            "reporter": "MemoryReporter",
+        }
 
 
 @pytest.fixture(scope="module")

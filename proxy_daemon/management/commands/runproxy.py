@@ -177,8 +177,7 @@ class Command(BaseCommand):
         self, options: dict[str, Any], server: Any, reporter: Any, plugins: list
     ) -> Any:
         """The admin port (/healthz, /metrics), before plugins load, so it can say "starting"."""
-        from proxy_daemon.admin_server import AdminApp, admin_server_start
-        from proxy_daemon.metrics import registry_build
+        from proxy_daemon.admin_server import AdminApp, admin_server_start, registry_build
 
         port = options["admin_port"]
         if port is None:
