@@ -99,25 +99,6 @@ class ProxyConfig:
     upstream_pool_idle: float = 30.0
     via_name: str = "goproxy"
 
-    @classmethod
-    def from_settings(cls, s: Any) -> ProxyConfig:
-        return cls(
-            max_connections=s.PROXY_MAX_CONNECTIONS,
-            max_header_bytes=s.PROXY_MAX_HEADER_BYTES,
-            max_header_count=s.PROXY_MAX_HEADER_COUNT,
-            header_timeout=s.PROXY_HEADER_TIMEOUT,
-            keepalive_timeout=s.PROXY_KEEPALIVE_TIMEOUT,
-            body_timeout=s.PROXY_BODY_TIMEOUT,
-            connect_timeout=s.PROXY_CONNECT_TIMEOUT,
-            upstream_timeout=s.PROXY_UPSTREAM_TIMEOUT,
-            tunnel_idle_timeout=s.PROXY_TUNNEL_IDLE_TIMEOUT,
-            relay_buffer_bytes=s.PROXY_RELAY_BUFFER_BYTES,
-            relay_buffer_pool=s.PROXY_RELAY_BUFFER_POOL,
-            upstream_pool_per_host=s.PROXY_UPSTREAM_POOL_PER_HOST,
-            upstream_pool_idle=s.PROXY_UPSTREAM_POOL_IDLE,
-            via_name=s.PROXY_VIA_NAME,
-        )
-
 
 class _Abort(Exception):
     """The response was already started; the only honest thing left is to close."""

@@ -21,7 +21,9 @@ import sys
 import time
 from typing import Any
 
+import gevent
 from django.conf import settings
+from gevent.event import Event
 
 READY = b"worker ready on"
 START_TIMEOUT = 60.0
@@ -48,9 +50,6 @@ def supervise(
     out: Any,
 ) -> int:
     """Run the workers until a signal or a worker's death; the process exit status."""
-    import gevent
-    from gevent.event import Event
-
     if port == 0:
         out.write("--workers needs a fixed --port (0 would give each worker its own port)")
         return 2
