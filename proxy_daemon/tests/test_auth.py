@@ -9,8 +9,7 @@ import pytest
 from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle, Principal, parse_basic
 from proxy_daemon.errors import ProxyAuthRequired, ServiceUnavailable, TooManyRequests
 
-from .conftest import E2E, committed
-from .support import RawClient, basic, wait_for
+from .support import E2E, ProxyUser, RawClient, basic, committed, proxied_get, wait_for
 
 
 def b64(text: str) -> str:
@@ -191,3 +190,12 @@ class ProxyAuthTests:
         committed(lambda: credential_revoke(credential=ProxyCredential.objects.get(login=u.login)))
         # The daemon runs with PROXY_AUTH_CACHE_TTL=1: refused well within the 5 s bound.
         assert wait_for(lambda: self._status(proxy, origin, basic(u.login, u.secret))[0] == 407, 5)
+
+
+@E2E
+class ProductionThrottleTests:
+    def test_failed_logins_are_throttled_per_ip(self, strict_proxy, proxy_users) -> None:
+        wrong = ProxyUser(proxy_users["px-alice"].user_id, "px-alice", "bad")
+        statuses = [proxied_get(strict_proxy, wrong, "http://a/").response().status for _ in "1234"]
+        # settings_strict allows 3 failures per window; the 4th attempt is refused.
+        assert statuses == [407, 407, 407, 429]
