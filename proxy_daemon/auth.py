@@ -2,7 +2,8 @@
 
 Successes are cached under a keyed BLAKE2b MAC of login + NUL + secret (the key derived
 from SECRET_KEY), i.e. under the *supplied* credentials, so a wrong secret never hits a
-cached success (the seed's "any password works for 8 h" bug, reference/goproxy.md §8.1).
+cached success (a cache keyed by the login alone would accept any secret for as long as
+the entry lives).
 Failures are never cached but are counted per client IP; past the limit the IP gets 429
 without a DB lookup.
 """

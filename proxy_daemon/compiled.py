@@ -26,6 +26,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+if __name__ == "__main__":
+    # Building (`make install`). The proxy imports this module at every start and must
+    # not load Cython and setuptools there.
+    from Cython.Build import cythonize
+    from setuptools import Extension, setup
+
 HERE = Path(__file__).resolve().parent
 MODULES = (
     "auth",
@@ -98,9 +104,7 @@ def prefer_sources() -> None:
 
 
 def build() -> None:
-    from Cython.Build import cythonize
-    from setuptools import Extension, setup
-
+    """Compile MODULES in place (only when this file runs as a script: see the imports)."""
     root = HERE.parent
     extensions = [Extension(f"proxy_daemon.{name}", [str(HERE / f"{name}.py")]) for name in MODULES]
     with tempfile.TemporaryDirectory(prefix="goproxy-cython-") as tmp:

@@ -18,9 +18,13 @@ import logging
 from collections import deque
 from typing import Any
 
+import gevent
 from django.conf import settings
+from gevent.monkey import get_original
+from gevent.threadpool import ThreadPool
 
 from goproxy_site.events import schemas
+from goproxy_site.events.kafka import EventBusError, KafkaEventConsumer
 
 from .hooks import ProxyControl
 from .store import restriction_snapshot
@@ -99,9 +103,6 @@ class KafkaControlPlugin:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        import gevent
-        from gevent.threadpool import ThreadPool
-
         count = self.load_restrictions()
         self.loaded = True
         logger.info("loaded restrictions: %d user(s) restricted", count)
@@ -137,10 +138,6 @@ class KafkaControlPlugin:
         return None
 
     def _run(self) -> None:
-        from gevent.monkey import get_original
-
-        from goproxy_site.events.kafka import EventBusError, KafkaEventConsumer
-
         sleep = get_original("time", "sleep")
         consumer = KafkaEventConsumer(
             group_id="goproxy-proxy",  # required by librdkafka; never joined (manual mode)

@@ -23,7 +23,8 @@ from .errors import (
 )
 
 CRLF = b"\r\n"
-# RFC 9110 §7.6.1 plus the proxy-specific fields the issue names.
+# The hop-by-hop fields: Connection and those RFC 9110 §7.6.1 names, Trailer (RFC 2616's
+# list), and the proxy authentication fields, which this proxy consumes (RFC 9110 §11.7).
 HOP_BY_HOP = frozenset(
     {
         "connection",

@@ -27,6 +27,7 @@ from .auth import Authenticator, Principal
 from .devices import DeviceGuard
 from .errors import (
     BadGateway,
+    BadRequest,
     ClientGone,
     Forbidden,
     HeadersTooLarge,
@@ -586,8 +587,6 @@ class ProxyServer(StreamServer):
         if framing.kind == "length":
             pieces = iter_length(reader, framing.length, piece)
         else:
-            from .errors import BadRequest
-
             pieces = iter_chunked(reader, BadRequest, piece)
         up_bucket = conn.buckets[0] if conn.buckets else None
         try:

@@ -2,7 +2,8 @@
 
 Each direction waits for readability *without* a buffer, then borrows a 1 MiB buffer
 from a shared pool and keeps it only while reads fill it; an idle tunnel holds none
-(reference/perf.md §4: ~19 KiB per idle tunnel). The timeout is an idle timeout over
+(about 19 KiB of memory per idle tunnel, where two buffers of its own would hold 2 MiB
+of resident memory). The timeout is an idle timeout over
 both directions: a tunnel is closed only when neither side moved a byte for that long.
 Half-close is passed on with shutdown(SHUT_WR).
 """

@@ -17,6 +17,7 @@ No byte is lost:
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
 import os
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from gevent.monkey import get_original
+from gevent.threadpool import ThreadPool
 
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import EventBusError, KafkaEventProducer, RawMessage, topics_ensure
@@ -44,17 +47,9 @@ RECENT_DELIVERY = 60.0
 TOPICS_RETRY_INTERVAL = 5.0
 
 
-def _native_lock() -> Any:
+def _native_lock() -> _thread.LockType:
     """A real OS lock even when the threading module is monkey-patched."""
-    from gevent.monkey import get_original
-
     return get_original("_thread", "allocate_lock")()
-
-
-def _native_sleep(seconds: float) -> None:
-    from gevent.monkey import get_original
-
-    get_original("time", "sleep")(seconds)
 
 
 class KafkaReporter:
@@ -119,8 +114,6 @@ class KafkaReporter:
 
     # -- hub side --------------------------------------------------------------------
     def start(self) -> None:
-        from gevent.threadpool import ThreadPool
-
         self._load_spool()
         self._pool = ThreadPool(1)
         self._done = self._pool.spawn(self._run)

@@ -6,6 +6,8 @@ import importlib
 import importlib.machinery
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,9 +55,6 @@ def test_the_hot_path_runs_compiled_exactly_when_it_is_built() -> None:
 
 def test_goproxy_pure_python_imports_the_sources(tmp_path: Path) -> None:
     """For coverage-guided fuzzing and debugging the sources can be forced."""
-    import subprocess
-    import sys
-
     code = "import proxy_daemon.http1 as h, proxy_daemon.server as s; print(h.__file__, s.__file__)"
     out = subprocess.run(
         [sys.executable, "-c", code],
