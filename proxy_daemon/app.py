@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,14 +34,12 @@ from .metrics import ProxyMetrics
 from .policy import DestinationPolicy
 from .registry import ConnectionRegistry
 from .reporters.counting import CountingReporter
-from .server import ProxyConfig, ProxyServer
+from .server import Listener, ProxyConfig, ProxyServer
 from .sockio import check_gevent_internals
 from .store import DBRunner, credential_lookup, plan_limits
 
 logger = logging.getLogger(__name__)
 
-# What the proxy listens on: a (host, port) address, or a socket already bound.
-Listener = tuple[str, int] | socket.socket
 REPORTER_CLOSE_TIMEOUT = 5.0
 ADMIN_STOP_TIMEOUT = 1.0
 

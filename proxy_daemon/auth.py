@@ -18,7 +18,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+import cython
 
 from .errors import ProxyAuthRequired, ServiceUnavailable, TooManyRequests
 
@@ -30,6 +31,18 @@ class Principal:
     user_id: int
     login: str
     credential_id: int
+
+
+@cython.cclass
+class AuthMemo:
+    """A connection's previous Proxy-Authorization value and its auth-cache key."""
+
+    header: str | None = cython.declare(object, visibility="public")
+    key: bytes = cython.declare(object, visibility="public")
+
+    def __init__(self) -> None:
+        self.header = None
+        self.key = b""
 
 
 # (login, secret) -> Principal or None: store.credential_lookup, run off the gevent hub.
@@ -156,24 +169,24 @@ class Authenticator:
         self.lookup = lookup
 
     def authenticate(
-        self, header: str | None, client_ip: str, memo: list[Any] | None = None
+        self, header: str | None, client_ip: str, memo: AuthMemo | None = None
     ) -> Principal:
         """The principal for a Proxy-Authorization value, checked on every call.
 
-        `memo` is a per-connection [header, cache key] pair: when a keep-alive client
+        `memo` is the connection's previous header and cache key: when a keep-alive client
         repeats the exact header, the base64 decoding and MAC are skipped, but the
         cache entry is still looked up, so revocation and expiry apply to every request.
         """
         if header is None:
             # Clients probe without credentials first; that is not a failed attempt.
             raise ProxyAuthRequired("proxy authentication required")
-        if memo is not None and memo[0] == header:
-            principal = self.cache.get(memo[1])
+        if memo is not None and memo.header == header:
+            principal = self.cache.get(memo.key)
             if principal is not None:
                 return principal
         principal, key = self._authenticate(header, client_ip)
         if memo is not None:
-            memo[0], memo[1] = header, key
+            memo.header, memo.key = header, key
         return principal
 
     def _authenticate(self, header: str, client_ip: str) -> tuple[Principal, bytes]:

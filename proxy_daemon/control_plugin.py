@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import gevent
 from django.conf import settings
+from gevent.event import AsyncResult
 from gevent.monkey import get_original
 from gevent.threadpool import ThreadPool
 
@@ -39,6 +41,16 @@ def reason_text(code: str) -> str:
     return schemas.REASON_TEXT.get(code, code)
 
 
+class Wakeup(Protocol):
+    """gevent's async watcher: another thread's send() runs the callback on the hub."""
+
+    def start(self, callback: Callable[[], object]) -> None: ...
+
+    def send(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class KafkaControlPlugin:
     """ControlPlugin (proxy_daemon.hooks) fed by KAFKA_TOPIC_CONTROL."""
 
@@ -52,9 +64,9 @@ class KafkaControlPlugin:
         self.streaming = False
         self._queue: deque[schemas.Event] = deque()
         self._stopping = False
-        self._pool: Any = None
-        self._done: Any = None
-        self._watcher: Any = None
+        self._pool: ThreadPool | None = None
+        self._done: AsyncResult | None = None
+        self._watcher: Wakeup | None = None
 
     # -- state -----------------------------------------------------------------------
     def load_restrictions(self) -> int:
@@ -106,14 +118,15 @@ class KafkaControlPlugin:
         count = self.load_restrictions()
         self.loaded = True
         logger.info("loaded restrictions: %d user(s) restricted", count)
-        self._watcher = gevent.get_hub().loop.async_()
-        self._watcher.start(lambda: gevent.spawn(self._drain))
+        watcher: Wakeup = gevent.get_hub().loop.async_()
+        watcher.start(lambda: gevent.spawn(self._drain))
+        self._watcher = watcher
         self._pool = ThreadPool(1)
         self._done = self._pool.spawn(self._run)
 
     def stop(self) -> None:
         self._stopping = True
-        if self._done is not None:
+        if self._pool is not None and self._done is not None:
             self._done.wait(5.0)
             self._pool.kill()
         if self._watcher is not None:
@@ -139,11 +152,14 @@ class KafkaControlPlugin:
 
     def _run(self) -> None:
         sleep = get_original("time", "sleep")
+        wakeup = self._watcher
+        assert wakeup is not None, "start() sets the watcher before the thread runs"
+        librdkafka: dict[str, Any] = {"log.connection.close": False}  # librdkafka settings
         consumer = KafkaEventConsumer(
             group_id="goproxy-proxy",  # required by librdkafka; never joined (manual mode)
             topics=[self.topic],
             manual=True,
-            **{"log.connection.close": False},
+            **librdkafka,
         )
         try:
             while not self._stopping and not consumer.assign_all():
@@ -159,7 +175,7 @@ class KafkaControlPlugin:
                 events = [e for e in (self._decode(m.value) for m in msgs) if e is not None]
                 if events:
                     self._queue.extend(events)
-                    self._watcher.send()
+                    wakeup.send()
         finally:
             self.streaming = False
             consumer.close()

@@ -68,20 +68,20 @@ class Headers:
     untouched; the full item list and index are built only if something asks for them.
     """
 
-    _connection = cython.declare(object, visibility="public")
-    _index = cython.declare(object, visibility="public")
-    _items = cython.declare(object, visibility="public")
-    _spans = cython.declare(object, visibility="public")
-    _special = cython.declare(object, visibility="public")
-    _start = cython.declare(object, visibility="public")
-    _text = cython.declare(object, visibility="public")
+    _connection: list[str] | None = cython.declare(object, visibility="public")
+    _index: dict[str, list[str]] | None = cython.declare(object, visibility="public")
+    _items: list[tuple[str, str]] | None = cython.declare(object, visibility="public")
+    _spans: list[tuple[str, int, int]] = cython.declare(object, visibility="public")
+    _special: dict[str, list[str]] | None = cython.declare(object, visibility="public")
+    _start: int = cython.declare(object, visibility="public")
+    _text: str = cython.declare(object, visibility="public")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        self._items: list[tuple[str, str]] | None = items or []
-        self._index: dict[str, list[str]] | None = None
-        self._special: dict[str, list[str]] | None = None
-        self._connection: list[str] | None = None
-        self._spans: list[tuple[str, int, int]] = []
+        self._items = items or []
+        self._index = None
+        self._special = None
+        self._connection = None
+        self._spans = []
         self._text = ""
         self._start = 0
 
@@ -199,16 +199,16 @@ class Headers:
 class Request:
     """A parsed request head (one per proxied request)."""
 
-    _keep_alive = cython.declare(object, visibility="public")
-    authority = cython.declare(object, visibility="public")
-    head_size = cython.declare(object, visibility="public")
-    headers = cython.declare(object, visibility="public")
-    host = cython.declare(object, visibility="public")
-    method = cython.declare(object, visibility="public")
-    path = cython.declare(object, visibility="public")
-    port = cython.declare(object, visibility="public")
-    target = cython.declare(object, visibility="public")
-    version = cython.declare(object, visibility="public")
+    _keep_alive: bool | None = cython.declare(object, visibility="public")
+    authority: str = cython.declare(object, visibility="public")
+    head_size: int = cython.declare(object, visibility="public")
+    headers: Headers = cython.declare(object, visibility="public")
+    host: str = cython.declare(object, visibility="public")
+    method: str = cython.declare(object, visibility="public")
+    path: str = cython.declare(object, visibility="public")
+    port: int = cython.declare(object, visibility="public")
+    target: str = cython.declare(object, visibility="public")
+    version: tuple[int, int] = cython.declare(object, visibility="public")
 
     def __init__(
         self,
@@ -232,7 +232,7 @@ class Request:
         self.port = port
         self.path = path
         self.authority = authority
-        self._keep_alive: bool | None = None
+        self._keep_alive = None
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.target} HTTP/{self.version[0]}.{self.version[1]})"
@@ -258,11 +258,11 @@ class Request:
 class Response:
     """A parsed response head."""
 
-    head_size = cython.declare(object, visibility="public")
-    headers = cython.declare(object, visibility="public")
-    reason = cython.declare(object, visibility="public")
-    status = cython.declare(object, visibility="public")
-    version = cython.declare(object, visibility="public")
+    head_size: int = cython.declare(object, visibility="public")
+    headers: Headers = cython.declare(object, visibility="public")
+    reason: str = cython.declare(object, visibility="public")
+    status: int = cython.declare(object, visibility="public")
+    version: tuple[int, int] = cython.declare(object, visibility="public")
 
     def __init__(
         self, status: int, reason: str, version: tuple[int, int], headers: Headers, head_size: int
@@ -281,8 +281,8 @@ class Response:
 class BodyFraming:
     """How a message body is delimited: none, length (n bytes), chunked, or until close."""
 
-    kind = cython.declare(object, visibility="public")
-    length = cython.declare(object, visibility="public")
+    kind: str = cython.declare(object, visibility="public")
+    length: int = cython.declare(object, visibility="public")
 
     def __init__(self, kind: str, length: int = 0) -> None:
         self.kind = kind
@@ -497,7 +497,9 @@ def _parse_request_fast(head: bytes, max_header_count: int) -> Request | None:
         return None
     method, target, version_text = text[: m.end() - 2].split(" ")
     version = (1, ord(version_text[7]) - 48)
-    if len(headers._special.get("host", _EMPTY)) > 1:  # type: ignore[union-attr]
+    special = headers._special
+    assert special is not None  # lazy headers from the fast parser
+    if len(special.get("host", _EMPTY)) > 1:
         raise BadRequest("more than one Host header")
     if method == "CONNECT":
         host, port = parse_authority(target, default_port=None)

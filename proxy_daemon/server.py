@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import cython
 import gevent
@@ -23,7 +22,7 @@ from gevent import get_hub, getcurrent
 from gevent.server import StreamServer
 from greenlet import GreenletExit, greenlet
 
-from .auth import Authenticator, Principal
+from .auth import Authenticator, AuthMemo, Principal
 from .devices import DeviceGuard
 from .errors import (
     BadGateway,
@@ -58,9 +57,12 @@ from .metrics import ProxyMetrics
 from .policy import DestinationPolicy
 from .registry import ConnectionRegistry
 from .sockio import (
+    Address,
     BufferPool,
     ClientSocket,
+    GeventSocket,
     Reader,
+    Watcher,
     accept_again_after,
     accept_descriptor,
     bytes_sent,
@@ -71,6 +73,8 @@ from .upstream import Upstream, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
+# What the server listens on: a (host, port) address, or a socket already listening.
+Listener = tuple[str, int] | socket.socket
 CONNECT_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SMALL_BODY = 64 * 1024
@@ -107,39 +111,38 @@ class _Abort(Exception):
 
 @cython.cclass
 class ClientConnection:
-    auth_memo = cython.declare(object, visibility="public")
-    buckets = cython.declare(object, visibility="public")
-    cut_reason = cython.declare(object, visibility="public")
-    framing = cython.declare(object, visibility="public")
-    idle = cython.declare(object, visibility="public")
-    ip = cython.declare(object, visibility="public")
-    metered_user = cython.declare(object, visibility="public")
-    reader = cython.declare(object, visibility="public")
-    request = cython.declare(object, visibility="public")
-    response_started = cython.declare(object, visibility="public")
-    sock = cython.declare(object, visibility="public")
-    tunnel = cython.declare(object, visibility="public")
-    up_mark = cython.declare(object, visibility="public")
-    upstream = cython.declare(object, visibility="public")
-    user_id = cython.declare(object, visibility="public")
+    auth_memo: AuthMemo = cython.declare(object, visibility="public")
+    buckets: Buckets | None = cython.declare(object, visibility="public")
+    cut_reason: str | None = cython.declare(object, visibility="public")
+    framing: BodyFraming | None = cython.declare(object, visibility="public")
+    idle: bool = cython.declare(object, visibility="public")
+    ip: str = cython.declare(object, visibility="public")
+    metered_user: int | None = cython.declare(object, visibility="public")
+    reader: Reader = cython.declare(object, visibility="public")
+    request: Request | None = cython.declare(object, visibility="public")
+    response_started: bool = cython.declare(object, visibility="public")
+    sock: GeventSocket = cython.declare(object, visibility="public")
+    tunnel: Tunnel | None = cython.declare(object, visibility="public")
+    up_mark: int = cython.declare(object, visibility="public")
+    upstream: Upstream | GeventSocket | None = cython.declare(object, visibility="public")
+    user_id: int | None = cython.declare(object, visibility="public")
 
-    def __init__(self, sock: socket.socket, ip: str) -> None:
+    def __init__(self, sock: GeventSocket, ip: str) -> None:
         self.sock = sock
         self.ip = ip
         self.reader = Reader(sock)
-        self.user_id: int | None = None  # the user holding this connection's slot
-        self.metered_user: int | None = None  # whom the current exchange is billed to
+        self.user_id = None  # the user holding this connection's slot
+        self.metered_user = None  # whom the current exchange is billed to
         self.up_mark = 0
-        self.upstream: Upstream | socket.socket | None = None
-        self.tunnel: Tunnel | None = None
+        self.upstream = None
+        self.tunnel = None
         self.idle = True
-        self.cut_reason: str | None = None
-        self.request: Request | None = None
-        self.framing: BodyFraming | None = None
+        self.cut_reason = None
+        self.request = None
+        self.framing = None
         self.response_started = False
-        self.buckets: Buckets | None = None
-        # [Proxy-Authorization value, its auth-cache key] of the previous request.
-        self.auth_memo: list[Any] = [None, b""]
+        self.buckets = None
+        self.auth_memo = AuthMemo()
 
     def set_buckets(self, buckets: Buckets | None) -> None:
         """New speed buckets (a throttle started or ended), for the tunnel too if open."""
@@ -169,7 +172,7 @@ class ProxyServer(StreamServer):
 
     def __init__(
         self,
-        listener: Any,
+        listener: Listener,
         *,
         config: ProxyConfig,
         authenticator: Authenticator,
@@ -200,9 +203,9 @@ class ProxyServer(StreamServer):
         self.buffers = BufferPool(config.relay_buffer_bytes, config.relay_buffer_pool)
         self.draining = False
         self._fd_warned = float("-inf")
-        self._accept_retry: Any = None
+        self._accept_retry: Watcher | None = None
         self._hub = get_hub()
-        self._idle_workers: list[Any] = []
+        self._idle_workers: list[greenlet] = []
         # Built once: any of them ends the connection it is raised on.
         self._head_errors = (
             RequestTimeout("client too slow sending the request head"),
@@ -285,13 +288,13 @@ class ProxyServer(StreamServer):
             worker = idle.pop() if idle else greenlet(self._work, parent=hub)
             worker.switch(sock, address)
 
-    def _work(self, sock: socket.socket, address: Any) -> None:
+    def _work(self, sock: ClientSocket, address: Address) -> None:
         """A connection greenlet: serves one connection, then parks for the next."""
         idle = self._idle_workers
         hub = self._hub
         while True:
             self.handle(sock, address)
-            sock = address = None  # parked greenlets hold no connection
+            del sock, address  # parked greenlets hold no connection
             if len(idle) >= IDLE_WORKERS or self.closed:
                 return
             me = getcurrent()
@@ -324,7 +327,7 @@ class ProxyServer(StreamServer):
         if NODELAY_INHERITED:
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+    def handle(self, sock: GeventSocket, address: Address) -> None:
         ip = address[0] if isinstance(address, tuple) else str(address)
         if not NODELAY_INHERITED:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -353,7 +356,7 @@ class ProxyServer(StreamServer):
             except OSError:
                 pass
 
-    def _reply_and_close(self, sock: socket.socket, exc: ProxyError) -> None:
+    def _reply_and_close(self, sock: GeventSocket, exc: ProxyError) -> None:
         self.metrics.status(exc.status)
         try:
             send_all(sock, exc.response(keep_alive=False), 5.0)

@@ -14,20 +14,39 @@ import _socket
 import inspect
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import cython
 import gevent
 from gevent import get_hub, getcurrent
 from gevent._socket3 import _wrefsocket
 from gevent.baseserver import BaseServer
+from gevent.hub import Hub
 from gevent.server import StreamServer
 from gevent.socket import socket as GeventSocket
+from greenlet import greenlet
 
 from .errors import BadRequest, ClientGone, ProxyError
 from .http1 import CRLF, head_end
 
 INFINITY = float("inf")
+# A peer address as accept() returns it (typed Any by the standard library's stubs too).
+Address = tuple[Any, ...]
+
+
+class Watcher(Protocol):
+    """A libev/libuv watcher of gevent's loop (io, timer, check): what is used of one."""
+
+    active: bool
+    callback: object
+
+    def start(self, callback: Callable[..., object], *args: object, **kw: bool) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
 # The slots of gevent's socket, all of which ClientSocket.__init__ fills in the way
 # gevent's own __init__ does.
 GEVENT_SOCKET_SLOTS = frozenset(
@@ -68,8 +87,8 @@ def gevent_internals_changed(
         if not callable(vars(server_class).get(method)):
             changes.append(f"{server_name} has no {method}() method")
     try:
-        source: str | None = inspect.getsource(server_class.start_accepting)
-    except (AttributeError, OSError, TypeError):
+        source: str | None = inspect.getsource(vars(server_class)["start_accepting"])
+    except (KeyError, OSError, TypeError):
         source = None
     if source is not None and "self._do_read" not in source:
         changes.append(f"{server_name}.start_accepting() no longer watches with _do_read")
@@ -93,13 +112,14 @@ def check_gevent_internals() -> None:
         )
 
 
-def accept_descriptor(listener: socket.socket) -> tuple[int, Any]:
+def accept_descriptor(listener: _socket.socket) -> tuple[int, Address]:
     """accept() on the raw listening socket: the new descriptor and the peer's address,
     without building a socket object for it (ClientSocket does that)."""
-    return listener._accept()
+    # CPython's accept without the socket object; absent from the standard library stubs.
+    return listener._accept()  # type: ignore[attr-defined]
 
 
-def accept_again_after(server: StreamServer, delay: float) -> Any:
+def accept_again_after(server: StreamServer, delay: float) -> Watcher:
     """Have a server that stopped accepting start again after `delay` s, the way gevent
     itself resumes; returns the timer."""
     timer = server.loop.timer(delay)
@@ -116,18 +136,20 @@ class ClientSocket(GeventSocket):
 
     __slots__ = ()
 
-    def __init__(self, family: int, fd: int, hub: Any) -> None:
-        # What gevent's socket.__init__ does for a descriptor from accept().
-        self._closed = False
-        self._io_refs = 0
-        self.timeout = None
-        self.hub = hub
+    def __init__(self, family: int, fd: int, hub: Hub) -> None:
+        # What gevent's socket.__init__ does for a descriptor from accept(). gevent ships
+        # no type stubs, so its socket's slots are set through an untyped alias of self.
+        slots: Any = self
+        slots._closed = False
+        slots._io_refs = 0
+        slots.timeout = None
+        slots.hub = hub
         raw = _wrefsocket(family, socket.SOCK_STREAM, 0, fd)
         raw.setblocking(False)
-        self._sock = raw
+        slots._sock = raw
         loop = hub.loop
-        self._read_event = loop.io(fd, 1)
-        self._write_event = loop.io(fd, 2)
+        slots._read_event = loop.io(fd, 1)
+        slots._write_event = loop.io(fd, 2)
 
     def close(self) -> None:
         read_event, write_event = self._read_event, self._write_event
@@ -140,8 +162,9 @@ class ClientSocket(GeventSocket):
         ):
             super().close()  # closed already, or a waiter to wake first: gevent's way
             return
-        self._closed = True
-        self._read_event = self._write_event = None
+        slots: Any = self  # gevent's slots (see __init__)
+        slots._closed = True
+        slots._read_event = slots._write_event = None
         read_event.close()
         write_event.close()
         raw = self._sock
@@ -153,7 +176,7 @@ class ClientSocket(GeventSocket):
             raw.close()
 
 
-def _close_later(raw: socket.socket, check: Any) -> None:
+def _close_later(raw: socket.socket, check: Watcher) -> None:
     try:
         raw.close()
     except OSError:
@@ -244,18 +267,18 @@ class ReadWaiter:
     a timer about once per timeout period, not once per wait.
     """
 
-    _deadline = cython.declare(object, visibility="public")
-    _greenlet = cython.declare(object, visibility="public")
-    _hub = cython.declare(object, visibility="public")
-    _timer = cython.declare(object, visibility="public")
-    _timer_at = cython.declare(object, visibility="public")
-    _watcher = cython.declare(object, visibility="public")
+    _deadline: float = cython.declare(object, visibility="public")
+    _greenlet: greenlet | None = cython.declare(object, visibility="public")
+    _hub: Hub = cython.declare(object, visibility="public")
+    _timer: Watcher | None = cython.declare(object, visibility="public")
+    _timer_at: float = cython.declare(object, visibility="public")
+    _watcher: Watcher = cython.declare(object, visibility="public")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: GeventSocket) -> None:
         self._hub = get_hub()
         self._watcher = self._hub.loop.io(sock.fileno(), 1)
-        self._greenlet: Any = None
-        self._timer: Any = None
+        self._greenlet = None
+        self._timer = None
         self._timer_at = 0.0  # loop time the pending timer fires at
         self._deadline = 0.0  # loop time the current wait times out at
 
@@ -374,22 +397,22 @@ class Reader:
     wire size of each message even when requests are pipelined.
     """
 
-    sock = cython.declare(object, visibility="public")
-    buf = cython.declare(object, visibility="public")
-    consumed = cython.declare(object, visibility="public")
-    on_eof = cython.declare(object, visibility="public")
-    timeout = cython.declare(object, visibility="public")
-    timeout_error = cython.declare(object, visibility="public")
-    _waiter = cython.declare(object, visibility="public")
+    sock: GeventSocket = cython.declare(object, visibility="public")
+    buf: bytearray = cython.declare(object, visibility="public")
+    consumed: int = cython.declare(object, visibility="public")
+    on_eof: type[Exception] = cython.declare(object, visibility="public")
+    timeout: float | None = cython.declare(object, visibility="public")
+    timeout_error: ProxyError | None = cython.declare(object, visibility="public")
+    _waiter: ReadWaiter | None = cython.declare(object, visibility="public")
 
-    def __init__(self, sock: socket.socket, *, on_eof: type[Exception] = ClientGone) -> None:
+    def __init__(self, sock: GeventSocket, *, on_eof: type[Exception] = ClientGone) -> None:
         self.sock = sock
         self.buf = bytearray()
         self.consumed = 0
         self.on_eof = on_eof
-        self.timeout: float | None = None
-        self.timeout_error: ProxyError | None = None
-        self._waiter: ReadWaiter | None = None
+        self.timeout = None
+        self.timeout_error = None
+        self._waiter = None
 
     def _wait(self, timeout: float | None) -> None:
         waiter = self._waiter

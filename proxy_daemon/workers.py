@@ -19,10 +19,10 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 import gevent
 from django.conf import settings
+from django.core.management.base import OutputWrapper
 from gevent.event import Event
 
 READY = b"worker ready on"
@@ -47,7 +47,7 @@ def supervise(
     port: int,
     drain_timeout: float,
     admin_port: int | None,
-    out: Any,
+    out: OutputWrapper,
 ) -> int:
     """Run the workers until a signal or a worker's death; the process exit status."""
     if port == 0:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TextIO
 
 from django.conf import settings
 
-from proxy_daemon.hooks import TrafficDelta
+from proxy_daemon.hooks import DeliveryState, TrafficDelta
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class MemoryReporter:
     def close(self, timeout: float) -> None:
         logger.info("meter totals at shutdown: %s", self.totals)
 
-    def delivery(self) -> None:
+    def delivery(self) -> DeliveryState | None:
         return None
 
 
@@ -42,7 +43,7 @@ class FileReporter:
 
     def __init__(self) -> None:
         self.path = Path(settings.PROXY_METER_FILE)
-        self._file = None
+        self._file: TextIO | None = None
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,5 +65,5 @@ class FileReporter:
             self._file.close()
             self._file = None
 
-    def delivery(self) -> None:
+    def delivery(self) -> DeliveryState | None:
         return None

@@ -109,6 +109,7 @@ class ShutdownTests:
             assert idle.response().status == 200
             slow = proxied_get(proc, u, origin.url("/slow?s=1.5"))
             time.sleep(0.3)
+            assert proc.proc is not None
             os.kill(proc.proc.pid, signal.SIGTERM)
             # The listener closes at once: new connections are refused while old ones drain.
             assert wait_for(lambda: _refused(proc.port), 2)

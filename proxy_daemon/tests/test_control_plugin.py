@@ -82,6 +82,7 @@ class KafkaControlPluginTests(BaseTestCase):
     def test_stale_events_from_a_replayed_topic_are_ignored(self) -> None:
         self.restrict_charlie()
         old_restriction = OutboxEvent.objects.order_by("-id").first()
+        assert old_restriction is not None
         services.plan_assign(user_id=self.charlie.pk, plan=self.plan)
         self.plugin.load_restrictions()  # charlie: lifted, newer version
         self.plugin.apply(schemas.from_json(old_restriction.payload))

@@ -98,7 +98,12 @@ class ConnectionRegistryTests:
         a, b = gsocket.socketpair()
         parts.sockets += [a, b]
         conn.tunnel = Tunnel(
-            a, b, idle_timeout=1, pool=BufferPool(1024, 1), on_up=len, on_down=len
+            a,
+            b,
+            idle_timeout=1,
+            pool=BufferPool(1024, 1),
+            on_up=lambda n: None,
+            on_down=lambda n: None,
         )
         registry.throttle(3, 10_000)
         pair = conn.buckets

@@ -219,7 +219,7 @@ class SendAllTests:
             _sock = Raw()
 
         with pytest.raises(ConnectionResetError) as caught:
-            send_all(Sock(), b"0123456789", 1.0)  # type: ignore[arg-type]
+            send_all(Sock(), b"0123456789", 1.0)
         assert bytes_sent(caught.value) == 6
 
     def test_an_error_before_any_progress_reports_zero(self) -> None:

@@ -8,6 +8,7 @@ import pytest
 from django.db import DatabaseError
 
 from accounts.models import ProxyCredential
+from accounts.services import credential_issue
 from goproxy_site.events import schemas
 from goproxy_site.tests.base import BaseTestCase
 from plans import services
@@ -36,21 +37,22 @@ class PlanLimitsTests(BaseTestCase):
 
 
 class CredentialLookupTests(BaseTestCase):
+    def setUp(self) -> None:
+        self.issued = credential_issue(user=self.charlie, login="charlie-proxy")
+
     def test_a_valid_secret_gives_the_principal_and_records_the_use(self) -> None:
-        issued = self.alice_cred
-        principal = store.credential_lookup("alice-proxy", issued.secret)
+        credential = self.issued.credential
+        principal = store.credential_lookup("charlie-proxy", self.issued.secret)
         self.assertEqual(
             principal,
-            Principal(
-                user_id=self.alice.pk, login="alice-proxy", credential_id=issued.credential.pk
-            ),
+            Principal(user_id=self.charlie.pk, login="charlie-proxy", credential_id=credential.pk),
         )
-        used = ProxyCredential.objects.get(pk=issued.credential.pk).last_used_at
+        used = ProxyCredential.objects.get(pk=credential.pk).last_used_at
         self.assertIsNotNone(used)
 
     def test_a_wrong_secret_or_login_gives_none(self) -> None:
-        self.assertIsNone(store.credential_lookup("alice-proxy", "not-the-secret"))
-        self.assertIsNone(store.credential_lookup("nobody", self.alice_cred.secret))
+        self.assertIsNone(store.credential_lookup("charlie-proxy", "not-the-secret"))
+        self.assertIsNone(store.credential_lookup("nobody", self.issued.secret))
 
 
 class RestrictionSnapshotTests(BaseTestCase):
@@ -91,7 +93,7 @@ class DBRunnerTests:
         db = store.DBRunner(2)
         try:
             assert db(threading.get_ident) != threading.get_ident()
-            assert db(lambda a, *, b: a + b, 1, b=2) == 3
+            assert db(divmod, 7, 2) == (3, 1)
             with pytest.raises(ZeroDivisionError):
                 db(lambda: 1 / 0)
         finally:
