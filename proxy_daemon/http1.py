@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import cython
 
@@ -345,7 +345,7 @@ def _parse_fields(lines: list[str], max_count: int, error: type[ProxyError]) -> 
         m = match(line)
         if m is None:
             _field_error(line, error)
-        fields.append(m.groups())  # type: ignore[union-attr, arg-type]
+        fields.append((m[1], m[2]))
     return _headers_from(fields)
 
 
@@ -368,7 +368,7 @@ def _headers_from(fields: list[tuple[str, str]]) -> Headers:
     return headers
 
 
-def _field_error(line: str, error: type[ProxyError]) -> None:
+def _field_error(line: str, error: type[ProxyError]) -> NoReturn:
     """Raise the precise error for a header line the fast pattern refused."""
     if not line:
         raise error("empty line inside the header block")

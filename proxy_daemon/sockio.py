@@ -364,13 +364,14 @@ def send_all(sock: GeventSocket, data: bytes | bytearray | memoryview, timeout: 
             view = view[sent:]
     except OSError as exc:
         # What the kernel already took leaves anyway: metering callers bill it.
-        exc.bytes_sent = len(data) - len(view)  # type: ignore[attr-defined]
+        exc.__dict__["bytes_sent"] = len(data) - len(view)
         raise
 
 
 def bytes_sent(exc: OSError) -> int:
     """How much of its payload a failed send_all handed to the kernel before failing."""
-    return getattr(exc, "bytes_sent", 0)
+    sent: int = exc.__dict__.get("bytes_sent", 0)
+    return sent
 
 
 READ_CHUNK = 256 * 1024

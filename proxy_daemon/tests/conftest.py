@@ -106,7 +106,7 @@ def proxy(
         },
         "goproxy_site.settings.test",
     ).start()
-    proc.control_port = control_port  # type: ignore[attr-defined]
+    proc.control_port = control_port
     yield proc
     rc = proc.stop()
     assert rc == 0, proc.log()

@@ -270,6 +270,9 @@ class ProxyProcess:
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        # The line control plugin's and the admin server's ports, where a fixture sets them.
+        self.control_port = 0
+        self.admin_port = 0
 
     def start(self) -> ProxyProcess:
         log = open(self.log_file, "wb")

@@ -151,8 +151,8 @@ def admin_proxy(
         },
         "goproxy_site.settings.test",
     ).start()
-    proc.control_port = control_port  # type: ignore[attr-defined]
-    proc.admin_port = int(proc.env["PROXY_ADMIN_PORT"])  # type: ignore[attr-defined]
+    proc.control_port = control_port
+    proc.admin_port = int(proc.env["PROXY_ADMIN_PORT"])
     yield proc
     assert proc.stop() == 0, proc.log()
 

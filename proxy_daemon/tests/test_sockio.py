@@ -47,8 +47,12 @@ class GeventInternalsTests:
 
     def test_a_changed_server_and_loop_are_named(self) -> None:
         class Server:
+            def watch(self, callback: object) -> None: ...
+
+            def _on_readable(self) -> None: ...
+
             def start_accepting(self) -> None:
-                self._watcher.start(self._on_readable)  # type: ignore[attr-defined]
+                self.watch(self._on_readable)
 
         changes = sockio.gevent_internals_changed(server_class=Server, loop=object())
         name = f"{__name__}.{Server.__qualname__}"
