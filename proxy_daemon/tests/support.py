@@ -274,19 +274,29 @@ class ProxyProcess:
         self.control_port = 0
         self.admin_port = 0
 
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "manage.py",
+            "runproxy",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
+
+    def run(self, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+        """The daemon in the foreground until it exits, its output captured (for a start
+        that must fail)."""
+        return subprocess.run(
+            self.command(), cwd=ROOT, env=self.env, capture_output=True, timeout=timeout
+        )
+
     def start(self) -> ProxyProcess:
         log = open(self.log_file, "wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "runproxy",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *self.args,
-            ],
+            self.command(),
             cwd=ROOT,
             env=self.env,
             stdout=log,

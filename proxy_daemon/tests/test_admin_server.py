@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +19,7 @@ from proxy_daemon.hooks import DeliveryState, TrafficDelta
 from proxy_daemon.reporters.local import MemoryReporter
 
 from .control_plugin import control_call
-from .support import E2E, ROOT, EchoServer, ProxyProcess, RawClient, basic, free_port
+from .support import E2E, EchoServer, ProxyProcess, RawClient, basic, free_port
 
 pytestmark = E2E
 
@@ -267,21 +265,7 @@ class AdminPortErrorTests:
                 {"PROXY_ADMIN_PORT": str(taken.getsockname()[1])},
                 "goproxy_site.settings.test",
             )
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "manage.py",
-                    "runproxy",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(proc.port),
-                ],
-                cwd=ROOT,
-                env=proc.env,
-                capture_output=True,
-                timeout=60,
-            )
+            result = proc.run()
         finally:
             taken.close()
         assert result.returncode != 0
