@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 MAX_ADMIN_CONNECTIONS = 16
 PREFIX = "goproxy_proxy"
 
+
 def spool_usage(spool_dir: Path) -> tuple[int, int]:
     """(files, bytes) of undelivered traffic deltas spooled on this host."""
     files = size = 0

@@ -474,8 +474,7 @@ class ProxyServer(StreamServer):
                 and not self.devices.admit(uid, conn.ip, devices)
             ):
                 raise Forbidden(
-                    f"device limit reached: the plan allows {devices} client IP "
-                    "address(es) at once"
+                    f"device limit reached: the plan allows {devices} client IP address(es) at once"
                 )
             if not registry.claim(conn, uid, limits.max_connections):
                 raise TooManyRequests(

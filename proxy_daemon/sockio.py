@@ -47,6 +47,7 @@ class Watcher(Protocol):
 
     def close(self) -> None: ...
 
+
 # The slots of gevent's socket, all of which ClientSocket.__init__ fills in the way
 # gevent's own __init__ does.
 GEVENT_SOCKET_SLOTS = frozenset(
@@ -389,7 +390,6 @@ def _recv_copy(raw: socket.socket, n: int) -> bytes:
     return _SCRATCH_VIEW[:got].tobytes()
 
 
-
 @cython.cclass
 class Reader:
     """Buffered reads from a gevent socket that never lose bytes between messages.
@@ -577,5 +577,3 @@ class Reader:
             if not data:
                 raise self.on_eof("connection closed in the middle of chunked body")
             self.buf += data
-
-

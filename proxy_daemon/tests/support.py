@@ -491,7 +491,6 @@ LOGINS = [
 LIMITED_PLAN = {"max_connections": 2, "speed_limit_bps": 100_000}
 
 
-
 def committed(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run an ORM write in its own thread: its own connection, outside the test's
     transaction, so it is committed at once and the proxy subprocess sees it."""
@@ -566,4 +565,3 @@ def descriptors_used_up() -> Iterator[list[int]]:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-

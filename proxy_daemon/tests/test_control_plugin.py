@@ -153,9 +153,7 @@ class ThrottleControlTests(BaseTestCase):
             self.plugin.apply(schemas.from_json(row.payload))
         self.assertEqual(self.control.speeds, {self.charlie.pk: 50_000})
         services.subscription_top_up(
-            subscription=Subscription.objects.get(
-                user_id=self.charlie.pk, is_current=True
-            ),
+            subscription=Subscription.objects.get(user_id=self.charlie.pk, is_current=True),
             bytes_=1000,
         )
         self.plugin.apply(schemas.from_json(OutboxEvent.objects.order_by("-id")[0].payload))

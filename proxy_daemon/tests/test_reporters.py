@@ -67,4 +67,3 @@ class CountingReporterTests:
         assert flush(meter, counted) == 2
         assert (m.bytes_in, m.bytes_out) == (105, 1007)
         assert counted.delivery() is None  # the wrapped reporter's answer
-

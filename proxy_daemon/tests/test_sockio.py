@@ -91,7 +91,6 @@ class ClientSocketTests:
         assert len(outcome) == 1 and isinstance(outcome[0], OSError)  # woken, not hung
         a.close()
 
-
     def test_close_releases_the_descriptor(self) -> None:
         a, b = socket.socketpair()
         sock = ClientSocket(b.family, b.detach(), gevent.get_hub())
