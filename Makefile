@@ -23,7 +23,7 @@ $(STAMP): $(PY) requirements/base.txt requirements/prod.txt requirements/dev.txt
 # The proxy's hot-path modules compiled by Cython (proxy_daemon/compiled.py); rebuilt
 # when a source changes. A stale build is discarded at import, never used.
 COMPILED := proxy_daemon/compiled.json
-COMPILED_SOURCES := $(addprefix proxy_daemon/,auth.py http.py limits.py metering.py metrics.py server.py tunnel.py upstream.py compiled.py)
+COMPILED_SOURCES := $(addprefix proxy_daemon/,auth.py http1.py limits.py metering.py metrics.py registry.py server.py sockio.py tunnel.py upstream.py compiled.py)
 
 $(COMPILED): $(STAMP) $(COMPILED_SOURCES)
 	$(PY) proxy_daemon/compiled.py

@@ -2,7 +2,8 @@
 
 Successes are cached under a keyed BLAKE2b MAC of login + NUL + secret (the key derived
 from SECRET_KEY), i.e. under the *supplied* credentials, so a wrong secret never hits a
-cached success (the seed's "any password works for 8 h" bug, reference/goproxy.md §8.1).
+cached success (a cache keyed by the login alone would accept any secret for as long as
+the entry lives).
 Failures are never cached but are counted per client IP; past the limit the IP gets 429
 without a DB lookup.
 """
@@ -17,7 +18,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+import cython
 
 from .errors import ProxyAuthRequired, ServiceUnavailable, TooManyRequests
 
@@ -31,7 +33,19 @@ class Principal:
     credential_id: int
 
 
-# (login, secret) -> Principal or None; runs the DB lookup (off the gevent hub).
+@cython.cclass
+class AuthMemo:
+    """A connection's previous Proxy-Authorization value and its auth-cache key."""
+
+    header: str | None = cython.declare(object, visibility="public")
+    key: bytes = cython.declare(object, visibility="public")
+
+    def __init__(self) -> None:
+        self.header = None
+        self.key = b""
+
+
+# (login, secret) -> Principal or None: store.credential_lookup, run off the gevent hub.
 Lookup = Callable[[str, str], "Principal | None"]
 
 
@@ -155,24 +169,24 @@ class Authenticator:
         self.lookup = lookup
 
     def authenticate(
-        self, header: str | None, client_ip: str, memo: list[Any] | None = None
+        self, header: str | None, client_ip: str, memo: AuthMemo | None = None
     ) -> Principal:
         """The principal for a Proxy-Authorization value, checked on every call.
 
-        `memo` is a per-connection [header, cache key] pair: when a keep-alive client
+        `memo` is the connection's previous header and cache key: when a keep-alive client
         repeats the exact header, the base64 decoding and MAC are skipped, but the
         cache entry is still looked up, so revocation and expiry apply to every request.
         """
         if header is None:
             # Clients probe without credentials first; that is not a failed attempt.
             raise ProxyAuthRequired("proxy authentication required")
-        if memo is not None and memo[0] == header:
-            principal = self.cache.get(memo[1])
+        if memo is not None and memo.header == header:
+            principal = self.cache.get(memo.key)
             if principal is not None:
                 return principal
         principal, key = self._authenticate(header, client_ip)
         if memo is not None:
-            memo[0], memo[1] = header, key
+            memo.header, memo.key = header, key
         return principal
 
     def _authenticate(self, header: str, client_ip: str) -> tuple[Principal, bytes]:
@@ -200,17 +214,3 @@ class Authenticator:
             raise ProxyAuthRequired("invalid proxy credentials")
         self.cache.put(key, principal)
         return principal, key
-
-
-def db_lookup(login: str, secret: str) -> Principal | None:
-    """The ORM lookup; call it through DBRunner so it runs off the gevent hub."""
-    from accounts.selectors import credential_authenticate
-    from accounts.services import credential_touch
-
-    credential = credential_authenticate(login=login, secret=secret)
-    if credential is None:
-        return None
-    credential_touch(credential_id=credential.pk)
-    return Principal(
-        user_id=credential.user_id, login=credential.login, credential_id=credential.pk
-    )

@@ -26,8 +26,25 @@ import tempfile
 import warnings
 from pathlib import Path
 
+if __name__ == "__main__":
+    # Building (`make install`). The proxy imports this module at every start and must
+    # not load Cython and setuptools there.
+    from Cython.Build import cythonize
+    from setuptools import Extension, setup
+
 HERE = Path(__file__).resolve().parent
-MODULES = ("auth", "http", "limits", "metering", "metrics", "server", "tunnel", "upstream")
+MODULES = (
+    "auth",
+    "http1",
+    "limits",
+    "metering",
+    "metrics",
+    "registry",
+    "server",
+    "sockio",
+    "tunnel",
+    "upstream",
+)
 MANIFEST = HERE / "compiled.json"
 
 
@@ -87,9 +104,7 @@ def prefer_sources() -> None:
 
 
 def build() -> None:
-    from Cython.Build import cythonize
-    from setuptools import Extension, setup
-
+    """Compile MODULES in place (only when this file runs as a script: see the imports)."""
     root = HERE.parent
     extensions = [Extension(f"proxy_daemon.{name}", [str(HERE / f"{name}.py")]) for name in MODULES]
     with tempfile.TemporaryDirectory(prefix="goproxy-cython-") as tmp:
@@ -121,7 +136,4 @@ def clean() -> None:
 
 
 if __name__ == "__main__":
-    # Run as a script, this folder is sys.path[0], and its http.py would shadow the
-    # standard library's http package for everything imported from here on.
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
     clean() if "--clean" in sys.argv[1:] else build()

@@ -1,4 +1,4 @@
-"""Per-user limits: token-bucket speed limits, concurrent-connection counts, plan lookups."""
+"""Per-user limits: token-bucket speed limits, concurrent-connection counts, cached plan limits."""
 
 from __future__ import annotations
 
@@ -44,10 +44,17 @@ class TokenBucket:
         return int(self.burst)
 
 
+# A user's (upload, download) buckets, shared by all the user's connections.
+Buckets = tuple[TokenBucket, TokenBucket]
+
+
 @dataclass(frozen=True, slots=True)
 class UserLimits:
-    max_connections: int | None = None
-    speed_bps: int | None = None
+    """A user's plan limits; None means unlimited."""
+
+    max_connections: int | None = None  # concurrent client connections
+    speed_bps: int | None = None  # each direction
+    device_limit: int | None = None  # distinct client IP addresses in use at once
 
 
 UNLIMITED = UserLimits()
@@ -86,9 +93,9 @@ class SpeedLimiter:
     """One upload and one download bucket per user, shared by all the user's connections."""
 
     def __init__(self) -> None:
-        self._buckets: dict[int, tuple[TokenBucket, TokenBucket]] = {}
+        self._buckets: dict[int, Buckets] = {}
 
-    def buckets(self, user_id: int, rate: int | None) -> tuple[TokenBucket, TokenBucket] | None:
+    def buckets(self, user_id: int, rate: int | None) -> Buckets | None:
         if rate is None:
             self._buckets.pop(user_id, None)
             return None

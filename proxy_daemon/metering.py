@@ -1,4 +1,4 @@
-"""Exact per-user byte metering and the reporters that receive the counts.
+"""Exact per-user byte metering: the counts and their hand-over to a reporter.
 
 Definition (also in the README): `bytes_up` is every byte the proxy read from the client
 for a user's admitted requests and tunnels (request heads with their Proxy-Authorization,
@@ -13,11 +13,7 @@ byte lands in exactly one interval and is never lost or counted twice.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
-
-from django.conf import settings
 
 from .hooks import Reporter, TrafficDelta
 
@@ -65,52 +61,3 @@ def flush(meter: Meter, reporter: Reporter) -> int:
         meter.restore(deltas)
         return 0
     return len(deltas)
-
-
-class MemoryReporter:
-    """Keeps running totals in memory (the default; the Kafka reporter replaces it)."""
-
-    def __init__(self) -> None:
-        self.totals: dict[int, list[int]] = {}
-        self.reports = 0
-
-    def start(self) -> None:
-        return None
-
-    def report(self, deltas: list[TrafficDelta]) -> None:
-        self.reports += 1
-        for d in deltas:
-            total = self.totals.setdefault(d.user_id, [0, 0])
-            total[0] += d.bytes_up
-            total[1] += d.bytes_down
-
-    def close(self, timeout: float) -> None:
-        logger.info("meter totals at shutdown: %s", self.totals)
-
-
-class FileReporter:
-    """Appends one JSON line per delta to settings.PROXY_METER_FILE (tests, debugging)."""
-
-    def __init__(self) -> None:
-        self.path = Path(settings.PROXY_METER_FILE)
-        self._file = None
-
-    def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
-
-    def report(self, deltas: list[TrafficDelta]) -> None:
-        assert self._file is not None, "FileReporter.start() was not called"
-        lines = "".join(
-            json.dumps({"user_id": d.user_id, "bytes_up": d.bytes_up, "bytes_down": d.bytes_down})
-            + "\n"
-            for d in deltas
-        )
-        self._file.write(lines)
-        self._file.flush()
-
-    def close(self, timeout: float) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps({"closed": True}) + "\n")
-            self._file.close()
-            self._file = None

@@ -97,7 +97,9 @@ def resolve(host: str, port: int) -> list[tuple[int, str]]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise BadGateway(f"cannot resolve {host}: {exc}") from None
-    out = [(fam, sa[0]) for fam, _type, _proto, _canon, sa in infos if fam in _FAMILIES]
+    out: list[tuple[int, str]] = [
+        (fam, str(sa[0])) for fam, _type, _proto, _canon, sa in infos if fam in _FAMILIES
+    ]
     if not out:
         raise BadGateway(f"cannot resolve {host}: no IPv4/IPv6 address")
     return out

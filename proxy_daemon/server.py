@@ -13,21 +13,20 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import cython
 import gevent
 from gevent import get_hub, getcurrent
-from gevent._socket3 import _wrefsocket
 from gevent.server import StreamServer
-from gevent.socket import socket as GeventSocket
 from greenlet import GreenletExit, greenlet
 
-from .auth import Authenticator, Principal
+from .auth import Authenticator, AuthMemo, Principal
+from .devices import DeviceGuard
 from .errors import (
     BadGateway,
+    BadRequest,
     ClientGone,
     Forbidden,
     HeadersTooLarge,
@@ -38,10 +37,9 @@ from .errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from .http import (
+from .http1 import (
     NO_BODY,
     BodyFraming,
-    Reader,
     Request,
     build_client_response_head,
     build_upstream_request,
@@ -53,19 +51,31 @@ from .http import (
     request_framing,
     response_framing,
 )
-from .limits import ConnectionCounter, SpeedLimiter, TokenBucket, UserLimitsCache
+from .limits import Buckets, UserLimitsCache
 from .metering import Meter
 from .metrics import ProxyMetrics
 from .policy import DestinationPolicy
-from .tunnel import BufferPool, Tunnel, bytes_sent, send_all
+from .registry import ConnectionRegistry
+from .sockio import (
+    Address,
+    BufferPool,
+    ClientSocket,
+    GeventSocket,
+    Reader,
+    Watcher,
+    accept_again_after,
+    accept_descriptor,
+    bytes_sent,
+    send_all,
+)
+from .tunnel import Tunnel
 from .upstream import Upstream, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
+# What the server listens on: a (host, port) address, or a socket already listening.
+Listener = tuple[str, int] | socket.socket
 CONNECT_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
-# Rate given to buckets still held by open connections when a throttle ends on an
-# otherwise unlimited plan (effectively no limit).
-UNTHROTTLED_BPS = 1 << 40
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SMALL_BODY = 64 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -94,81 +104,6 @@ class ProxyConfig:
     upstream_pool_idle: float = 30.0
     via_name: str = "goproxy"
 
-    @classmethod
-    def from_settings(cls, s: Any) -> ProxyConfig:
-        return cls(
-            max_connections=s.PROXY_MAX_CONNECTIONS,
-            max_header_bytes=s.PROXY_MAX_HEADER_BYTES,
-            max_header_count=s.PROXY_MAX_HEADER_COUNT,
-            header_timeout=s.PROXY_HEADER_TIMEOUT,
-            keepalive_timeout=s.PROXY_KEEPALIVE_TIMEOUT,
-            body_timeout=s.PROXY_BODY_TIMEOUT,
-            connect_timeout=s.PROXY_CONNECT_TIMEOUT,
-            upstream_timeout=s.PROXY_UPSTREAM_TIMEOUT,
-            tunnel_idle_timeout=s.PROXY_TUNNEL_IDLE_TIMEOUT,
-            relay_buffer_bytes=s.PROXY_RELAY_BUFFER_BYTES,
-            relay_buffer_pool=s.PROXY_RELAY_BUFFER_POOL,
-            upstream_pool_per_host=s.PROXY_UPSTREAM_POOL_PER_HOST,
-            upstream_pool_idle=s.PROXY_UPSTREAM_POOL_IDLE,
-            via_name=s.PROXY_VIA_NAME,
-        )
-
-
-class ClientSocket(GeventSocket):
-    """An accepted client socket: gevent's socket, set up and closed without its
-    Python-level generality (family/timeout probing on the way in; a replacement
-    "closed" object and deferred-close bookkeeping on the way out, unless another
-    greenlet still waits on the socket). Everything else is gevent's socket.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, family: int, fd: int, hub: Any) -> None:
-        # What gevent's socket.__init__ does for a descriptor from accept().
-        self._closed = False
-        self._io_refs = 0
-        self.timeout = None
-        self.hub = hub
-        raw = _wrefsocket(family, socket.SOCK_STREAM, 0, fd)
-        raw.setblocking(False)
-        self._sock = raw
-        loop = hub.loop
-        self._read_event = loop.io(fd, 1)
-        self._write_event = loop.io(fd, 2)
-
-    def close(self) -> None:
-        read_event, write_event = self._read_event, self._write_event
-        if (
-            self._io_refs > 0
-            or read_event is None
-            or write_event is None
-            or read_event.callback is not None
-            or write_event.callback is not None
-        ):
-            super().close()  # closed already, or a waiter to wake first: gevent's way
-            return
-        self._closed = True
-        self._read_event = self._write_event = None
-        read_event.close()
-        write_event.close()
-        raw = self._sock
-        if self.hub.loop.closing_fd(raw.fileno()):
-            # Another watcher on this descriptor was just woken: close once it ran.
-            check = self.hub.loop.check()
-            check.start(_close_later, raw, check)
-        else:
-            raw.close()
-
-
-def _close_later(raw: socket.socket, check: Any) -> None:
-    try:
-        raw.close()
-    except OSError:
-        pass
-    finally:
-        check.stop()
-        check.close()
-
 
 class _Abort(Exception):
     """The response was already started; the only honest thing left is to close."""
@@ -176,39 +111,44 @@ class _Abort(Exception):
 
 @cython.cclass
 class ClientConnection:
-    auth_memo = cython.declare(object, visibility="public")
-    buckets = cython.declare(object, visibility="public")
-    cut_reason = cython.declare(object, visibility="public")
-    framing = cython.declare(object, visibility="public")
-    idle = cython.declare(object, visibility="public")
-    ip = cython.declare(object, visibility="public")
-    metered_user = cython.declare(object, visibility="public")
-    reader = cython.declare(object, visibility="public")
-    request = cython.declare(object, visibility="public")
-    response_started = cython.declare(object, visibility="public")
-    sock = cython.declare(object, visibility="public")
-    tunnel = cython.declare(object, visibility="public")
-    up_mark = cython.declare(object, visibility="public")
-    upstream = cython.declare(object, visibility="public")
-    user_id = cython.declare(object, visibility="public")
+    auth_memo: AuthMemo = cython.declare(object, visibility="public")
+    buckets: Buckets | None = cython.declare(object, visibility="public")
+    cut_reason: str | None = cython.declare(object, visibility="public")
+    framing: BodyFraming | None = cython.declare(object, visibility="public")
+    idle: bool = cython.declare(object, visibility="public")
+    ip: str = cython.declare(object, visibility="public")
+    metered_user: int | None = cython.declare(object, visibility="public")
+    reader: Reader = cython.declare(object, visibility="public")
+    request: Request | None = cython.declare(object, visibility="public")
+    response_started: bool = cython.declare(object, visibility="public")
+    sock: GeventSocket = cython.declare(object, visibility="public")
+    tunnel: Tunnel | None = cython.declare(object, visibility="public")
+    up_mark: int = cython.declare(object, visibility="public")
+    upstream: Upstream | GeventSocket | None = cython.declare(object, visibility="public")
+    user_id: int | None = cython.declare(object, visibility="public")
 
-    def __init__(self, sock: socket.socket, ip: str) -> None:
+    def __init__(self, sock: GeventSocket, ip: str) -> None:
         self.sock = sock
         self.ip = ip
         self.reader = Reader(sock)
-        self.user_id: int | None = None  # the user holding this connection's slot
-        self.metered_user: int | None = None  # whom the current exchange is billed to
+        self.user_id = None  # the user holding this connection's slot
+        self.metered_user = None  # whom the current exchange is billed to
         self.up_mark = 0
-        self.upstream: Upstream | socket.socket | None = None
-        self.tunnel: Tunnel | None = None
+        self.upstream = None
+        self.tunnel = None
         self.idle = True
-        self.cut_reason: str | None = None
-        self.request: Request | None = None
-        self.framing: BodyFraming | None = None
+        self.cut_reason = None
+        self.request = None
+        self.framing = None
         self.response_started = False
-        self.buckets: tuple[TokenBucket, TokenBucket] | None = None
-        # [Proxy-Authorization value, its auth-cache key] of the previous request.
-        self.auth_memo: list[Any] = [None, b""]
+        self.buckets = None
+        self.auth_memo = AuthMemo()
+
+    def set_buckets(self, buckets: Buckets | None) -> None:
+        """New speed buckets (a throttle started or ended), for the tunnel too if open."""
+        self.buckets = buckets
+        if self.tunnel is not None:
+            self.tunnel.set_buckets(buckets)
 
     def cut(self, reason: str) -> None:
         """Close the client side and any upstream at once; blocked reads wake with EOF."""
@@ -228,18 +168,20 @@ class ClientConnection:
 
 
 class ProxyServer(StreamServer):
-    """The forward proxy; also implements proxy_daemon.hooks.ProxyControl."""
+    """The forward proxy (its live controls are the registry's: registry.py)."""
 
     def __init__(
         self,
-        listener: Any,
+        listener: Listener,
         *,
         config: ProxyConfig,
         authenticator: Authenticator,
         policy: DestinationPolicy,
         meter: Meter,
         limits: UserLimitsCache,
-        db_call: Callable[..., Any] | None = None,
+        registry: ConnectionRegistry,
+        metrics: ProxyMetrics,
+        devices: DeviceGuard | None = None,
     ) -> None:
         # A plain greenlet per connection: handle() refuses beyond max_connections with a
         # 503 at once (a gevent Pool would stop accepting and leave newcomers hanging).
@@ -249,7 +191,9 @@ class ProxyServer(StreamServer):
         self.policy = policy
         self.meter = meter
         self.limits = limits
-        self.db_call = db_call or (lambda fn, *a: fn(*a))
+        self.registry = registry
+        self.metrics = metrics
+        self.devices = devices  # the shared device-limit guard; None: not enforced
         self.upstreams = UpstreamPool(
             policy,
             per_host=config.upstream_pool_per_host,
@@ -257,20 +201,11 @@ class ProxyServer(StreamServer):
             connect_timeout=config.connect_timeout,
         )
         self.buffers = BufferPool(config.relay_buffer_bytes, config.relay_buffer_pool)
-        self.connections: set[ClientConnection] = set()
-        self.by_user: dict[int, set[ClientConnection]] = {}
-        self.conn_counter = ConnectionCounter()
-        self.speed = SpeedLimiter()
-        self._restricted: dict[int, str] = {}
-        self._throttled: dict[int, int] = {}  # user_id -> B/s while over a throttling quota
-        # Shared device-limit guard (proxy_daemon.devices); set by the control plugin.
-        self.devices: Any = None
         self.draining = False
-        self.metrics = ProxyMetrics()
         self._fd_warned = float("-inf")
-        self._accept_retry: Any = None
+        self._accept_retry: Watcher | None = None
         self._hub = get_hub()
-        self._idle_workers: list[Any] = []
+        self._idle_workers: list[greenlet] = []
         # Built once: any of them ends the connection it is raised on.
         self._head_errors = (
             RequestTimeout("client too slow sending the request head"),
@@ -278,70 +213,12 @@ class ProxyServer(StreamServer):
             RequestTimeout("no request received in time"),
         )
 
-    # ProxyControl -------------------------------------------------------------------
-    def restrict(self, user_id: int, reason: str) -> None:
-        self._restricted[user_id] = reason
-        self.metrics.restriction_cuts += self.cut_user(user_id, f"user restricted: {reason}")
-
-    def lift(self, user_id: int) -> None:
-        self._restricted.pop(user_id, None)
-
-    def restricted(self) -> dict[int, str]:
-        return dict(self._restricted)
-
-    def invalidate_credentials(
-        self, *, user_id: int | None = None, login: str | None = None
-    ) -> None:
-        self.authenticator.cache.invalidate(user_id=user_id, login=login)
-
-    def refresh_user_limits(self, user_id: int) -> None:
-        self.limits.invalidate(user_id)
-
-    def throttle(self, user_id: int, speed_bps: int | None) -> None:
-        """Hold a user to speed_bps (None: back to the plan's speed) on open and new
-        connections: HTTP connections pick up the shared buckets at their next send, open
-        tunnels at their next chunk (nothing is cut)."""
-        if speed_bps is None:
-            if self._throttled.pop(user_id, None) is None:
-                return
-            rate = self.limits.get(user_id).speed_bps
-        else:
-            self._throttled[user_id] = speed_bps
-            rate = self._speed_for(user_id, self.limits.get(user_id).speed_bps)
-        pair = self.speed.buckets(user_id, rate)
-        if pair is None:
-            # Unlimited again: connections still holding the old pair stop waiting.
-            for conn in self.by_user.get(user_id, ()):
-                if conn.buckets is not None:
-                    conn.buckets[0].set_rate(UNTHROTTLED_BPS)
-                    conn.buckets[1].set_rate(UNTHROTTLED_BPS)
-                conn.buckets = None
-                if conn.tunnel is not None:
-                    conn.tunnel.up_bucket = conn.tunnel.down_bucket = None
-            return
-        for conn in list(self.by_user.get(user_id, ())):
-            conn.buckets = pair
-            if conn.tunnel is not None:
-                conn.tunnel.up_bucket, conn.tunnel.down_bucket = pair
-
-    def _speed_for(self, user_id: int, plan_speed: int | None) -> int | None:
-        throttled = self._throttled.get(user_id)
-        if throttled is None:
-            return plan_speed
-        return throttled if plan_speed is None else min(plan_speed, throttled)
-
-    def cut_user(self, user_id: int, reason: str = "cut by operator") -> int:
-        """Close every open connection of a user; returns how many."""
-        conns = list(self.by_user.get(user_id, ()))
-        for conn in conns:
-            conn.cut(reason)
-        if conns:
-            logger.info("cut %d connection(s) of user %s: %s", len(conns), user_id, reason)
-        return len(conns)
-
-    cut = cut_user
-
     # Lifecycle ----------------------------------------------------------------------
+    @property
+    def listening(self) -> bool:
+        """Accepting new connections (started, and not draining)."""
+        return bool(self.started) and not self.draining
+
     def drain(self, timeout: float) -> int:
         """Stop accepting, close idle keep-alive connections, wait for the rest up to timeout.
 
@@ -349,15 +226,16 @@ class ProxyServer(StreamServer):
         """
         self.draining = True
         self.close()
+        connections = self.registry.connections
         deadline = time.monotonic() + timeout
         for _ in range(int(timeout / 0.05) + 2):
-            for conn in list(self.connections):
+            for conn in list(connections):
                 if conn.idle:
                     conn.cut("shutting down")
-            if not self.connections or time.monotonic() >= deadline:
+            if not connections or time.monotonic() >= deadline:
                 break
             gevent.sleep(0.05)
-        left = list(self.connections)
+        left = list(connections)
         for conn in left:
             conn.cut("shutting down")
         if left:
@@ -385,7 +263,7 @@ class ProxyServer(StreamServer):
         idle = self._idle_workers
         for _ in range(self.max_accept):
             try:
-                fd, address = listener._accept()
+                fd, address = accept_descriptor(listener)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -410,13 +288,13 @@ class ProxyServer(StreamServer):
             worker = idle.pop() if idle else greenlet(self._work, parent=hub)
             worker.switch(sock, address)
 
-    def _work(self, sock: socket.socket, address: Any) -> None:
+    def _work(self, sock: ClientSocket, address: Address) -> None:
         """A connection greenlet: serves one connection, then parks for the next."""
         idle = self._idle_workers
         hub = self._hub
         while True:
             self.handle(sock, address)
-            sock = address = None  # parked greenlets hold no connection
+            del sock, address  # parked greenlets hold no connection
             if len(idle) >= IDLE_WORKERS or self.closed:
                 return
             me = getcurrent()
@@ -442,24 +320,24 @@ class ProxyServer(StreamServer):
                 reason,
             )
         self.stop_accepting()
-        self._accept_retry = self.loop.timer(0.1)
-        self._accept_retry.start(self._start_accepting_if_started)
+        self._accept_retry = accept_again_after(self, 0.1)
 
     def init_socket(self) -> None:
         super().init_socket()
         if NODELAY_INHERITED:
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+    def handle(self, sock: GeventSocket, address: Address) -> None:
         ip = address[0] if isinstance(address, tuple) else str(address)
         if not NODELAY_INHERITED:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.metrics.accepted += 1
-        if len(self.connections) >= self.config.max_connections or self.draining:
+        registry = self.registry
+        if len(registry.connections) >= self.config.max_connections or self.draining:
             self._reply_and_close(sock, ServiceUnavailable("proxy is at its connection limit"))
             return
         conn = ClientConnection(sock, ip)
-        self.connections.add(conn)
+        registry.add(conn)
         try:
             self._serve(conn)
         except ClientGone:
@@ -469,8 +347,7 @@ class ProxyServer(StreamServer):
             if not conn.response_started:
                 self._send_error(conn, InternalError("internal proxy error"), keep_alive=False)
         finally:
-            self.connections.discard(conn)
-            self._release_slot(conn)
+            registry.remove(conn)
             if conn.upstream is not None:
                 conn.upstream.close()
             conn.reader.release()
@@ -479,7 +356,7 @@ class ProxyServer(StreamServer):
             except OSError:
                 pass
 
-    def _reply_and_close(self, sock: socket.socket, exc: ProxyError) -> None:
+    def _reply_and_close(self, sock: GeventSocket, exc: ProxyError) -> None:
         self.metrics.status(exc.status)
         try:
             send_all(sock, exc.response(keep_alive=False), 5.0)
@@ -583,41 +460,29 @@ class ProxyServer(StreamServer):
     # Admission ----------------------------------------------------------------------
     def _admit(self, conn: ClientConnection, principal: Principal) -> None:
         uid = principal.user_id
-        reason = self._restricted.get(uid)
+        registry = self.registry
+        reason = registry.restriction(uid)
         if reason is not None:
             self.metrics.restriction_refusals += 1
             raise Forbidden(f"user restricted: {reason}")
         limits = self.limits.get(uid)
         if conn.user_id != uid:
-            if self.devices is not None:
-                over = self.devices.admit(uid, conn.ip)
-                if over is not None:
-                    raise Forbidden(
-                        f"device limit reached: the plan allows {over} client IP "
-                        "address(es) at once"
-                    )
-            self._release_slot(conn)
-            if not self.conn_counter.acquire(uid, limits.max_connections):
+            devices = limits.device_limit
+            if (
+                devices is not None
+                and self.devices is not None
+                and not self.devices.admit(uid, conn.ip, devices)
+            ):
+                raise Forbidden(
+                    f"device limit reached: the plan allows {devices} client IP address(es) at once"
+                )
+            if not registry.claim(conn, uid, limits.max_connections):
                 raise TooManyRequests(
                     f"too many concurrent connections (plan allows {limits.max_connections})",
                     retry_after=1,
                 )
-            conn.user_id = uid
-            self.by_user.setdefault(uid, set()).add(conn)
-        conn.buckets = self.speed.buckets(uid, self._speed_for(uid, limits.speed_bps))
+        conn.buckets = registry.buckets(uid, limits.speed_bps)
         conn.metered_user = uid
-
-    def _release_slot(self, conn: ClientConnection) -> None:
-        uid = conn.user_id
-        if uid is None:
-            return
-        self.conn_counter.release(uid)
-        users = self.by_user.get(uid)
-        if users is not None:
-            users.discard(conn)
-            if not users:
-                del self.by_user[uid]
-        conn.user_id = None
 
     # One request --------------------------------------------------------------------
     def _exchange(self, conn: ClientConnection, head: bytes) -> bool:
@@ -662,7 +527,6 @@ class ProxyServer(StreamServer):
         uid = conn.metered_user
         assert uid is not None
         meter_add = self.meter.add
-        up_bucket, down_bucket = conn.buckets or (None, None)
         tunnel = Tunnel(
             conn.sock,
             sock,
@@ -670,8 +534,7 @@ class ProxyServer(StreamServer):
             pool=self.buffers,
             on_up=lambda n: meter_add(uid, n, 0),
             on_down=lambda n: meter_add(uid, 0, n),
-            up_bucket=up_bucket,
-            down_bucket=down_bucket,
+            buckets=conn.buckets,
         )
         conn.tunnel = tunnel
         if conn.cut_reason is not None:
@@ -726,8 +589,6 @@ class ProxyServer(StreamServer):
         if framing.kind == "length":
             pieces = iter_length(reader, framing.length, piece)
         else:
-            from .errors import BadRequest
-
             pieces = iter_chunked(reader, BadRequest, piece)
         up_bucket = conn.buckets[0] if conn.buckets else None
         try:

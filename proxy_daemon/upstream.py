@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import BadGateway, GatewayTimeout, OutOfDescriptors
-from .http import Reader
 from .policy import DestinationPolicy, connect
+from .sockio import Reader, peer_idle
 
 FRESH_SECONDS = 1.0
 
@@ -38,17 +38,6 @@ class Upstream:
             pass
 
 
-def _is_alive(sock: socket.socket) -> bool:
-    """An idle pooled socket must have nothing to read (EOF or stray bytes mean discard)."""
-    raw = sock._sock  # type: ignore[attr-defined]
-    try:
-        return not raw.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-
-
 class UpstreamPool:
     def __init__(
         self,
@@ -73,7 +62,7 @@ class UpstreamPool:
             age = now - up.idle_since
             # A just-released connection skips the liveness syscall: if the origin closed
             # it anyway, the caller retries a body-less request on a fresh connection.
-            if age < self.idle_timeout and (age < FRESH_SECONDS or _is_alive(up.sock)):
+            if age < self.idle_timeout and (age < FRESH_SECONDS or peer_idle(up.sock)):
                 up.reused = True
                 return up
             up.close()

@@ -19,9 +19,11 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
+import gevent
 from django.conf import settings
+from django.core.management.base import OutputWrapper
+from gevent.event import Event
 
 READY = b"worker ready on"
 START_TIMEOUT = 60.0
@@ -45,12 +47,9 @@ def supervise(
     port: int,
     drain_timeout: float,
     admin_port: int | None,
-    out: Any,
+    out: OutputWrapper,
 ) -> int:
     """Run the workers until a signal or a worker's death; the process exit status."""
-    import gevent
-    from gevent.event import Event
-
     if port == 0:
         out.write("--workers needs a fixed --port (0 would give each worker its own port)")
         return 2

@@ -200,8 +200,8 @@ PROXY_AUTH_CACHE_TTL = env.float("PROXY_AUTH_CACHE_TTL", default=30.0)
 # Seconds between hand-overs of per-user byte counts to the reporter.
 PROXY_METER_INTERVAL = env.float("PROXY_METER_INTERVAL", default=1.0)
 # Dotted path of the proxy_daemon.hooks.Reporter class (constructed with no arguments).
-PROXY_REPORTER = env("PROXY_REPORTER", default="proxy_daemon.metering.MemoryReporter")
-# File that proxy_daemon.metering.FileReporter appends JSON lines to (tests, debugging).
+PROXY_REPORTER = env("PROXY_REPORTER", default="proxy_daemon.reporters.local.MemoryReporter")
+# File that proxy_daemon.reporters.local.FileReporter appends JSON lines to (tests, debugging).
 PROXY_METER_FILE = env("PROXY_METER_FILE", default=str(VAR_DIR / "proxy-meter.jsonl"))
 # Dotted paths of proxy_daemon.hooks.ControlPlugin classes loaded by runproxy.
 PROXY_CONTROL_PLUGINS = env.list("PROXY_CONTROL_PLUGINS", default=[])

@@ -13,9 +13,9 @@ from .base import CELERY_FILESYSTEM_TRANSPORT_OPTIONS, env
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 PROXY_ALLOW_PRIVATE_DESTINATIONS = env.bool("PROXY_ALLOW_PRIVATE_DESTINATIONS", default=True)
 
-PROXY_REPORTER = env("PROXY_REPORTER", default="proxy_daemon.kafka_reporter.KafkaReporter")
+PROXY_REPORTER = env("PROXY_REPORTER", default="proxy_daemon.reporters.kafka.KafkaReporter")
 PROXY_CONTROL_PLUGINS = env.list(
-    "PROXY_CONTROL_PLUGINS", default=["proxy_daemon.control.KafkaControlPlugin"]
+    "PROXY_CONTROL_PLUGINS", default=["proxy_daemon.control_plugin.KafkaControlPlugin"]
 )
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")

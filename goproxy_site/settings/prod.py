@@ -9,9 +9,9 @@ DEBUG = False
 LOG_FORMAT = env("LOG_FORMAT", default="json")
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
 SECRET_KEY = env("DJANGO_SECRET_KEY")
-PROXY_REPORTER = env("PROXY_REPORTER", default="proxy_daemon.kafka_reporter.KafkaReporter")
+PROXY_REPORTER = env("PROXY_REPORTER", default="proxy_daemon.reporters.kafka.KafkaReporter")
 PROXY_CONTROL_PLUGINS = env.list(
-    "PROXY_CONTROL_PLUGINS", default=["proxy_daemon.control.KafkaControlPlugin"]
+    "PROXY_CONTROL_PLUGINS", default=["proxy_daemon.control_plugin.KafkaControlPlugin"]
 )
 PROXY_CREDENTIAL_HASH_KEY = env("PROXY_CREDENTIAL_HASH_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")

@@ -1,4 +1,4 @@
-"""Fixtures for the proxy's end-to-end tests: users in the test DBs, origins, the daemon.
+"""Fixtures for the proxy's end-to-end tests: users in the test DBs, origins, the daemons.
 
 The daemon runs as the real `manage.py runproxy` subprocess pointed at pytest-django's
 test databases; rows are created through services with the DB blocker lifted, so they
@@ -7,82 +7,33 @@ are committed and visible to it, and removed at the end of the session.
 
 from __future__ import annotations
 
-import threading
+import unittest
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connections
 
-from .support import EchoServer, OriginServer, ProxyProcess, free_port, make_tls_origin
+from accounts.models import User
+from accounts.services import credential_issue, credential_revoke, user_create
+from plans.models import Plan, Subscription
+from plans.services import plan_assign
 
-LOGINS = [
-    "px-alice",
-    "px-bob",
-    "px-meter-http",
-    "px-meter-tunnel",
-    "px-meter-tls",
-    "px-revoked",
-    "px-inactive",
-    "px-revoke-later",
-    "px-limited",
-    "px-restrict",
-    "px-cut",
-    "px-memory",
-    "px-throttle",
-    "px-used",
-]
-LIMITED_PLAN = {"max_connections": 2, "speed_limit_bps": 100_000}
-
-
-E2E = pytest.mark.django_db(databases=["default", "plans"])
-
-
-def committed(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run an ORM write in its own thread: its own connection, outside the test's
-    transaction, so it is committed at once and the proxy subprocess sees it."""
-    from django.db import connections
-
-    result: list[Any] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(fn(*args, **kwargs))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join(30)
-    if errors:
-        raise errors[0]
-    return result[0] if result else None
-
-
-@dataclass(frozen=True)
-class ProxyUser:
-    user_id: int
-    login: str
-    secret: str
-
-    @property
-    def auth(self) -> tuple[str, str]:
-        return (self.login, self.secret)
+from .support import (
+    LIMITED_PLAN,
+    LOGINS,
+    EchoServer,
+    OriginServer,
+    ProxyProcess,
+    ProxyUser,
+    free_port,
+    make_tls_origin,
+)
 
 
 @pytest.fixture(scope="session")
 def proxy_users(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict]:
-    from django.db import connections
-
-    from accounts.models import User
-    from accounts.services import credential_issue, credential_revoke, user_create
-    from plans.models import Plan, Subscription
-    from plans.services import plan_assign
-
     for alias in ("default", "plans"):
         # Test DBs exist only when a collected test is marked django_db for both aliases
         # (every module here sets pytestmark); never write into a developer's database.
@@ -155,14 +106,35 @@ def proxy(
         },
         "goproxy_site.settings.test",
     ).start()
-    proc.control_port = control_port  # type: ignore[attr-defined]
+    proc.control_port = control_port
     yield proc
     rc = proc.stop()
     assert rc == 0, proc.log()
 
 
+@pytest.fixture(scope="module")
+def strict_proxy(
+    proxy_users: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    """The daemon with the production destination policy (settings_strict); one per
+    module, so the failed logins one module provokes never throttle another's."""
+    proc = ProxyProcess(
+        tmp_path_factory.mktemp("strict"),
+        {"PROXY_HEADER_TIMEOUT": "1", "PROXY_DRAIN_TIMEOUT": "5"},
+        "proxy_daemon.tests.settings_strict",
+    ).start()
+    yield proc
+    proc.stop()
+
+
 def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Any:
-    """Collect plain `<Thing>Tests` classes (the project's naming) so they can use fixtures."""
-    if isinstance(obj, type) and name.endswith("Tests") and not name.startswith("_"):
+    """Collect plain `<Thing>Tests` classes (the project's naming) so they can use fixtures;
+    unittest (Django) test cases are collected as usual."""
+    if (
+        isinstance(obj, type)
+        and name.endswith("Tests")
+        and not name.startswith("_")
+        and not issubclass(obj, unittest.TestCase)
+    ):
         return pytest.Class.from_parent(collector, name=name, obj=obj)
     return None

@@ -1,7 +1,8 @@
 """A ControlPlugin for tests: a line protocol on a loopback port drives the ProxyControl.
 
 Commands: `restrict <uid> <reason...>`, `lift <uid>`, `restricted`, `invalidate <uid>`,
-`refresh <uid>`. Each answers one JSON line. The port comes from PROXY_TEST_CONTROL_PORT.
+`refresh <uid>`, `throttle <uid> <B/s or none>`. Each answers one JSON line. The port
+comes from PROXY_TEST_CONTROL_PORT.
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ import os
 import socket
 from typing import Any
 
+from gevent.server import StreamServer
+
 from proxy_daemon.hooks import ProxyControl
 
 
 class LineControlPlugin:
     def __init__(self, control: ProxyControl) -> None:
         self.control = control
-        self.server: Any = None
+        self.server: StreamServer | None = None
+        self.loaded = True  # no start-up state to load
+        self.streaming = False
+        self.applied = 0
 
     def start(self) -> None:
-        from gevent.server import StreamServer
-
         port = int(os.environ["PROXY_TEST_CONTROL_PORT"])
         self.server = StreamServer(("127.0.0.1", port), self._handle)
         self.server.start()
+        self.streaming = True
 
     def stop(self) -> None:
         if self.server is not None:
@@ -51,6 +56,8 @@ class LineControlPlugin:
                 self.control.throttle(int(args[0]), speed)
             else:
                 result = f"unknown command {cmd!r}"
+            if result == "ok":
+                self.applied += 1
             f.write((json.dumps(result) + "\n").encode())
             f.flush()
 

@@ -21,7 +21,7 @@ os.environ["GOPROXY_PURE_PYTHON"] = "1"
 import proxy_daemon  # noqa: F401
 
 with atheris.instrument_imports():
-    from proxy_daemon import http
+    from proxy_daemon import http1
     from proxy_daemon.auth import parse_basic
     from proxy_daemon.errors import ProxyError
 
@@ -30,9 +30,9 @@ REQUEST_STATUSES = {400, 431, 501, 505}
 
 def one_input(data: bytes) -> None:
     try:
-        req = http.parse_request_head(data, max_header_count=100)
+        req = http1.parse_request_head(data, max_header_count=100)
         if not req.is_connect:
-            http.request_framing(req)
+            http1.request_framing(req)
         _ = req.wants_keep_alive
         header = req.headers.get("proxy-authorization")
         if header is not None:
@@ -43,8 +43,8 @@ def one_input(data: bytes) -> None:
     except ProxyError as exc:
         assert exc.status in REQUEST_STATUSES, exc
     try:
-        resp = http.parse_response_head(data, max_header_count=100)
-        http.response_framing(resp, request_method="GET")
+        resp = http1.parse_response_head(data, max_header_count=100)
+        http1.response_framing(resp, request_method="GET")
     except ProxyError as exc:
         assert exc.status == 502, exc
 

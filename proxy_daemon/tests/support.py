@@ -1,8 +1,11 @@
-"""Test support: local origins (HTTP, TLS, raw TCP), the proxy subprocess, raw clients."""
+"""Test support: local origins (HTTP, TLS, raw TCP), the proxy subprocess, raw clients,
+and the users and helpers the end-to-end modules share."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import json
 import os
 import resource
@@ -13,12 +16,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from django.conf import settings
+from django.db import connections
 
 ROOT = Path(settings.BASE_DIR)
 START_TIMEOUT = 30.0
@@ -224,8 +231,6 @@ class GarbageHandler(socketserver.BaseRequestHandler):
 
 # The proxy process -------------------------------------------------------------------
 def db_url(alias: str) -> str:
-    from django.db import connections
-
     s = connections[alias].settings_dict
     if s["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{s['NAME']}"
@@ -258,27 +263,40 @@ class ProxyProcess:
             "DJANGO_SETTINGS_MODULE": settings_module,
             "ACCOUNTS_DATABASE_URL": db_url("default"),
             "PLANS_DATABASE_URL": db_url("plans"),
-            "PROXY_REPORTER": "proxy_daemon.metering.FileReporter",
+            "PROXY_REPORTER": "proxy_daemon.reporters.local.FileReporter",
             "PROXY_METER_FILE": str(self.meter_file),
             "PROXY_METER_INTERVAL": "0.2",
             "PYTHONUNBUFFERED": "1",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        # The line control plugin's and the admin server's ports, where a fixture sets them.
+        self.control_port = 0
+        self.admin_port = 0
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "manage.py",
+            "runproxy",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
+
+    def run(self, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+        """The daemon in the foreground until it exits, its output captured (for a start
+        that must fail)."""
+        return subprocess.run(
+            self.command(), cwd=ROOT, env=self.env, capture_output=True, timeout=timeout
+        )
 
     def start(self) -> ProxyProcess:
         log = open(self.log_file, "wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "runproxy",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *self.args,
-            ],
+            self.command(),
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -448,3 +466,102 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+# Shared by the end-to-end modules ------------------------------------------------------
+E2E = pytest.mark.django_db(databases=["default", "plans"])
+
+LOGINS = [
+    "px-alice",
+    "px-bob",
+    "px-meter-http",
+    "px-meter-tunnel",
+    "px-meter-tls",
+    "px-revoked",
+    "px-inactive",
+    "px-revoke-later",
+    "px-limited",
+    "px-restrict",
+    "px-cut",
+    "px-memory",
+    "px-throttle",
+    "px-used",
+]
+
+LIMITED_PLAN = {"max_connections": 2, "speed_limit_bps": 100_000}
+
+
+def committed(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run an ORM write in its own thread: its own connection, outside the test's
+    transaction, so it is committed at once and the proxy subprocess sees it."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn(*args, **kwargs))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    if errors:
+        raise errors[0]
+    return result[0] if result else None
+
+
+@dataclass(frozen=True)
+class ProxyUser:
+    user_id: int
+    login: str
+    secret: str
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.login, self.secret)
+
+
+def open_tunnel(proxy: ProxyProcess, user: ProxyUser, port: int, early: bytes = b"") -> RawClient:
+    """A CONNECT tunnel through the daemon to 127.0.0.1:port, `early` sent with its head."""
+    c = RawClient(proxy.port)
+    c.send(
+        f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Proxy-Authorization: {basic(*user.auth)}\r\n\r\n".encode()
+        + early
+    )
+    r = c.response(head_only=True)
+    assert r.status == 200
+    return c
+
+
+def proxied_get(proxy: ProxyProcess, user: ProxyUser, url: str, extra: str = "") -> RawClient:
+    """A raw connection that has sent one authorised GET."""
+    c = RawClient(proxy.port)
+    c.send(
+        f"GET {url} HTTP/1.1\r\nProxy-Authorization: {basic(*user.auth)}\r\n{extra}\r\n".encode()
+    )
+    return c
+
+
+@contextlib.contextmanager
+def descriptors_used_up() -> Iterator[list[int]]:
+    """RLIMIT_NOFILE lowered to 64 and every descriptor below it taken (the list, which
+    the caller may add to); all restored afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        for _ in range(64):  # bounded: the limit is 64
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        yield held
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

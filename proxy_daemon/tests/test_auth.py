@@ -6,11 +6,12 @@ import base64
 
 import pytest
 
+from accounts.models import ProxyCredential, User
+from accounts.services import credential_revoke
 from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle, Principal, parse_basic
 from proxy_daemon.errors import ProxyAuthRequired, ServiceUnavailable, TooManyRequests
 
-from .conftest import E2E, committed
-from .support import RawClient, basic, wait_for
+from .support import E2E, ProxyUser, RawClient, basic, committed, proxied_get, wait_for
 
 
 def b64(text: str) -> str:
@@ -141,8 +142,6 @@ class ProxyAuthTests:
             assert body.strip(), label
 
     def test_web_password_is_not_a_proxy_secret(self, proxy, proxy_users, origin) -> None:
-        from accounts.models import User
-
         def set_password() -> None:
             user = User.objects.get(username="px-bob")
             user.set_password("web-password-123")
@@ -175,19 +174,23 @@ class ProxyAuthTests:
         c.close()
 
     def test_use_is_recorded_on_the_credential(self, proxy, proxy_users, origin) -> None:
-        from accounts.models import ProxyCredential
-
         carol = proxy_users["px-used"]
         assert self._status(proxy, origin, basic(carol.login, carol.secret))[0] == 200
         used = committed(lambda: ProxyCredential.objects.get(login=carol.login).last_used_at)
         assert used is not None
 
     def test_revocation_takes_effect_within_cache_ttl(self, proxy, proxy_users, origin) -> None:
-        from accounts.models import ProxyCredential
-        from accounts.services import credential_revoke
-
         u = proxy_users["px-revoke-later"]
         assert self._status(proxy, origin, basic(u.login, u.secret))[0] == 200
         committed(lambda: credential_revoke(credential=ProxyCredential.objects.get(login=u.login)))
         # The daemon runs with PROXY_AUTH_CACHE_TTL=1: refused well within the 5 s bound.
         assert wait_for(lambda: self._status(proxy, origin, basic(u.login, u.secret))[0] == 407, 5)
+
+
+@E2E
+class ProductionThrottleTests:
+    def test_failed_logins_are_throttled_per_ip(self, strict_proxy, proxy_users) -> None:
+        wrong = ProxyUser(proxy_users["px-alice"].user_id, "px-alice", "bad")
+        statuses = [proxied_get(strict_proxy, wrong, "http://a/").response().status for _ in "1234"]
+        # settings_strict allows 3 failures per window; the 4th attempt is refused.
+        assert statuses == [407, 407, 407, 429]

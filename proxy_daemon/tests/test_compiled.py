@@ -6,6 +6,8 @@ import importlib
 import importlib.machinery
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,10 +55,7 @@ def test_the_hot_path_runs_compiled_exactly_when_it_is_built() -> None:
 
 def test_goproxy_pure_python_imports_the_sources(tmp_path: Path) -> None:
     """For coverage-guided fuzzing and debugging the sources can be forced."""
-    import subprocess
-    import sys
-
-    code = "import proxy_daemon.http as h, proxy_daemon.server as s; print(h.__file__, s.__file__)"
+    code = "import proxy_daemon.http1 as h, proxy_daemon.server as s; print(h.__file__, s.__file__)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -66,4 +65,4 @@ def test_goproxy_pure_python_imports_the_sources(tmp_path: Path) -> None:
         cwd=compiled.HERE.parent,
         timeout=60,
     ).stdout.split()
-    assert [Path(f).name for f in out] == ["http.py", "server.py"]
+    assert [Path(f).name for f in out] == ["http1.py", "server.py"]

@@ -1,4 +1,5 @@
-"""Malformed input and failure statuses, each sent on a real socket to the daemon."""
+"""Errors: how a ProxyError renders, and malformed input and failure statuses, each sent on
+a real socket to the daemon."""
 
 from __future__ import annotations
 
@@ -7,10 +8,24 @@ import time
 
 import pytest
 
-from .conftest import E2E
-from .support import EchoServer, GarbageHandler, RawClient, basic, free_port
+from proxy_daemon.errors import BadRequest, ProxyAuthRequired
+
+from .support import E2E, EchoServer, GarbageHandler, RawClient, basic, free_port
 
 pytestmark = E2E
+
+
+class ProxyErrorTests:
+    def test_errors_render_status_reason_and_body(self) -> None:
+        raw = ProxyAuthRequired("proxy authentication required").response(keep_alive=True)
+        head, body = raw.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
+        assert b'Proxy-Authenticate: Basic realm="goproxy"' in head
+        assert b"Connection: keep-alive" in head
+        assert body == b"proxy authentication required\n"
+        assert b"Content-Length: %d" % len(body) in head
+        assert BadRequest("x\r\ny").response().endswith(b"\r\n\r\nx  y\n")
+
 
 H = "http://example.com"
 # (name, raw request, expected status). Parsing happens before authentication, so none

@@ -8,8 +8,7 @@ import subprocess
 import httpx
 import requests
 
-from .conftest import E2E
-from .support import RawClient, basic
+from .support import E2E, RawClient, basic
 
 pytestmark = E2E
 

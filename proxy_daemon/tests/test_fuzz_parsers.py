@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from proxy_daemon import http
+from proxy_daemon import http1
 from proxy_daemon.auth import parse_basic
 from proxy_daemon.errors import HeadersTooLarge, ProxyAuthRequired, ProxyError
 
@@ -83,7 +83,7 @@ def outcome(fn, *args):
         r = fn(*args)
     except ProxyError as exc:
         return ("error", exc.status, exc.message)
-    if isinstance(r, http.Request):
+    if isinstance(r, http1.Request):
         return (r.method, r.target, r.version, r.headers.items, r.host, r.port, r.path,
                 r.authority, r.head_size)  # fmt: skip
     return (r.status, r.reason, r.version, r.headers.items, r.head_size)
@@ -96,9 +96,9 @@ class RequestParserFuzzTests:
     @example(b"GET http://example.com:\xb2/ HTTP/1.1\r\n\r\n")
     def test_structured_heads_raise_only_client_errors(self, head: bytes) -> None:
         try:
-            req = http.parse_request_head(head, max_header_count=MAX_HEADERS)
+            req = http1.parse_request_head(head, max_header_count=MAX_HEADERS)
             if not req.is_connect:
-                http.request_framing(req)
+                http1.request_framing(req)
             # HTTP/1.1 persists unless asked to close; HTTP/1.0 only when asked to stay.
             conn = req.headers.tokens("connection") + req.headers.tokens("proxy-connection")
             expected = "close" not in conn if req.version >= (1, 1) else "keep-alive" in conn
@@ -110,7 +110,7 @@ class RequestParserFuzzTests:
     @given(st.binary(max_size=400))
     def test_random_bytes_raise_only_client_errors(self, head: bytes) -> None:
         try:
-            http.parse_request_head(head, max_header_count=MAX_HEADERS)
+            http1.parse_request_head(head, max_header_count=MAX_HEADERS)
         except ProxyError as exc:
             assert exc.status in REQUEST_STATUSES, exc.message
 
@@ -118,24 +118,24 @@ class RequestParserFuzzTests:
     @given(request_heads())
     def test_fast_path_agrees_with_line_parser(self, head: bytes) -> None:
         try:
-            declined = http._parse_request_fast(head, MAX_HEADERS) is None
+            declined = http1._parse_request_fast(head, MAX_HEADERS) is None
         except ProxyError:
             declined = False
         if declined:
             return  # the line parser alone decides
-        fast = outcome(http._parse_request_fast, head, MAX_HEADERS)
-        assert fast == outcome(http._parse_request_slow, head, MAX_HEADERS)
+        fast = outcome(http1._parse_request_fast, head, MAX_HEADERS)
+        assert fast == outcome(http1._parse_request_slow, head, MAX_HEADERS)
 
     def test_fast_path_takes_common_requests(self) -> None:
         head = b"GET http://Example.com:8080/p?q#f HTTP/1.1\r\nHost: a\r\nX-B: c \r\n\r\n"
-        fast = http._parse_request_fast(head, MAX_HEADERS)
+        fast = http1._parse_request_fast(head, MAX_HEADERS)
         assert fast is not None
-        assert outcome(lambda h: fast, head) == outcome(http._parse_request_slow, head, 20)
+        assert outcome(lambda h: fast, head) == outcome(http1._parse_request_slow, head, 20)
         assert (fast.host, fast.port, fast.path) == ("example.com", 8080, "/p?q")
 
     def test_too_many_headers_is_431_on_both_paths(self) -> None:
         head = b"GET http://a/ HTTP/1.1\r\n" + b"X: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n"
-        for parse in (http._parse_request_fast, http._parse_request_slow):
+        for parse in (http1._parse_request_fast, http1._parse_request_slow):
             with pytest.raises(HeadersTooLarge):
                 parse(head, MAX_HEADERS)
 
@@ -168,8 +168,8 @@ class ResponseParserFuzzTests:
     @given(response_heads())
     def test_upstream_garbage_is_always_502(self, head: bytes) -> None:
         try:
-            resp = http.parse_response_head(head, max_header_count=MAX_HEADERS)
-            http.response_framing(resp, request_method="GET")
+            resp = http1.parse_response_head(head, max_header_count=MAX_HEADERS)
+            http1.response_framing(resp, request_method="GET")
         except ProxyError as exc:
             assert exc.status == 502, exc.message
 
@@ -177,10 +177,10 @@ class ResponseParserFuzzTests:
     @given(response_heads())
     def test_fast_path_agrees_with_line_parser(self, head: bytes) -> None:
         text = head.decode("latin-1")
-        if http.STATUS_LINE_FAST_RE.match(text) is None:
+        if http1.STATUS_LINE_FAST_RE.match(text) is None:
             return
-        fast = outcome(lambda h: http.parse_response_head(h, max_header_count=MAX_HEADERS), head)
-        assert fast == outcome(http._parse_response_slow, head, MAX_HEADERS)
+        fast = outcome(lambda h: http1.parse_response_head(h, max_header_count=MAX_HEADERS), head)
+        assert fast == outcome(http1._parse_response_slow, head, MAX_HEADERS)
 
 
 class AuthParserFuzzTests:

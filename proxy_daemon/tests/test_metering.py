@@ -6,11 +6,10 @@ import json
 import ssl
 
 from proxy_daemon.hooks import TrafficDelta
-from proxy_daemon.metering import MemoryReporter, Meter, flush
+from proxy_daemon.metering import Meter, flush
+from proxy_daemon.reporters.local import MemoryReporter
 
-from .conftest import E2E
-from .support import RawClient, basic
-from .test_tunnel import open_tunnel
+from .support import E2E, RawClient, basic, open_tunnel
 
 
 class MeterTests:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import E2E, ProxyUser
-from .support import EchoServer, OriginServer, ProxyProcess, basic, free_port
+from .support import E2E, EchoServer, OriginServer, ProxyProcess, ProxyUser, basic, free_port
 
 pytestmark = E2E
 

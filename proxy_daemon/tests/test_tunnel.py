@@ -1,32 +1,25 @@
-"""CONNECT tunnels through the daemon: TLS origin, early data, half-close, idle timeout."""
+"""CONNECT tunnels: through the daemon (TLS origin, early data, half-close, idle timeout)
+and the relay in-process (billing of a stalled send)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import subprocess
 import time
 
+import gevent
 import requests
+from gevent import socket as gsocket
 
-from .conftest import E2E
-from .support import RawClient, basic
+from proxy_daemon.sockio import BufferPool
+from proxy_daemon.tunnel import Tunnel
 
-pytestmark = E2E
-
-
-def open_tunnel(proxy, user, port: int, early: bytes = b"") -> RawClient:
-    c = RawClient(proxy.port)
-    c.send(
-        f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Proxy-Authorization: {basic(*user.auth)}\r\n\r\n".encode()
-        + early
-    )
-    r = c.response(head_only=True)
-    assert r.status == 200
-    return c
+from .support import E2E, open_tunnel
 
 
+@E2E
 class TunnelTests:
     def test_requests_https_through_connect_to_self_signed_origin(
         self, proxy, proxy_users, tls_origin
@@ -96,3 +89,44 @@ class TunnelTests:
                 data += chunk
         assert data.startswith(b"HTTP/1.0 200") or data.startswith(b"HTTP/1.1 200")
         assert data.endswith(b"hello from origin")
+
+
+class RelayTests:
+    """The relay itself, on in-process gevent sockets."""
+
+    def test_a_stalled_tunnel_bills_exactly_what_its_client_got(self) -> None:
+        # TCP on the client side: its sends can be partial, as a real client's are.
+        with gsocket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            client_app = gsocket.create_connection(listener.getsockname())
+            client_side, _ = listener.accept()
+        client_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client_app.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        upstream_side, origin = gsocket.socketpair()
+        down: list[int] = []
+        tunnel = Tunnel(
+            client_side,
+            upstream_side,
+            idle_timeout=0.2,
+            pool=BufferPool(64 * 1024, 4),
+            on_up=lambda n: None,
+            on_down=down.append,
+        )
+
+        def flood() -> None:  # the origin sends until the tunnel gives up on it
+            with contextlib.suppress(OSError):
+                for _ in range(1000):
+                    origin.sendall(b"y" * 65536)
+
+        feeder = gevent.spawn(flood)
+        tunnel.run()  # the client never reads: the down send stalls past the idle timeout
+        feeder.kill()
+        received = 0
+        client_app.settimeout(1.0)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := client_app.recv(1 << 20):  # to the FIN the abort sent
+                received += len(chunk)
+        assert received > 0 and sum(down) == received
+        for sock in (client_app, client_side, upstream_side, origin):
+            sock.close()

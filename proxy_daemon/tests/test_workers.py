@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import E2E, ProxyUser
-from .support import OriginServer, ProxyProcess, RawClient, basic, wait_for
+from .support import E2E, OriginServer, ProxyProcess, ProxyUser, RawClient, basic, wait_for
 
 pytestmark = E2E
 

@@ -34,8 +34,8 @@ def kafka_proxy(tmp: Path, bootstrap: str, **extra: str) -> ProxyProcess:
         tmp,
         {
             **stack_env(bootstrap, tmp),
-            "PROXY_REPORTER": "proxy_daemon.kafka_reporter.KafkaReporter",
-            "PROXY_CONTROL_PLUGINS": "proxy_daemon.control.KafkaControlPlugin",
+            "PROXY_REPORTER": "proxy_daemon.reporters.kafka.KafkaReporter",
+            "PROXY_CONTROL_PLUGINS": "proxy_daemon.control_plugin.KafkaControlPlugin",
             "PROXY_METER_INTERVAL": "1.0",
             **extra,
         },

@@ -2,13 +2,13 @@
 
 manage.py monkey-patches before Django is imported for this command. SIGTERM/SIGINT stop
 accepting, let open connections drain up to PROXY_DRAIN_TIMEOUT, flush the meter one last
-time, close the reporter and plugins, and exit 0.
+time, close the reporter and plugins, and exit 0. The proxy itself is built and run by
+proxy_daemon.app; `--workers N` runs N of them under a supervisor (proxy_daemon.workers).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import resource
@@ -16,9 +16,14 @@ import signal
 import sys
 from typing import Any
 
+import gevent
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils.module_loading import import_string
+from gevent import monkey
+from gevent.event import Event
+
+from proxy_daemon.app import AdminPortUnavailable, Listener, Proxy
+from proxy_daemon.workers import reuse_port_listener, supervise
 
 
 class Command(BaseCommand):
@@ -49,30 +54,18 @@ class Command(BaseCommand):
         parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from gevent import monkey
-
         if not monkey.is_module_patched("socket"):
             raise CommandError("runproxy must be started through manage.py (gevent patching)")
-        import gevent
-        from gevent.event import Event
-
-        from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle, db_lookup
-        from proxy_daemon.dbpool import DBRunner, plan_limits
-        from proxy_daemon.limits import UserLimitsCache
-        from proxy_daemon.metering import Meter, flush
-        from proxy_daemon.metrics import CountingReporter
-        from proxy_daemon.policy import DestinationPolicy
-        from proxy_daemon.server import ProxyConfig, ProxyServer
-
-        host = options["host"] or settings.PROXY_HOST
-        port = settings.PROXY_PORT if options["port"] is None else options["port"]
-        drain_timeout = options["drain_timeout"]
+        host: str = options["host"] or settings.PROXY_HOST
+        port: int = settings.PROXY_PORT if options["port"] is None else options["port"]
+        drain_timeout: float = options["drain_timeout"]
         if drain_timeout is None:
             drain_timeout = settings.PROXY_DRAIN_TIMEOUT
+        admin_port: int | None = options["admin_port"]
+        if admin_port is None:
+            admin_port = settings.PROXY_ADMIN_PORT
         self._raise_fd_limit()
         if options["workers"] > 1:
-            from proxy_daemon.workers import supervise
-
             rc = supervise(
                 workers=options["workers"],
                 host=host,
@@ -83,80 +76,23 @@ class Command(BaseCommand):
             )
             sys.stdout.flush()
             os._exit(rc)
-        listener: Any = (host, port)
+        listener: Listener = (host, port)
         if options["reuse_port"]:
-            from proxy_daemon.workers import reuse_port_listener
-
             listener = reuse_port_listener(host, port)
-
-        db = DBRunner(settings.PROXY_DB_THREADS)
-        authenticator = Authenticator(
-            cache=AuthCache(key=settings.SECRET_KEY.encode(), ttl=settings.PROXY_AUTH_CACHE_TTL),
-            throttle=FailureThrottle(
-                limit=settings.PROXY_AUTH_FAIL_LIMIT, window=settings.PROXY_AUTH_FAIL_WINDOW
-            ),
-            lookup=lambda login, secret: db(db_lookup, login, secret),
-        )
-        policy = DestinationPolicy(
-            allow_private=settings.PROXY_ALLOW_PRIVATE_DESTINATIONS,
-            connect_ports=frozenset(settings.PROXY_ALLOWED_CONNECT_PORTS),
-        )
-        meter = Meter()
-        server = ProxyServer(
-            listener,
-            config=ProxyConfig.from_settings(settings),
-            authenticator=authenticator,
-            policy=policy,
-            meter=meter,
-            limits=UserLimitsCache(
-                lambda uid: db(plan_limits, uid), ttl=settings.PROXY_USER_LIMITS_TTL
-            ),
-            db_call=db,
-        )
-        reporter = import_string(settings.PROXY_REPORTER)()
-        plugins = [import_string(path)(server) for path in settings.PROXY_CONTROL_PLUGINS]
-        counted = CountingReporter(reporter, server.metrics)
-        admin = self._start_admin(options, server, reporter, plugins)
-        reporter.start()
-        for plugin in plugins:
-            plugin.start()
-
+        admin_host = options["admin_host"] or settings.PROXY_ADMIN_HOST
         stop = Event()
         gevent.signal_handler(signal.SIGTERM, stop.set)
         gevent.signal_handler(signal.SIGINT, stop.set)
-
-        def meter_loop() -> None:
-            while not stop.wait(settings.PROXY_METER_INTERVAL):
-                flush(meter, counted)
-                server.upstreams.sweep()
-
-        # Everything loaded so far (Django, settings, code) lives for the whole process:
-        # move it out of the collector's generations so full collections stay cheap.
-        gc.collect()
-        gc.freeze()
-        server.start()
-        flusher = gevent.spawn(meter_loop)
-        self.stdout.write(
-            # A worker says "ready"; its supervisor says "listening" once all are ready.
-            f"goproxy {'worker ready on' if options['reuse_port'] else 'proxy listening on'} "
-            f"{host}:{server.server_port} "
-            f"(reporter {type(reporter).__name__}, {len(plugins)} control plugin(s))"
+        proxy = Proxy.from_settings(
+            listener=listener,
+            admin_address=None if admin_port is None else (admin_host, admin_port),
         )
-        self.stdout.flush()
-        stop.wait()
-        self.stdout.write("shutting down: draining connections")
-        self.stdout.flush()
-        cut = server.drain(drain_timeout)
-        flusher.kill()
-        flush(meter, counted)
-        reporter.close(timeout=5.0)
-        for plugin in plugins:
-            plugin.stop()
-        db.close()
-        if admin is not None:
-            admin.stop(timeout=1.0)
-        self.stdout.write(f"proxy stopped ({cut} connection(s) cut at the drain timeout)")
-        self.stdout.flush()
+        try:
+            proxy.run(
+                stop, drain_timeout=drain_timeout, worker=options["reuse_port"], say=self._say
+            )
+        except AdminPortUnavailable as exc:
+            raise CommandError(str(exc)) from exc
         # Everything is flushed and closed. Skip interpreter teardown: native threads of
         # librdkafka and the DB pool may still be unwinding, and finalising modules under
         # them has crashed the process (SIGSEGV) after a clean shutdown.
@@ -164,32 +100,9 @@ class Command(BaseCommand):
         sys.stderr.flush()
         os._exit(0)
 
-    def _start_admin(
-        self, options: dict[str, Any], server: Any, reporter: Any, plugins: list
-    ) -> Any:
-        """The admin port (/healthz, /metrics), before plugins load, so it can say "starting"."""
-        from proxy_daemon.admin_server import AdminApp, admin_server_start
-        from proxy_daemon.metrics import registry_build
-
-        port = options["admin_port"]
-        if port is None:
-            port = settings.PROXY_ADMIN_PORT
-        if port is None:
-            return None
-        host = options["admin_host"] or settings.PROXY_ADMIN_HOST
-        app = AdminApp(
-            server=server,
-            reporter=reporter,
-            plugins=plugins,
-            registry=registry_build(server, reporter, plugins),
-        )
-        try:
-            admin = admin_server_start(host, port, app)
-        except OSError as exc:
-            raise CommandError(f"cannot open the admin port {host}:{port}: {exc}") from exc
-        self.stdout.write(f"admin port on {host}:{admin.server_port} (/healthz, /metrics)")
+    def _say(self, line: str) -> None:
+        self.stdout.write(line)
         self.stdout.flush()
-        return admin
 
     def _raise_fd_limit(self) -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

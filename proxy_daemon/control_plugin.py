@@ -15,25 +15,40 @@ greenlet applies them to the server (ProxyControl), so the hub never blocks on K
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
+import gevent
 from django.conf import settings
+from gevent.event import AsyncResult
+from gevent.monkey import get_original
+from gevent.threadpool import ThreadPool
 
 from goproxy_site.events import schemas
+from goproxy_site.events.kafka import EventBusError, KafkaEventConsumer
 
 from .hooks import ProxyControl
+from .store import restriction_snapshot
 
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT = 0.2
 ASSIGN_RETRY_INTERVAL = 1.0
-DB_LOAD_ATTEMPTS = 5
 
 
 def reason_text(code: str) -> str:
     return schemas.REASON_TEXT.get(code, code)
+
+
+class Wakeup(Protocol):
+    """gevent's async watcher: another thread's send() runs the callback on the hub."""
+
+    def start(self, callback: Callable[[], object]) -> None: ...
+
+    def send(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class KafkaControlPlugin:
@@ -49,50 +64,23 @@ class KafkaControlPlugin:
         self.streaming = False
         self._queue: deque[schemas.Event] = deque()
         self._stopping = False
-        self._pool: Any = None
-        self._done: Any = None
-        self._watcher: Any = None
+        self._pool: ThreadPool | None = None
+        self._done: AsyncResult | None = None
+        self._watcher: Wakeup | None = None
 
     # -- state -----------------------------------------------------------------------
     def load_restrictions(self) -> int:
         """Apply the plans DB's restriction states; returns how many users are restricted."""
-        from django.db import DatabaseError, connections
-
-        from goproxy_site.db_routers import PLANS_DB
-        from plans.selectors import restriction_states, throttle_states
-
-        for attempt in range(1, DB_LOAD_ATTEMPTS + 1):
-            try:
-                states = restriction_states()
-                throttles = throttle_states()
-                break
-            except DatabaseError as exc:
-                if attempt == DB_LOAD_ATTEMPTS:
-                    raise RuntimeError(
-                        f"cannot load restrictions from the plans DB: {exc}"
-                    ) from exc
-                logger.warning("loading restrictions failed (%s); retrying", exc)
-                time.sleep(0.5 * attempt)
-            finally:
-                # The start-up greenlet keeps no connection (outside a test's transaction).
-                conn = connections[PLANS_DB]
-                if not conn.in_atomic_block:
-                    conn.close()
+        snapshot = restriction_snapshot()
         restricted = 0
-        for user_id, (reason, version) in states.items():
+        for user_id, (reason, version) in snapshot.states.items():
             self.versions[user_id] = version
             if reason:
                 self.control.restrict(user_id, reason_text(reason))
                 restricted += 1
-        for user_id, speed in throttles.items():
-            self._throttle(user_id, speed)
+        for user_id, speed in snapshot.throttles.items():
+            self.control.throttle(user_id, speed)
         return restricted
-
-    def _throttle(self, user_id: int, speed_bps: int | None) -> None:
-        # A proxy built before throttling existed has no throttle(): it keeps the plan speed.
-        throttle = getattr(self.control, "throttle", None)
-        if throttle is not None:
-            throttle(user_id, speed_bps)
 
     def _newer(self, user_id: int, version: int) -> bool:
         if version <= self.versions.get(user_id, 0):
@@ -108,17 +96,14 @@ class KafkaControlPlugin:
                 logger.info("restricted user %s: %s", event.user_id, event.reason)
         elif isinstance(event, schemas.PlanAssignedEvent):
             self.control.refresh_user_limits(event.user_id)
-            devices = getattr(self.control, "devices", None)
-            if devices is not None:
-                devices.forget(event.user_id)
             if self._newer(event.user_id, event.restriction_version):
                 self.control.lift(event.user_id)
-                self._throttle(event.user_id, None)
+                self.control.throttle(event.user_id, None)
                 logger.info("lifted restriction of user %s", event.user_id)
         elif isinstance(event, schemas.UserThrottledEvent):
             if self._newer(event.user_id, event.restriction_version):
                 self.control.lift(event.user_id)
-                self._throttle(event.user_id, event.speed_bps)
+                self.control.throttle(event.user_id, event.speed_bps)
                 logger.info("throttled user %s to %s B/s", event.user_id, event.speed_bps)
         elif isinstance(event, schemas.ProxyCredentialRevoked):
             self.control.invalidate_credentials(login=event.login)
@@ -130,32 +115,18 @@ class KafkaControlPlugin:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        import gevent
-        from gevent.threadpool import ThreadPool
-
         count = self.load_restrictions()
         self.loaded = True
         logger.info("loaded restrictions: %d user(s) restricted", count)
-        self._start_device_guard()
-        self._watcher = gevent.get_hub().loop.async_()
-        self._watcher.start(lambda: gevent.spawn(self._drain))
+        watcher: Wakeup = gevent.get_hub().loop.async_()
+        watcher.start(lambda: gevent.spawn(self._drain))
+        self._watcher = watcher
         self._pool = ThreadPool(1)
         self._done = self._pool.spawn(self._run)
 
-    def _start_device_guard(self) -> None:
-        """Give the server the shared device-limit guard (needs Redis; see settings)."""
-        from .devices import DeviceGuard
-
-        server: Any = self.control
-        if getattr(server, "devices", "absent") is None:
-            db_call = getattr(server, "db_call", lambda fn, *a: fn(*a))
-            server.devices = DeviceGuard.from_settings(settings, db_call)
-            if server.devices is not None:
-                logger.info("device limits on (window %ss)", settings.PLANS_DEVICE_WINDOW_SECONDS)
-
     def stop(self) -> None:
         self._stopping = True
-        if self._done is not None:
+        if self._pool is not None and self._done is not None:
             self._done.wait(5.0)
             self._pool.kill()
         if self._watcher is not None:
@@ -180,16 +151,15 @@ class KafkaControlPlugin:
         return None
 
     def _run(self) -> None:
-        from gevent.monkey import get_original
-
-        from goproxy_site.events.kafka import EventBusError, KafkaEventConsumer
-
         sleep = get_original("time", "sleep")
+        wakeup = self._watcher
+        assert wakeup is not None, "start() sets the watcher before the thread runs"
+        librdkafka: dict[str, Any] = {"log.connection.close": False}  # librdkafka settings
         consumer = KafkaEventConsumer(
             group_id="goproxy-proxy",  # required by librdkafka; never joined (manual mode)
             topics=[self.topic],
             manual=True,
-            **{"log.connection.close": False},
+            **librdkafka,
         )
         try:
             while not self._stopping and not consumer.assign_all():
@@ -205,7 +175,7 @@ class KafkaControlPlugin:
                 events = [e for e in (self._decode(m.value) for m in msgs) if e is not None]
                 if events:
                     self._queue.extend(events)
-                    self._watcher.send()
+                    wakeup.send()
         finally:
             self.streaming = False
             consumer.close()

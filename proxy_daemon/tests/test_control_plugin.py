@@ -1,22 +1,30 @@
-"""The proxy's control plugin: DB snapshot at start, versioned events, credential drops."""
+"""The Kafka control plugin: DB snapshot at start, versioned restriction and throttle
+events, credential drops."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import time_machine
 
 from goproxy_site.events import schemas
 from goproxy_site.tests.base import BaseTestCase
 from plans import services
-from plans.models import OutboxEvent
-from proxy_daemon.control import KafkaControlPlugin
+from plans.models import OutboxEvent, Plan, Subscription
+from proxy_daemon.control_plugin import KafkaControlPlugin
+
+T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 
 
 class RecordingControl:
-    """A ProxyControl that records what the plugin asked for (the server's side is
-    covered by the end-to-end tests)."""
+    """A ProxyControl that records what the plugin asked for (the registry's side is
+    tested in test_registry.py)."""
 
     def __init__(self) -> None:
         self.restricted_users: dict[int, str] = {}
         self.invalidated: list[dict] = []
         self.refreshed: list[int] = []
+        self.speeds: dict[int, int] = {}
 
     def restrict(self, user_id: int, reason: str) -> None:
         self.restricted_users[user_id] = reason
@@ -34,6 +42,12 @@ class RecordingControl:
 
     def refresh_user_limits(self, user_id: int) -> None:
         self.refreshed.append(user_id)
+
+    def throttle(self, user_id: int, speed_bps: int | None) -> None:
+        if speed_bps is None:
+            self.speeds.pop(user_id, None)
+        else:
+            self.speeds[user_id] = speed_bps
 
 
 class KafkaControlPluginTests(BaseTestCase):
@@ -68,6 +82,7 @@ class KafkaControlPluginTests(BaseTestCase):
     def test_stale_events_from_a_replayed_topic_are_ignored(self) -> None:
         self.restrict_charlie()
         old_restriction = OutboxEvent.objects.order_by("-id").first()
+        assert old_restriction is not None
         services.plan_assign(user_id=self.charlie.pk, plan=self.plan)
         self.plugin.load_restrictions()  # charlie: lifted, newer version
         self.plugin.apply(schemas.from_json(old_restriction.payload))
@@ -95,3 +110,55 @@ class KafkaControlPluginTests(BaseTestCase):
             self.control.invalidated,
             [{"user_id": None, "login": "bob-proxy"}, {"user_id": 6, "login": None}],
         )
+
+
+class ThrottleControlTests(BaseTestCase):
+    def setUp(self) -> None:
+        self.control = RecordingControl()
+        self.plugin = KafkaControlPlugin(self.control)
+        self.plan = Plan.objects.create(
+            name="Throttle",
+            traffic_limit_bytes=100,
+            duration_days=30,
+            quota_action="throttle",
+            throttle_speed_bps=50_000,
+        )
+
+    def throttle_charlie(self) -> None:
+        with time_machine.travel(T0, tick=False):
+            services.plan_assign(user_id=self.charlie.pk, plan=self.plan)
+            services.traffic_apply_batch(
+                deltas=[
+                    schemas.UserConsumedTrafficEvent(
+                        user_id=self.charlie.pk,
+                        bytes_up=100,
+                        bytes_down=0,
+                        instance_id="px",
+                        seq=1,
+                        occurred_at=T0,
+                    )
+                ]
+            )
+
+    def test_start_state_includes_throttled_users(self) -> None:
+        self.throttle_charlie()
+        self.plugin.load_restrictions()
+        self.assertEqual(self.control.speeds, {self.charlie.pk: 50_000})
+        self.assertNotIn(self.charlie.pk, self.control.restricted())
+
+    def test_events_throttle_and_a_later_assignment_ends_it(self) -> None:
+        self.throttle_charlie()
+        rows = list(OutboxEvent.objects.order_by("id"))
+        for row in rows:
+            self.plugin.apply(schemas.from_json(row.payload))
+        self.assertEqual(self.control.speeds, {self.charlie.pk: 50_000})
+        services.subscription_top_up(
+            subscription=Subscription.objects.get(user_id=self.charlie.pk, is_current=True),
+            bytes_=1000,
+        )
+        self.plugin.apply(schemas.from_json(OutboxEvent.objects.order_by("-id")[0].payload))
+        self.assertEqual(self.control.speeds, {})
+        # Replaying the old throttle event changes nothing (older version).
+        throttle = next(r for r in rows if "UserThrottledEvent" in r.payload)
+        self.plugin.apply(schemas.from_json(throttle.payload))
+        self.assertEqual(self.control.speeds, {})

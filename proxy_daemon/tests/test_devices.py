@@ -10,9 +10,9 @@ from django.conf import settings
 
 from goproxy_site.tests.base import BaseTestCase
 from plans.models import Plan
-from plans.selectors import device_limit_for
 from plans.services import plan_assign
 from proxy_daemon.devices import DeviceGuard
+from proxy_daemon.store import plan_limits
 
 
 class Clock:
@@ -39,7 +39,6 @@ class DeviceLimitTests(BaseTestCase):
             self.redis,
             window=60.0,
             cache_seconds=0.0,
-            limit_for=device_limit_for,
             prefix=self.prefix,
             clock=self.clock,
         )
@@ -47,30 +46,24 @@ class DeviceLimitTests(BaseTestCase):
     def test_limit_holds_across_instances_and_the_window_slides(self) -> None:
         a, b = self.guard(), self.guard()
         uid = self.charlie.pk
-        self.assertIsNone(a.admit(uid, "10.0.0.1"))
-        self.assertIsNone(b.admit(uid, "10.0.0.2"))
-        self.assertEqual(a.admit(uid, "10.0.0.3"), 2)  # a third address, on either proxy
-        self.assertEqual(b.admit(uid, "10.0.0.3"), 2)
-        self.assertIsNone(b.admit(uid, "10.0.0.1"))  # a known address is always fine
+        limit = plan_limits(uid).device_limit
+        self.assertEqual(limit, 2)
+        assert limit is not None
+        self.assertIs(a.admit(uid, "10.0.0.1", limit), True)
+        self.assertIs(b.admit(uid, "10.0.0.2", limit), True)
+        self.assertIs(a.admit(uid, "10.0.0.3", limit), False)  # a third address, either proxy
+        self.assertIs(b.admit(uid, "10.0.0.3", limit), False)
+        self.assertIs(b.admit(uid, "10.0.0.1", limit), True)  # a known address is always fine
         self.clock.now += 30
-        self.assertIsNone(a.admit(uid, "10.0.0.1"))  # refreshes .1; .2 was seen 30 s ago
+        self.assertIs(a.admit(uid, "10.0.0.1", limit), True)  # refreshes .1; .2 seen 30 s ago
         self.clock.now += 31
-        self.assertIsNone(b.admit(uid, "10.0.0.3"))  # .2 left the window
-        self.assertEqual(a.admit(uid, "10.0.0.2"), 2)
-
-    def test_users_without_a_device_limit_never_touch_redis(self) -> None:
-        guard = self.guard()
-        self.assertIsNone(device_limit_for(self.alice.pk))
-        for i in range(5):
-            self.assertIsNone(guard.admit(self.alice.pk, f"10.0.1.{i}"))
-        self.assertEqual(self.redis.keys(self.prefix + "*"), [])
+        self.assertIs(b.admit(uid, "10.0.0.3", limit), True)  # .2 left the window
+        self.assertIs(a.admit(uid, "10.0.0.2", limit), False)
 
     def test_redis_down_fails_open(self) -> None:
         dead = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2)
-        guard = DeviceGuard(
-            dead, window=60, cache_seconds=0, limit_for=lambda uid: 1, prefix=self.prefix
-        )
+        guard = DeviceGuard(dead, window=60, cache_seconds=0, prefix=self.prefix)
         with self.assertLogs("proxy_daemon.devices", "WARNING") as logs:
-            self.assertIsNone(guard.admit(1, "10.0.0.9"))
-            self.assertIsNone(guard.admit(1, "10.0.0.8"))
+            self.assertIs(guard.admit(1, "10.0.0.9", 1), True)
+            self.assertIs(guard.admit(1, "10.0.0.8", 1), True)
         self.assertIn("device limit check for user 1 skipped", logs.output[0])

@@ -17,6 +17,7 @@ No byte is lost:
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
 import os
@@ -24,16 +25,20 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from gevent.event import AsyncResult
+from gevent.monkey import get_original
+from gevent.threadpool import ThreadPool
 
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import EventBusError, KafkaEventProducer, RawMessage, topics_ensure
-
-from .hooks import TrafficDelta
+from proxy_daemon.hooks import DeliveryState, TrafficDelta
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +50,18 @@ RECENT_DELIVERY = 60.0
 TOPICS_RETRY_INTERVAL = 5.0
 
 
-def _native_lock() -> Any:
+def _native_lock() -> _thread.LockType:
     """A real OS lock even when the threading module is monkey-patched."""
-    from gevent.monkey import get_original
-
     return get_original("_thread", "allocate_lock")()
 
 
-def _native_sleep(seconds: float) -> None:
-    from gevent.monkey import get_original
+@dataclass(slots=True)
+class _Pending:
+    """A user's deltas summed since the last hand-over to the producer."""
 
-    get_original("time", "sleep")(seconds)
+    up: int
+    down: int
+    first: datetime  # when the first of them was reported
 
 
 class KafkaReporter:
@@ -75,7 +81,7 @@ class KafkaReporter:
             **(producer_config or {}),
         }
         self._lock = _native_lock()
-        self._pending: dict[int, list[Any]] = {}  # user -> [up, down, first report time]
+        self._pending: dict[int, _Pending] = {}
         # Everything below is touched only by the sender thread (and by close() after it).
         self._seq = 0
         self._retry: deque[schemas.UserConsumedTrafficEvent] = deque()
@@ -83,8 +89,8 @@ class KafkaReporter:
         self._claimed: list[Path] = []
         self._stopping = False
         self._close_deadline = 0.0
-        self._pool: Any = None
-        self._done: Any = None
+        self._pool: ThreadPool | None = None
+        self._done: AsyncResult | None = None
         self.delivered = 0
         # Written by the sender thread, read by /healthz and /metrics on the hub.
         self.brokers_up = False
@@ -103,6 +109,14 @@ class KafkaReporter:
             "retry": len(self._retry),
         }
 
+    def delivery(self) -> DeliveryState:
+        return DeliveryState(
+            connected=self.connected,
+            delivered=self.delivered,
+            queue=self.queue_depth(),
+            spool_dir=self.spool_dir,
+        )
+
     def _on_stats(self, stats_json: str) -> None:
         try:
             brokers = json.loads(stats_json).get("brokers", {})
@@ -112,8 +126,6 @@ class KafkaReporter:
 
     # -- hub side --------------------------------------------------------------------
     def start(self) -> None:
-        from gevent.threadpool import ThreadPool
-
         self._load_spool()
         self._pool = ThreadPool(1)
         self._done = self._pool.spawn(self._run)
@@ -127,16 +139,16 @@ class KafkaReporter:
             for d in deltas:
                 entry = self._pending.get(d.user_id)
                 if entry is None:
-                    self._pending[d.user_id] = [d.bytes_up, d.bytes_down, now]
+                    self._pending[d.user_id] = _Pending(d.bytes_up, d.bytes_down, now)
                 else:
-                    entry[0] += d.bytes_up
-                    entry[1] += d.bytes_down
+                    entry.up += d.bytes_up
+                    entry.down += d.bytes_down
 
     def close(self, timeout: float) -> None:
         """Send what is left for up to `timeout` s, then spool whatever is unacknowledged."""
         self._close_deadline = time.monotonic() + timeout
         self._stopping = True
-        if self._done is not None:
+        if self._pool is not None and self._done is not None:
             self._done.wait(timeout + 1.0)
             self._pool.kill()
 
@@ -145,21 +157,23 @@ class KafkaReporter:
         with self._lock:
             pending, self._pending = self._pending, {}
         events = []
-        for user_id, (up, down, first) in pending.items():
+        for user_id, entry in pending.items():
             self._seq += 1
             events.append(
                 schemas.UserConsumedTrafficEvent(
-                    occurred_at=first,
+                    occurred_at=entry.first,
                     user_id=user_id,
-                    bytes_up=up,
-                    bytes_down=down,
+                    bytes_up=entry.up,
+                    bytes_down=entry.down,
                     instance_id=self.instance_id,
                     seq=self._seq,
                 )
             )
         return events
 
-    def _on_delivery(self, event: schemas.UserConsumedTrafficEvent) -> Any:
+    def _on_delivery(
+        self, event: schemas.UserConsumedTrafficEvent
+    ) -> Callable[[Exception | None, RawMessage], None]:
         def done(err: Exception | None, msg: RawMessage) -> None:
             self._in_flight.pop(event.event_id, None)
             if err is None:

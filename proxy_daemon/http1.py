@@ -1,4 +1,4 @@
-"""HTTP/1.1 message parsing for the proxy: buffered reads, request/response heads, framing.
+"""HTTP/1.1 message parsing and building for the proxy: request/response heads, framing.
 
 Everything that decides how many bytes belong to a message lives here, because a
 framing mistake is a request-smuggling bug. Ambiguous framing (Content-Length with
@@ -8,25 +8,23 @@ Transfer-Encoding, differing Content-Lengths, unknown codings) is refused, never
 from __future__ import annotations
 
 import re
-import socket
-import time
 from collections.abc import Iterator
+from typing import NoReturn, Protocol
 
 import cython
 
 from .errors import (
     BadGateway,
     BadRequest,
-    ClientGone,
     HeadersTooLarge,
     NotImplementedByProxy,
     ProxyError,
     VersionNotSupported,
 )
-from .tunnel import ReadWaiter
 
 CRLF = b"\r\n"
-# RFC 9110 §7.6.1 plus the proxy-specific fields the issue names.
+# The hop-by-hop fields: Connection and those RFC 9110 §7.6.1 names, Trailer (RFC 2616's
+# list), and the proxy authentication fields, which this proxy consumes (RFC 9110 §11.7).
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -53,21 +51,6 @@ HOST_RE = re.compile(r"^[A-Za-z0-9._~\-]+$")
 VERSION_RE = re.compile(r"^HTTP/(\d)\.(\d)$")
 TARGET_BAD_RE = re.compile(r"[\x00-\x20\x7f]")
 CHUNK_LINE_MAX = 4096
-READ_CHUNK = 256 * 1024
-# One scratch buffer for every read of the process (one thread runs all greenlets, and
-# each read is copied out before anything can switch). recv(n) would allocate n bytes
-# per call and shrink them after: for n of 256 KiB to 1 MiB that is an mmap, page faults
-# and an munmap on every read.
-_SCRATCH = bytearray(READ_CHUNK * 4)
-_SCRATCH_VIEW = memoryview(_SCRATCH)
-
-
-def _recv_copy(raw: socket.socket, n: int) -> bytes:
-    """recv(n) through the scratch buffer: the bytes read, b"" at EOF."""
-    got = raw.recv_into(_SCRATCH, n)
-    return _SCRATCH_VIEW[:got].tobytes()
-
-
 _EMPTY: list[str] = []
 
 # The classes built or read on every request are `cython.cclass`: compiled (see
@@ -85,20 +68,20 @@ class Headers:
     untouched; the full item list and index are built only if something asks for them.
     """
 
-    _connection = cython.declare(object, visibility="public")
-    _index = cython.declare(object, visibility="public")
-    _items = cython.declare(object, visibility="public")
-    _spans = cython.declare(object, visibility="public")
-    _special = cython.declare(object, visibility="public")
-    _start = cython.declare(object, visibility="public")
-    _text = cython.declare(object, visibility="public")
+    _connection: list[str] | None = cython.declare(object, visibility="public")
+    _index: dict[str, list[str]] | None = cython.declare(object, visibility="public")
+    _items: list[tuple[str, str]] | None = cython.declare(object, visibility="public")
+    _spans: list[tuple[str, int, int]] = cython.declare(object, visibility="public")
+    _special: dict[str, list[str]] | None = cython.declare(object, visibility="public")
+    _start: int = cython.declare(object, visibility="public")
+    _text: str = cython.declare(object, visibility="public")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        self._items: list[tuple[str, str]] | None = items or []
-        self._index: dict[str, list[str]] | None = None
-        self._special: dict[str, list[str]] | None = None
-        self._connection: list[str] | None = None
-        self._spans: list[tuple[str, int, int]] = []
+        self._items = items or []
+        self._index = None
+        self._special = None
+        self._connection = None
+        self._spans = []
         self._text = ""
         self._start = 0
 
@@ -216,16 +199,16 @@ class Headers:
 class Request:
     """A parsed request head (one per proxied request)."""
 
-    _keep_alive = cython.declare(object, visibility="public")
-    authority = cython.declare(object, visibility="public")
-    head_size = cython.declare(object, visibility="public")
-    headers = cython.declare(object, visibility="public")
-    host = cython.declare(object, visibility="public")
-    method = cython.declare(object, visibility="public")
-    path = cython.declare(object, visibility="public")
-    port = cython.declare(object, visibility="public")
-    target = cython.declare(object, visibility="public")
-    version = cython.declare(object, visibility="public")
+    _keep_alive: bool | None = cython.declare(object, visibility="public")
+    authority: str = cython.declare(object, visibility="public")
+    head_size: int = cython.declare(object, visibility="public")
+    headers: Headers = cython.declare(object, visibility="public")
+    host: str = cython.declare(object, visibility="public")
+    method: str = cython.declare(object, visibility="public")
+    path: str = cython.declare(object, visibility="public")
+    port: int = cython.declare(object, visibility="public")
+    target: str = cython.declare(object, visibility="public")
+    version: tuple[int, int] = cython.declare(object, visibility="public")
 
     def __init__(
         self,
@@ -249,7 +232,7 @@ class Request:
         self.port = port
         self.path = path
         self.authority = authority
-        self._keep_alive: bool | None = None
+        self._keep_alive = None
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.target} HTTP/{self.version[0]}.{self.version[1]})"
@@ -275,11 +258,11 @@ class Request:
 class Response:
     """A parsed response head."""
 
-    head_size = cython.declare(object, visibility="public")
-    headers = cython.declare(object, visibility="public")
-    reason = cython.declare(object, visibility="public")
-    status = cython.declare(object, visibility="public")
-    version = cython.declare(object, visibility="public")
+    head_size: int = cython.declare(object, visibility="public")
+    headers: Headers = cython.declare(object, visibility="public")
+    reason: str = cython.declare(object, visibility="public")
+    status: int = cython.declare(object, visibility="public")
+    version: tuple[int, int] = cython.declare(object, visibility="public")
 
     def __init__(
         self, status: int, reason: str, version: tuple[int, int], headers: Headers, head_size: int
@@ -298,8 +281,8 @@ class Response:
 class BodyFraming:
     """How a message body is delimited: none, length (n bytes), chunked, or until close."""
 
-    kind = cython.declare(object, visibility="public")
-    length = cython.declare(object, visibility="public")
+    kind: str = cython.declare(object, visibility="public")
+    length: int = cython.declare(object, visibility="public")
 
     def __init__(self, kind: str, length: int = 0) -> None:
         self.kind = kind
@@ -320,209 +303,12 @@ class BodyFraming:
 NO_BODY = BodyFraming("none")
 
 
-@cython.cclass
-class Reader:
-    """Buffered reads from a gevent socket that never lose bytes between messages.
-
-    `consumed` counts every byte handed to the caller, so metering can take the exact
-    wire size of each message even when requests are pipelined.
-    """
-
-    sock = cython.declare(object, visibility="public")
-    buf = cython.declare(object, visibility="public")
-    consumed = cython.declare(object, visibility="public")
-    on_eof = cython.declare(object, visibility="public")
-    timeout = cython.declare(object, visibility="public")
-    timeout_error = cython.declare(object, visibility="public")
-    _waiter = cython.declare(object, visibility="public")
-
-    def __init__(self, sock: socket.socket, *, on_eof: type[Exception] = ClientGone) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.consumed = 0
-        self.on_eof = on_eof
-        self.timeout: float | None = None
-        self.timeout_error: ProxyError | None = None
-        self._waiter: ReadWaiter | None = None
-
-    def _wait(self, timeout: float | None) -> None:
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = ReadWaiter(self.sock)
-        waiter.wait(timeout)
-
-    def release(self) -> None:
-        """Stop waiting on the socket for good; call before closing it or handing it on."""
-        if self._waiter is not None:
-            self._waiter.close()
-            self._waiter = None
-
-    def _recv(self, n: int, timeout: float | None) -> bytes:
-        sock = self.sock
-        raw = getattr(sock, "_sock", None)
-        try:
-            if raw is None:  # not a gevent socket (unit tests with plain sockets)
-                sock.settimeout(timeout)
-                return sock.recv(n)
-            while True:
-                try:
-                    return _recv_copy(raw, n)
-                except BlockingIOError:
-                    self._wait(timeout)
-        except TimeoutError:
-            if self.timeout_error is not None:
-                raise self.timeout_error from None
-            raise
-        except (ConnectionError, OSError) as exc:
-            raise self.on_eof(str(exc)) from exc
-
-    def read_head(
-        self,
-        *,
-        max_bytes: int,
-        first_byte_timeout: float,
-        head_timeout: float,
-        too_slow: ProxyError,
-        too_large: ProxyError,
-        silent_timeout: ProxyError | None = None,
-        wait_first: bool = False,
-    ) -> bytes | None:
-        """The next message head (up to and including the blank line).
-
-        None when the peer closed before sending any byte of a new message, or stayed
-        silent past `first_byte_timeout` and no `silent_timeout` error is given.
-        `wait_first`: the peer cannot have answered yet (a response just requested, the
-        next request on a keep-alive connection), so skip the read that would only say
-        EAGAIN and wait for readability first: one syscall fewer per message.
-        """
-        deadline: float | None = None
-        if not self.buf:
-            # The common case: nothing buffered, and one read brings exactly one head.
-            try:
-                data = self._recv_head(first_byte_timeout, wait_first)
-            except TimeoutError:
-                if silent_timeout is not None:
-                    raise silent_timeout from None
-                return None
-            except OSError:
-                return None
-            if not data:
-                return None
-            end = _head_end(data) if data[0] != 13 and data[0] != 10 else None
-            if end is not None:
-                if end > max_bytes:
-                    raise too_large
-                self.consumed += end
-                if end == len(data):
-                    return data
-                self.buf += memoryview(data)[end:]  # the body, or a pipelined request
-                return data[:end]
-            self.buf += data
-            deadline = time.monotonic() + head_timeout
-        # Leading empty lines before a request are ignored (RFC 9112 §2.2).
-        while True:
-            while self.buf[:2] == CRLF or self.buf[:1] == b"\n":
-                skip = 2 if self.buf[:2] == CRLF else 1
-                del self.buf[:skip]
-                self.consumed += skip
-            end = _head_end(self.buf)
-            if end is not None:
-                if end > max_bytes:
-                    raise too_large
-                head = bytes(self.buf[:end])
-                del self.buf[:end]
-                self.consumed += end
-                return head
-            if len(self.buf) > max_bytes:
-                raise too_large
-            if deadline is None and self.buf:
-                deadline = time.monotonic() + head_timeout
-            if deadline is None:
-                timeout = first_byte_timeout
-            else:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    raise too_slow
-            try:
-                data = self._recv_head(timeout)
-            except TimeoutError:
-                if not self.buf:
-                    if silent_timeout is not None:
-                        raise silent_timeout from None
-                    return None
-                raise too_slow from None
-            except OSError as exc:
-                if not self.buf:
-                    return None
-                raise self.on_eof(str(exc)) from exc
-            if not data:
-                if not self.buf:
-                    return None
-                raise BadRequest("connection closed in the middle of the request head")
-            self.buf += data
-            if deadline is None:
-                deadline = time.monotonic() + head_timeout
-
-    def _recv_head(self, timeout: float, wait_first: bool = False) -> bytes:
-        """One recv for a head: straight from the non-blocking socket when data is
-        waiting, else wait for readability (ReadWaiter; TimeoutError after timeout)."""
-        sock = self.sock
-        raw = getattr(sock, "_sock", None)
-        if raw is None:  # not a gevent socket (unit tests with plain sockets)
-            sock.settimeout(timeout)
-            return sock.recv(READ_CHUNK)
-        if wait_first:
-            self._wait(timeout)
-        while True:
-            try:
-                return _recv_copy(raw, READ_CHUNK)
-            except BlockingIOError:
-                self._wait(timeout)
-
-    def read_some(self, limit: int) -> bytes:
-        """At most `limit` bytes: buffered ones first, else one recv. EOF raises on_eof."""
-        if self.buf:
-            data = bytes(self.buf[:limit])
-            del self.buf[: len(data)]
-        else:
-            data = self._recv(min(limit, READ_CHUNK * 4), self.timeout)
-            if not data:
-                raise self.on_eof("connection closed in the middle of a message body")
-        self.consumed += len(data)
-        return data
-
-    def read_until_close(self, limit: int) -> bytes:
-        """Like read_some, but b"" at EOF instead of raising."""
-        if self.buf:
-            return self.read_some(limit)
-        data = self._recv(min(limit, READ_CHUNK * 4), self.timeout)
-        self.consumed += len(data)
-        return data
-
-    def readline(self, limit: int, error: type[ProxyError]) -> bytes:
-        while True:
-            idx = self.buf.find(b"\n")
-            if idx >= 0:
-                if idx + 1 > limit:
-                    raise error("chunk framing line too long")
-                line = bytes(self.buf[: idx + 1])
-                del self.buf[: idx + 1]
-                self.consumed += len(line)
-                return line
-            if len(self.buf) > limit:
-                raise error("chunk framing line too long")
-            data = self._recv(READ_CHUNK, self.timeout)
-            if not data:
-                raise self.on_eof("connection closed in the middle of chunked body")
-            self.buf += data
-
-
 def _is_ascii_digits(text: str) -> bool:
     """str.isdigit() also accepts digits such as '²' that int() refuses."""
     return text.isascii() and text.isdigit()
 
 
-def _head_end(buf: bytes | bytearray) -> int | None:
+def head_end(buf: bytes | bytearray) -> int | None:
     """Index just past the blank line that ends a head (CRLFCRLF or bare LF forms)."""
     idx = buf.find(b"\n\r\n")
     # Once a CRLF end is found, only a bare-LF end before it could win: don't scan the
@@ -559,7 +345,7 @@ def _parse_fields(lines: list[str], max_count: int, error: type[ProxyError]) -> 
         m = match(line)
         if m is None:
             _field_error(line, error)
-        fields.append(m.groups())  # type: ignore[union-attr, arg-type]
+        fields.append((m[1], m[2]))
     return _headers_from(fields)
 
 
@@ -582,7 +368,7 @@ def _headers_from(fields: list[tuple[str, str]]) -> Headers:
     return headers
 
 
-def _field_error(line: str, error: type[ProxyError]) -> None:
+def _field_error(line: str, error: type[ProxyError]) -> NoReturn:
     """Raise the precise error for a header line the fast pattern refused."""
     if not line:
         raise error("empty line inside the header block")
@@ -711,7 +497,9 @@ def _parse_request_fast(head: bytes, max_header_count: int) -> Request | None:
         return None
     method, target, version_text = text[: m.end() - 2].split(" ")
     version = (1, ord(version_text[7]) - 48)
-    if len(headers._special.get("host", _EMPTY)) > 1:  # type: ignore[union-attr]
+    special = headers._special
+    assert special is not None  # lazy headers from the fast parser
+    if len(special.get("host", _EMPTY)) > 1:
         raise BadRequest("more than one Host header")
     if method == "CONNECT":
         host, port = parse_authority(target, default_port=None)
@@ -918,7 +706,15 @@ def response_framing(resp: Response, *, request_method: str) -> BodyFraming:
     return BodyFraming("close")
 
 
-def iter_chunked(reader: Reader, error: type[ProxyError], piece: int) -> Iterator[bytes]:
+class BodyReader(Protocol):
+    """Buffered reads of a message body (sockio.Reader)."""
+
+    def read_some(self, limit: int) -> bytes: ...
+
+    def readline(self, limit: int, error: type[ProxyError]) -> bytes: ...
+
+
+def iter_chunked(reader: BodyReader, error: type[ProxyError], piece: int) -> Iterator[bytes]:
     """Decode a chunked body into re-encoded chunk frames (size line, data pieces, CRLF).
 
     Chunk extensions and trailer fields are dropped; the terminating `0\\r\\n\\r\\n` is
@@ -952,7 +748,7 @@ def iter_chunked(reader: Reader, error: type[ProxyError], piece: int) -> Iterato
         yield CRLF
 
 
-def iter_length(reader: Reader, length: int, piece: int) -> Iterator[bytes]:
+def iter_length(reader: BodyReader, length: int, piece: int) -> Iterator[bytes]:
     remaining = length
     while remaining:
         data = reader.read_some(min(remaining, piece))
