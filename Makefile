@@ -58,6 +58,8 @@ compose-check:
 # Lint, migration drift, then the whole suite. pytest's exit 5 (no tests) is a failure.
 test: install sysdeps compose-check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
 	$(PY) manage.py makemigrations --check --dry-run --settings=goproxy_site.settings.test >/dev/null
 	$(VENV)/bin/pytest --create-db $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

@@ -272,7 +272,9 @@ def ab(t: Target, url: str, login: str, secret: str, n: int) -> dict:
     }
 
 
-def curl_bulk(t: Target, url: str, login: str, secret: str, *, tunnel: bool, upload: Path | None):
+def curl_bulk(
+    t: Target, url: str, login: str, secret: str, *, tunnel: bool, upload: Path | None
+) -> tuple[float, int, str, float]:
     cmd = ["curl", "-s", "-o", "/dev/null", "--max-time", "60", "-H", "Expect:"]
     if t.port is not None:
         cmd += ["-x", f"http://127.0.0.1:{t.port}", "-U", f"{login}:{secret}"]

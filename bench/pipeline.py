@@ -72,8 +72,9 @@ def throughput(bootstrap: str, events: int, users: int) -> None:
             producer.poll(0)
     producer.flush(60)
     produced = time.perf_counter() - t0
+    consumer = KafkaEventConsumer(group_id="bench", topics=[settings.KAFKA_TOPIC_TRAFFIC])
     controller = PlanController(
-        consumer=KafkaEventConsumer(group_id="bench", topics=[settings.KAFKA_TOPIC_TRAFFIC]),
+        consumer=consumer,
         producer=producer,
         relay=OutboxRelay(producer),
     )
@@ -82,7 +83,7 @@ def throughput(bootstrap: str, events: int, users: int) -> None:
     while controller.applied < events and time.monotonic() < deadline:
         controller.step()
     done = time.monotonic()
-    joined = (controller.consumer.assigned_at or t1) - t1
+    joined = (consumer.assigned_at or t1) - t1
     applied = done - t1 - joined
     controller.consumer.close()
     total = sum(s.bytes_used for s in Subscription.objects.all())
