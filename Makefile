@@ -25,7 +25,10 @@ $(STAMP): $(PY) requirements/base.txt requirements/prod.txt requirements/dev.txt
 COMPILED := proxy_daemon/compiled.json
 COMPILED_SOURCES := $(addprefix proxy_daemon/,auth.py http1.py limits.py metering.py metrics.py registry.py server.py sockio.py tunnel.py upstream.py compiled.py)
 
+# Importing the package first discards stale and orphaned builds (an extension module left
+# by a renamed source would otherwise be imported by its old name while Cython loads).
 $(COMPILED): $(STAMP) $(COMPILED_SOURCES)
+	$(PY) -c "import proxy_daemon"
 	$(PY) proxy_daemon/compiled.py
 
 install: $(STAMP) $(COMPILED)

@@ -61,6 +61,18 @@ def built_files(name: str, folder: Path = HERE) -> list[Path]:
     ]
 
 
+def orphans(folder: Path = HERE, modules: tuple[str, ...] = MODULES) -> list[Path]:
+    """Extension modules in `folder` built from a source that no longer exists there (a
+    renamed or deleted module): they would be imported in its place by its old name."""
+    found: set[Path] = set()
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for path in folder.glob(f"*{suffix}"):
+            name = path.name.partition(".")[0]  # a module name has no dot
+            if name not in modules and not (folder / f"{name}.py").exists():
+                found.add(path)
+    return sorted(found)
+
+
 def discard_stale(folder: Path = HERE, modules: tuple[str, ...] = MODULES) -> list[str]:
     """Delete extension modules not built from the current sources; their names."""
     manifest_path = folder / MANIFEST.name
@@ -69,6 +81,9 @@ def discard_stale(folder: Path = HERE, modules: tuple[str, ...] = MODULES) -> li
     except (OSError, ValueError):
         manifest = {}
     stale: list[str] = []
+    for path in orphans(folder, modules):
+        path.unlink(missing_ok=True)
+        stale.append(path.name)
     for name in modules:
         files = built_files(name, folder)
         if files and manifest.get(name) != source_hash(name, folder):
@@ -132,6 +147,8 @@ def clean() -> None:
     for name in MODULES:
         for path in built_files(name):
             path.unlink()
+    for path in orphans():
+        path.unlink()
     MANIFEST.unlink(missing_ok=True)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from accounts.models import ProxyCredential, User
 from accounts.services import user_create
+from goproxy_site.tests.support.net import free_port
 from plans.models import Plan, Subscription, UsageBucket
 from plans.services import plan_assign
 
@@ -92,12 +92,6 @@ A11Y_JS = """
   return problems;
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def db_url(alias: str) -> str:

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from django.test import TransactionTestCase
 
+from goproxy_site.tests.support.net import wait_for
+from goproxy_site.tests.support.proxy import basic
 from goproxy_site.tests.support.receiver import Receiver
 from goproxy_site.tests.support.stack import Stack
-from goproxy_site.tests.support.traffic import WAIT, wait_for
+from goproxy_site.tests.support.traffic import WAIT
 from plans.models import Plan, QueuedPlan, Subscription, WebhookDelivery, WebhookEndpoint
 from plans.services import plan_queue
-from proxy_daemon.tests.support import basic
 
 THROTTLE_BPS = 400_000
 

@@ -16,11 +16,12 @@ from django.db import connections
 from django.test import TransactionTestCase
 
 from goproxy_site.tests.support.forwarder import PortForwarder
+from goproxy_site.tests.support.net import wait_for
+from goproxy_site.tests.support.proxy import db_url
 from goproxy_site.tests.support.stack import Stack, TrafficLoad, assert_exact, kafka_proxy
-from goproxy_site.tests.support.traffic import WAIT, Response, UserTraffic, wait_for
+from goproxy_site.tests.support.traffic import WAIT, Response, UserTraffic
 from plans.models import Plan, Subscription, SubscriptionStatus
 from plans.services import plan_assign
-from proxy_daemon.tests.support import db_url
 
 
 # -- origin and client -------------------------------------------------------------------

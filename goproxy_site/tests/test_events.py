@@ -21,7 +21,7 @@ from goproxy_site.events.kafka import (
     topics_ensure,
 )
 from goproxy_site.events.memory import InMemoryEventBus
-from goproxy_site.tests.support.broker import free_port
+from goproxy_site.tests.support.net import free_port
 
 EXAMPLES = [
     schemas.UserConsumedTrafficEvent(

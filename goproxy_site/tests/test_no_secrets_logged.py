@@ -16,7 +16,13 @@ from django.db import connections
 from django.test import TransactionTestCase
 
 from accounts.services import credential_issue, user_create
-from proxy_daemon.tests.support import EchoServer, OriginServer, ProxyProcess, RawClient, basic
+from goproxy_site.tests.support.proxy import (
+    EchoServer,
+    OriginServer,
+    ProxyProcess,
+    RawClient,
+    basic,
+)
 
 
 def leaks(text: str, secret: str, login: str) -> list[str]:

@@ -30,12 +30,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from accounts.services import credential_issue, user_create
 from goproxy_site.events.kafka import topics_ensure
 from goproxy_site.tests.support.broker import TansuBroker
+from goproxy_site.tests.support.net import free_port, wait_for
+from goproxy_site.tests.support.proxy import ProxyProcess
 from goproxy_site.tests.support.stack import assert_exact, kafka_proxy
-from goproxy_site.tests.support.traffic import StreamOrigin, UserTraffic, fetch, wait_for
+from goproxy_site.tests.support.traffic import StreamOrigin, UserTraffic, fetch
 from goproxy_site.tests.support.worker import ROOT, WorkerProcess, stack_env
 from plans.models import Plan
 from plans.services import plan_assign, subscription_disable_current
-from proxy_daemon.tests.support import ProxyProcess, free_port
 
 PARTITIONS = 4
 USERS = 20

@@ -17,19 +17,18 @@ from django.db import connections
 
 from accounts.models import User
 from accounts.services import credential_issue, credential_revoke, user_create
-from plans.models import Plan, Subscription
-from plans.services import plan_assign
-
-from .support import (
+from goproxy_site.tests.support.net import free_port
+from goproxy_site.tests.support.proxy import (
     LIMITED_PLAN,
     LOGINS,
     EchoServer,
     OriginServer,
     ProxyProcess,
     ProxyUser,
-    free_port,
     make_tls_origin,
 )
+from plans.models import Plan, Subscription
+from plans.services import plan_assign
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from goproxy_site.tests.support.net import free_port
+from goproxy_site.tests.support.proxy import E2E, EchoServer, ProxyProcess, RawClient, basic
 from proxy_daemon.admin_server import health, spool_usage
 from proxy_daemon.hooks import DeliveryState, TrafficDelta
 from proxy_daemon.reporters.local import MemoryReporter
 
 from .control_plugin import control_call
-from .support import E2E, EchoServer, ProxyProcess, RawClient, basic, free_port
 
 pytestmark = E2E
 

@@ -13,12 +13,13 @@ import pytest
 from django.test import override_settings
 from gevent.event import Event
 
+from goproxy_site.tests.support.net import wait_for
+from goproxy_site.tests.support.proxy import E2E, ProxyProcess, proxied_get
 from proxy_daemon.app import AdminPortUnavailable, Proxy
 from proxy_daemon.devices import DeviceGuard
 from proxy_daemon.reporters.local import FileReporter
 
 from .control_plugin import LineControlPlugin
-from .support import E2E, ProxyProcess, proxied_get, wait_for
 
 LINE_PLUGIN = "proxy_daemon.tests.control_plugin.LineControlPlugin"
 

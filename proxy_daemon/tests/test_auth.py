@@ -8,10 +8,17 @@ import pytest
 
 from accounts.models import ProxyCredential, User
 from accounts.services import credential_revoke
+from goproxy_site.tests.support.net import wait_for
+from goproxy_site.tests.support.proxy import (
+    E2E,
+    ProxyUser,
+    RawClient,
+    basic,
+    committed,
+    proxied_get,
+)
 from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle, Principal, parse_basic
 from proxy_daemon.errors import ProxyAuthRequired, ServiceUnavailable, TooManyRequests
-
-from .support import E2E, ProxyUser, RawClient, basic, committed, proxied_get, wait_for
 
 
 def b64(text: str) -> str:

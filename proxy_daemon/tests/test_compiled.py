@@ -40,6 +40,15 @@ def test_a_build_without_its_manifest_is_discarded(tmp_path: Path) -> None:
         assert compiled.discard_stale(tmp_path, ("orphan",)) == [f"orphan{suffix}"]
 
 
+def test_a_build_of_a_renamed_module_is_discarded(tmp_path: Path) -> None:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (tmp_path / "renamed.py").write_text("X = 1\n")
+    (tmp_path / f"old_name{suffix}").write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match=f"old_name{suffix}"):
+        assert compiled.discard_stale(tmp_path, ("renamed",)) == [f"old_name{suffix}"]
+    assert not (tmp_path / f"old_name{suffix}").exists()
+
+
 def test_the_hot_path_runs_compiled_exactly_when_it_is_built() -> None:
     """`make install` (so CI's `make test`) builds the modules: then they must be the ones
     in use, since a silent fall back to plain Python would hide a proxy a third slower

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from goproxy_site.tests.support.net import free_port
+from goproxy_site.tests.support.proxy import E2E, EchoServer, GarbageHandler, RawClient, basic
 from proxy_daemon.errors import BadRequest, ProxyAuthRequired
-
-from .support import E2E, EchoServer, GarbageHandler, RawClient, basic, free_port
 
 pytestmark = E2E
 

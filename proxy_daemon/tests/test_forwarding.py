@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import requests
 
-from .support import E2E, RawClient, basic
+from goproxy_site.tests.support.proxy import E2E, RawClient, basic
 
 pytestmark = E2E
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import ssl
 
+from goproxy_site.tests.support.proxy import E2E, RawClient, basic, open_tunnel
 from proxy_daemon.hooks import TrafficDelta
 from proxy_daemon.metering import Meter, flush
 from proxy_daemon.reporters.local import MemoryReporter
-
-from .support import E2E, RawClient, basic, open_tunnel
 
 
 class MeterTests:

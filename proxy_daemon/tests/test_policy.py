@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from goproxy_site.tests.support.proxy import E2E, RawClient, basic, descriptors_used_up, proxied_get
 from proxy_daemon.errors import Forbidden, ServiceUnavailable
 from proxy_daemon.policy import DestinationPolicy, address_refusal, connect
-
-from .support import E2E, RawClient, basic, descriptors_used_up, proxied_get
 
 
 class PolicyTests:

@@ -12,6 +12,14 @@ from gevent import socket as gsocket
 
 from accounts.models import ProxyCredential
 from accounts.services import credential_rotate
+from goproxy_site.tests.support.proxy import (
+    E2E,
+    RawClient,
+    basic,
+    committed,
+    open_tunnel,
+    proxied_get,
+)
 from proxy_daemon.auth import AuthCache, Principal
 from proxy_daemon.limits import UNLIMITED, UserLimits, UserLimitsCache
 from proxy_daemon.metrics import ProxyMetrics
@@ -21,7 +29,6 @@ from proxy_daemon.sockio import BufferPool
 from proxy_daemon.tunnel import Tunnel
 
 from .control_plugin import control_call
-from .support import E2E, RawClient, basic, committed, open_tunnel, proxied_get
 
 PLANS = {1: UserLimits(max_connections=2, speed_bps=None), 2: UserLimits(speed_bps=50_000)}
 

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from .support import E2E, EchoServer, OriginServer, ProxyProcess, ProxyUser, basic, free_port
+from goproxy_site.tests.support.net import free_port
+from goproxy_site.tests.support.proxy import (
+    E2E,
+    EchoServer,
+    OriginServer,
+    ProxyProcess,
+    ProxyUser,
+    basic,
+)
 
 pytestmark = E2E
 

@@ -19,6 +19,15 @@ from gevent import getcurrent
 from gevent import socket as gsocket
 from redis import Redis
 
+from goproxy_site.tests.support.net import wait_for
+from goproxy_site.tests.support.proxy import (
+    E2E,
+    LIMITED_PLAN,
+    ProxyProcess,
+    RawClient,
+    basic,
+    proxied_get,
+)
 from proxy_daemon import server as server_module
 from proxy_daemon.auth import AuthCache, Authenticator, FailureThrottle, Principal
 from proxy_daemon.devices import DeviceGuard
@@ -30,8 +39,6 @@ from proxy_daemon.policy import DestinationPolicy
 from proxy_daemon.registry import ConnectionRegistry
 from proxy_daemon.server import ClientConnection, ProxyConfig, ProxyServer
 from proxy_daemon.sockio import ClientSocket
-
-from .support import E2E, LIMITED_PLAN, ProxyProcess, RawClient, basic, proxied_get, wait_for
 
 
 class EchoOnce(ProxyServer):

@@ -13,10 +13,9 @@ import gevent
 import requests
 from gevent import socket as gsocket
 
+from goproxy_site.tests.support.proxy import E2E, open_tunnel
 from proxy_daemon.sockio import BufferPool
 from proxy_daemon.tunnel import Tunnel
-
-from .support import E2E, open_tunnel
 
 
 @E2E

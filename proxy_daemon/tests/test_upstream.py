@@ -7,11 +7,10 @@ import socket
 
 import pytest
 
+from goproxy_site.tests.support.proxy import descriptors_used_up
 from proxy_daemon.errors import ServiceUnavailable
 from proxy_daemon.policy import DestinationPolicy
 from proxy_daemon.upstream import UpstreamPool
-
-from .support import descriptors_used_up
 
 
 class UpstreamPoolTests:

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from .support import E2E, OriginServer, ProxyProcess, ProxyUser, RawClient, basic, wait_for
+from goproxy_site.tests.support.net import wait_for
+from goproxy_site.tests.support.proxy import (
+    E2E,
+    OriginServer,
+    ProxyProcess,
+    ProxyUser,
+    RawClient,
+    basic,
+)
 
 pytestmark = E2E
 

@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 from goproxy_site.events.tansu import tansu_argv
+from goproxy_site.tests.support.net import free_port, port_open
 
 BROKER_START_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 class TansuBroker:

@@ -15,18 +15,12 @@ import pytest
 
 from accounts.services import credential_issue, user_create
 from goproxy_site.tests.support.broker import TansuBroker
-from goproxy_site.tests.support.traffic import (
-    WAIT,
-    Response,
-    StreamOrigin,
-    UserTraffic,
-    fetch,
-    wait_for,
-)
+from goproxy_site.tests.support.net import wait_for
+from goproxy_site.tests.support.proxy import ProxyProcess
+from goproxy_site.tests.support.traffic import WAIT, Response, StreamOrigin, UserTraffic, fetch
 from goproxy_site.tests.support.worker import WorkerProcess, stack_env
 from plans.models import Plan, Subscription, UnplannedUsage
 from plans.services import plan_assign
-from proxy_daemon.tests.support import ProxyProcess
 
 
 def kafka_proxy(tmp: Path, bootstrap: str, **extra: str) -> ProxyProcess:

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from proxy_daemon.tests.support import basic
+from goproxy_site.tests.support.proxy import basic
 
 WAIT = 20.0  # upper bound for anything that should take a few seconds
 

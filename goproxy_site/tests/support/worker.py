@@ -12,8 +12,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from goproxy_site.tests.support.traffic import wait_for
-from proxy_daemon.tests.support import db_url
+from goproxy_site.tests.support.net import wait_for
+from goproxy_site.tests.support.proxy import db_url
+from goproxy_site.tests.support.traffic import WAIT
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -66,7 +67,9 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
             )
         marker = b"assigned [" if wait_assigned else b"plan-controller started"
-        ok = wait_for(lambda: marker in self.log_file.read_bytes()[offset:] or self.exited())
+        ok = wait_for(
+            lambda: marker in self.log_file.read_bytes()[offset:] or self.exited(), timeout=WAIT
+        )
         assert ok and not self.exited(), self.log()
         return self
 

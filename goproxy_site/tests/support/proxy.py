@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,14 +27,10 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
+from goproxy_site.tests.support.net import free_port
+
 ROOT = Path(settings.BASE_DIR)
 START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def basic(login: str, secret: str) -> str:
@@ -458,14 +454,6 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # Shared by the end-to-end modules ------------------------------------------------------
