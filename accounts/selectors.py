@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 
 from django.db.models import Count, Q, QuerySet
 
@@ -17,6 +18,16 @@ _DUMMY_HASH = "0" * 64
 
 def user_get(*, user_id: int) -> User | None:
     return User.objects.filter(pk=user_id).first()
+
+
+def user_ids_existing(*, user_ids: Iterable[int]) -> set[int]:
+    """Which of `user_ids` are users (the plan-controller's check on traffic deltas)."""
+    ids = list(user_ids)
+    found: set[int] = set()
+    for start in range(0, len(ids), 10_000):
+        chunk = ids[start : start + 10_000]
+        found.update(User.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+    return found
 
 
 def credential_list(*, user: User, include_revoked: bool = True) -> QuerySet[ProxyCredential]:

@@ -1,34 +1,42 @@
 """The plan-controller loop: Kafka traffic topic -> plans DB, and the outbox -> Kafka.
 
 Order of work per batch, which is what makes it exact:
-1. consume up to KAFKA_CONSUMER_BATCH_SIZE messages;
+1. consume up to the current batch size: KAFKA_CONSUMER_BATCH_SIZE, doubling while
+   batches come back full (the worker is behind) up to KAFKA_CONSUMER_MAX_BATCH_SIZE,
+   halving again once they don't;
 2. decode them; malformed ones go to the dead-letter topic (with the error in a header),
    unknown types/versions are logged and skipped;
 3. apply the batch in ONE plans-DB transaction that also stores per-(instance, user)
-   sequence high-water marks; a DB outage is retried until it succeeds (nothing skipped),
-   a delta a service refuses is dead-lettered on its own;
+   sequence high-water marks; a DB outage, deadlock or serialization failure is retried
+   until it succeeds (nothing skipped); deltas the service rejects (with the reason)
+   are dead-lettered, the rest of the batch applied;
 4. commit the offsets only after the DB commit (a crash before it means redelivery,
    which the high-water marks turn into no-ops);
 5. relay the outbox rows that batch (and Django) wrote (goproxy_site/outbox.py).
+Every KAFKA_HEARTBEAT_INTERVAL seconds the worker records its lag (events, and the age
+of the oldest delta it has not applied) in the plans DB for the web's admin and /healthz.
 Runs in a Celery worker bootstep (plans/bootsteps.py) or `manage.py consume_traffic_events`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.utils import timezone
 
 from goproxy_site.events import schemas
 from goproxy_site.events.bus import EventBusError, EventSink, EventSource, RawMessage
 from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
 from goproxy_site.outbox import OutboxRelay
 
-from . import handlers, metrics
+from . import handlers, metrics, services
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,9 @@ def _release_connections() -> None:
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close_if_unusable_or_obsolete()
+
+
+Groups = dict[type[schemas.Event], list[tuple[RawMessage, schemas.Event]]]
 
 
 class Stopped(Exception):
@@ -73,9 +84,16 @@ class PlanController:
         self.batch_size = batch_size or settings.KAFKA_CONSUMER_BATCH_SIZE
         self.poll_timeout = poll_timeout
         self.should_stop = should_stop
+        self.min_batch = self.batch_size
+        self.max_batch = max(self.batch_size, settings.KAFKA_CONSUMER_MAX_BATCH_SIZE)
         self.applied = 0
         self.dead_lettered = 0
         self.lag = metrics.LagTracker(settings.KAFKA_LAG_INTERVAL)
+        self.lag_seconds = 0.0
+        self.worker = f"{socket.gethostname()[:100]}-{os.getpid()}"
+        self._beat_at = 0.0
+        self._beat_applied = 0
+        metrics.BATCH_SIZE.set(self.batch_size)
 
     # -- helpers ---------------------------------------------------------------------
     def _wait(self, attempt: int, what: str, exc: BaseException) -> None:
@@ -87,10 +105,8 @@ class PlanController:
                 raise Stopped(what)
             time.sleep(0.05)
 
-    def _decode(
-        self, msgs: Sequence[RawMessage]
-    ) -> tuple[dict[type[schemas.Event], list[tuple[RawMessage, schemas.Event]]], list]:
-        groups: dict[type[schemas.Event], list[tuple[RawMessage, schemas.Event]]] = {}
+    def _decode(self, msgs: Sequence[RawMessage]) -> tuple[Groups, list[tuple[RawMessage, str]]]:
+        groups: Groups = {}
         dead: list[tuple[RawMessage, str]] = []
         for msg in msgs:
             try:
@@ -112,7 +128,7 @@ class PlanController:
     def _apply(
         self, cls: type[schemas.Event], items: list[tuple[RawMessage, schemas.Event]]
     ) -> list[tuple[RawMessage, str]]:
-        """Apply one group; retry DB outages forever; isolate refused deltas."""
+        """Apply one group; retry DB outages forever; dead-letter what is refused."""
         handler = handlers.HANDLERS[cls]
         attempt = 0
         while True:
@@ -120,8 +136,15 @@ class PlanController:
                 result = handler([e for _, e in items])
                 self.applied += result.applied
                 metrics.EVENTS_APPLIED.labels(cls.__name__).inc(result.applied)
-                return []
+                if not result.rejected:
+                    return []
+                source = {id(event): msg for msg, event in items}
+                return [
+                    (source[id(event)], f"invalid traffic delta: {reason}")
+                    for event, reason in result.rejected
+                ]
             except TRANSIENT_DB_ERRORS as exc:
+                # Outages, deadlocks and serialization failures: the whole batch again.
                 _close_connections()
                 metrics.DB_RETRIES.inc()
                 self._wait(attempt, "plans DB write", exc)
@@ -160,14 +183,55 @@ class PlanController:
         self.dead_lettered += len(dead)
         metrics.DEAD_LETTERS.inc(len(dead))
 
+    def _resize(self, consumed: int) -> None:
+        """Grow batches while behind (a full batch), shrink them once caught up."""
+        if consumed >= self.batch_size:
+            size = min(self.batch_size * 2, self.max_batch)
+        elif consumed < self.batch_size // 4:
+            size = max(self.batch_size // 2, self.min_batch)
+        else:
+            return
+        if size != self.batch_size:
+            self.batch_size = size
+            metrics.BATCH_SIZE.set(size)
+
+    def _note_lag(self, groups: Groups) -> None:
+        """Lag in seconds: age of the oldest traffic delta now being applied."""
+        deltas = groups.get(schemas.UserConsumedTrafficEvent, ())
+        if deltas:
+            oldest = min(event.occurred_at for _msg, event in deltas)
+            self.lag_seconds = max(0.0, (timezone.now() - oldest).total_seconds())
+            metrics.LAG_SECONDS.set(self.lag_seconds)
+
+    def _heartbeat(self, now: float) -> None:
+        if now - self._beat_at < settings.KAFKA_HEARTBEAT_INTERVAL:
+            return
+        elapsed = now - self._beat_at if self._beat_at else 0.0
+        rate = (self.applied - self._beat_applied) / elapsed if elapsed else 0.0
+        try:
+            services.controller_heartbeat_record(
+                worker=self.worker,
+                lag_events=self.lag.total,
+                lag_seconds=self.lag_seconds,
+                events_per_second=rate,
+            )
+        except TRANSIENT_DB_ERRORS as exc:
+            _close_connections()
+            logger.warning("heartbeat not recorded: database unavailable (%s)", exc)
+            return
+        self._beat_at = now
+        self._beat_applied = self.applied
+
     # -- the loop --------------------------------------------------------------------
     def step(self) -> bool:
         """Handle one batch (or none); return True if messages were processed."""
         msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
+        self._resize(len(msgs))
         if msgs:
             started = time.monotonic()
             metrics.MESSAGES_CONSUMED.inc(len(msgs))
             groups, dead = self._decode(msgs)
+            self._note_lag(groups)
             for cls, items in groups.items():
                 dead.extend(self._apply(cls, items))
             if dead:
@@ -178,7 +242,12 @@ class PlanController:
                 # Uncommitted offsets only mean redelivery, which the marks make harmless.
                 logger.warning("offset commit failed: %s", exc)
             metrics.BATCH_SECONDS.observe(time.monotonic() - started)
-        self.lag.maybe_update(self.consumer)
+        else:
+            self.lag_seconds = 0.0  # nothing waiting
+            metrics.LAG_SECONDS.set(0.0)
+        now = time.monotonic()
+        self.lag.maybe_update(self.consumer, now=now)
+        self._heartbeat(now)
         if self.relay is not None:
             try:
                 metrics.OUTBOX_RELAYED.inc(self.relay.step(force=bool(msgs)))

@@ -47,6 +47,18 @@ CONSUMER_LAG = Gauge(
     "partition assigned to this worker (approximate on tansu).",
     ["topic", "partition"],
 )
+LAG_EVENTS = Gauge(
+    "goproxy_worker_lag_events",
+    "Messages of this worker's partitions not yet applied (sum of goproxy_worker_consumer_lag).",
+)
+LAG_SECONDS = Gauge(
+    "goproxy_worker_lag_seconds",
+    "Age of the oldest traffic delta of the batch being applied (0 once caught up).",
+)
+BATCH_SIZE = Gauge(
+    "goproxy_worker_batch_size",
+    "Messages the next consume asks for (grows while behind, up to the maximum).",
+)
 OUTBOX_RELAYED = Counter(
     "goproxy_worker_outbox_relayed", "Outbox rows delivered to Kafka and marked sent."
 )
@@ -62,6 +74,7 @@ class LagTracker:
         self.interval = interval
         self._next = 0.0
         self._labels: set[tuple[str, str]] = set()
+        self.total = 0  # the last sum over this worker's partitions
 
     def maybe_update(self, consumer: EventSource, *, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -77,6 +90,8 @@ class LagTracker:
         for (topic, partition), lag in lags.items():
             CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         self._labels = labels
+        self.total = sum(lags.values())
+        LAG_EVENTS.set(self.total)
         return True
 
 

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from goproxy_site.outbox import AbstractOutboxEvent
 
@@ -208,6 +209,14 @@ class Subscription(models.Model):
     hold_deadline = models.DateTimeField(
         null=True, blank=True, help_text="An on-hold subscription starts at this time anyway."
     )
+    # The span in which this was the user's current subscription: traffic is billed to the
+    # subscription current when it was moved, however late the delta arrives.
+    current_from = models.DateTimeField(
+        default=timezone.now, help_text="When this became the user's current subscription."
+    )
+    current_until = models.DateTimeField(
+        null=True, blank=True, help_text="When another subscription took over (empty: current)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -265,9 +274,11 @@ class Subscription(models.Model):
 class UsageBucket(models.Model):
     """Hourly usage of one subscription."""
 
-    user_id = models.BigIntegerField(db_index=True)
+    # Indexed by (user_id, hour) and (subscription, hour) only: every index is written by
+    # each new hour's insert of every active user.
+    user_id = models.BigIntegerField()
     subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="usage_buckets"
+        Subscription, on_delete=models.CASCADE, related_name="usage_buckets", db_index=False
     )
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")
     bytes_up = models.BigIntegerField(default=0)
@@ -347,7 +358,9 @@ class TrafficSequence(models.Model):
     instance_id = models.CharField(max_length=100)
     user_id = models.BigIntegerField()
     last_seq = models.BigIntegerField()
-    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # Not indexed: the daily prune scans the table, and an unindexed column lets every
+    # batch update its marks in place (PostgreSQL HOT updates).
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
@@ -557,3 +570,27 @@ class SubscriptionToken(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} subscription URL"
+
+
+class ControllerHeartbeat(models.Model):
+    """What one plan-controller worker last said about its backlog, every few seconds.
+
+    The web reads it (admin index, /healthz) because the worker's own metrics endpoint is
+    in another process; a heartbeat older than a minute is a worker that is gone.
+    """
+
+    worker = models.CharField(max_length=200, unique=True)
+    lag_events = models.BigIntegerField(
+        default=0, help_text="Messages of its partitions not yet applied (approximate on tansu)."
+    )
+    lag_seconds = models.FloatField(
+        default=0, help_text="Age of the oldest traffic delta it had not yet applied."
+    )
+    events_per_second = models.FloatField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["worker"]
+
+    def __str__(self) -> str:
+        return f"{self.worker}: {self.lag_seconds:.1f} s behind"

@@ -255,7 +255,10 @@ KAFKA_PRODUCER_CONFIG = env.dict("KAFKA_PRODUCER_CONFIG", default={})
 KAFKA_CONSUMER_CONFIG = env.dict("KAFKA_CONSUMER_CONFIG", default={})
 # The plan-controller consumer runs as a bootstep inside `celery worker` when on.
 KAFKA_PLAN_CONTROLLER_ENABLED = env.bool("KAFKA_PLAN_CONTROLLER_ENABLED", default=True)
+# Messages per batch the plan-controller starts with; while it is behind (a batch comes
+# back full) each batch doubles, up to the maximum, and it falls back once caught up.
 KAFKA_CONSUMER_BATCH_SIZE = env.int("KAFKA_CONSUMER_BATCH_SIZE", default=500)
+KAFKA_CONSUMER_MAX_BATCH_SIZE = env.int("KAFKA_CONSUMER_MAX_BATCH_SIZE", default=20000)
 # Seconds between outbox scans in the worker (a relay also runs after every batch).
 KAFKA_OUTBOX_RELAY_INTERVAL = env.float("KAFKA_OUTBOX_RELAY_INTERVAL", default=0.5)
 # Proxy reporter: unacknowledged messages kept in librdkafka before deltas are coalesced
@@ -267,6 +270,9 @@ KAFKA_SEQUENCE_RETENTION_DAYS = env.int("KAFKA_SEQUENCE_RETENTION_DAYS", default
 # Seconds between consumer-lag computations in the worker (committed offset vs high
 # watermark, two broker round trips per partition).
 KAFKA_LAG_INTERVAL = env.float("KAFKA_LAG_INTERVAL", default=10.0)
+# Seconds between a worker's heartbeats in the plans DB (its lag, for the admin index
+# and the web's /healthz, which says "degraded" past PLANS_MAX_LAG_SECONDS).
+KAFKA_HEARTBEAT_INTERVAL = env.float("KAFKA_HEARTBEAT_INTERVAL", default=5.0)
 
 # CELERY
 # ------------------------------------------------------------------------------
@@ -347,6 +353,12 @@ PORTAL_USAGE_CHART_DAYS = env.int("PORTAL_USAGE_CHART_DAYS", default=30)
 
 # PLANS
 # ------------------------------------------------------------------------------
+# Traffic deltas stamped further ahead of the worker's clock than this are refused
+# (dead-lettered): a proxy with a wrong clock must not bill a future period.
+PLANS_TRAFFIC_MAX_SKEW_SECONDS = env.float("PLANS_TRAFFIC_MAX_SKEW_SECONDS", default=300.0)
+# The plan-controller is "degraded" (web /healthz, admin index) when its oldest
+# unapplied delta is older than this many seconds, or no worker reported for a minute.
+PLANS_MAX_LAG_SECONDS = env.float("PLANS_MAX_LAG_SECONDS", default=30.0)
 # Time zone of calendar reset cycles (daily/weekly/monthly boundaries at local midnight).
 PLANS_TIME_ZONE = env("PLANS_TIME_ZONE", default="UTC")
 # Notifications, each sent once per period: percentages of the quota, and days before

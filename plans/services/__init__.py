@@ -7,7 +7,9 @@
 - traffic: proxy deltas billed exactly once, hourly buckets, pruning sequence marks;
 - restrictions: the proxy-facing state, versioned and published through the outbox;
 - catalogue: plans and their features;
-- tokens: the subscription-URL token.
+- tokens: the subscription-URL token;
+- heartbeat: each plan-controller worker's lag, for the web's admin and /healthz;
+- bulk: the set-based statements a traffic batch is made of (used by traffic).
 
 A change that alters what the proxy allows writes its event (restriction, plan assigned)
 to the plans outbox in the same transaction; the worker relays it to Kafka.
@@ -16,6 +18,7 @@ to the plans outbox in the same transaction; the worker relays it to Kafka.
 from __future__ import annotations
 
 from .catalogue import PlanInUse, plan_create, plan_delete, plan_update
+from .heartbeat import controller_heartbeat_record
 from .lifecycle import subscription_expire_due, subscription_reset_due, subscription_start_due
 from .subscriptions import (
     FreePlanAlreadyClaimed,
@@ -38,6 +41,7 @@ __all__ = [
     "FreePlanAlreadyClaimed",
     "PlanInUse",
     "TrafficBatchResult",
+    "controller_heartbeat_record",
     "plan_assign",
     "plan_claim_free",
     "plan_create",

@@ -53,30 +53,38 @@ def next_reset(sub: Subscription, after: datetime) -> datetime | None:
     )
 
 
-def clock_start(sub: Subscription, at: datetime, *, why: str) -> None:
-    """Start the clock: ACTIVE from `at`, expiry and the first reset boundary from there."""
+def _clock_fields(sub: Subscription, at: datetime) -> None:
     plan = sub.plan
     sub.status = SubscriptionStatus.ACTIVE
     sub.started_at = sub.period_started_at = at
     sub.hold_deadline = None
     sub.expires_at = at + timedelta(days=plan.duration_days) if plan.duration_days else None
     sub.next_reset_at = next_reset(sub, at)
+
+
+def clock_start(sub: Subscription, at: datetime, *, why: str) -> None:
+    """Start the clock: ACTIVE from `at`, expiry and the first reset boundary from there."""
+    _clock_fields(sub, at)
     history_add(sub, SubscriptionEventKind.STARTED, at, why, expires_at=iso(sub.expires_at))
 
 
 def subscription_new(
     *, user_id: int, plan: Plan, now: datetime, on_hold: bool, message: str
 ) -> Subscription:
-    """Create the user's new current subscription (the caller retired the old one)."""
+    """Create the user's new current subscription, current from `now` (the caller retired
+    the old one); the row is written once."""
     sub = Subscription(
         user_id=user_id,
         plan=plan,
         status=SubscriptionStatus.ON_HOLD if on_hold else SubscriptionStatus.ACTIVE,
         is_current=True,
+        current_from=now,
         traffic_limit_bytes=plan.traffic_limit_bytes,
     )
     if on_hold and plan.first_use_deadline_days:
         sub.hold_deadline = now + timedelta(days=plan.first_use_deadline_days)
+    if not on_hold:
+        _clock_fields(sub, now)
     sub.full_clean(validate_constraints=False)
     sub.save()
     history_add(sub, SubscriptionEventKind.ASSIGNED, now, message, plan=plan.name)
@@ -89,8 +97,9 @@ def subscription_new(
             deadline=iso(sub.hold_deadline),
         )
     else:
-        clock_start(sub, now, why="assigned")
-    sub.save()
+        history_add(
+            sub, SubscriptionEventKind.STARTED, now, "assigned", expires_at=iso(sub.expires_at)
+        )
     return sub
 
 
@@ -161,6 +170,7 @@ def renew_from_queue(sub: Subscription, at: datetime, why: str) -> Subscription 
     if queued is None:
         return None
     sub.is_current = False
+    sub.current_until = at
     sub.save()
     history_add(sub, SubscriptionEventKind.RENEWED, at, f"{why}: {queued.plan.name} took over")
     new = subscription_new(
@@ -181,14 +191,12 @@ def settle(sub: Subscription, at: datetime) -> Subscription:
     Returns the user's current subscription afterwards (`sub`, or the one that took over).
     """
     if sub.status in RUNNING_STATUSES and sub.expires_at is not None and sub.expires_at <= at:
-        sub.save()
         renewed = renew_from_queue(sub, sub.expires_at, "expired")
         if renewed is not None:
             return renewed
         sub.status = SubscriptionStatus.EXPIRED
         history_add(sub, SubscriptionEventKind.EXPIRED, sub.expires_at)
     elif sub.status == SubscriptionStatus.ACTIVE and sub.is_exhausted:
-        sub.save()
         renewed = renew_from_queue(sub, at, "quota reached")
         if renewed is not None:
             return renewed

@@ -61,7 +61,8 @@ def plan_assign(
         previous = current_for_update(user_id)
         if previous is not None:
             previous.is_current = False
-            previous.save(update_fields=["is_current", "updated_at"])
+            previous.current_until = now
+            previous.save(update_fields=["is_current", "current_until", "updated_at"])
             history_add(previous, SubscriptionEventKind.REPLACED, now, f"replaced by {plan.name}")
         subscription = subscription_new(
             user_id=user_id,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from goproxy_site.events import schemas
@@ -27,6 +26,7 @@ from plans.tests.factories import (
 class TrafficApplyBatchTests(BaseTestCase):
     def test_bytes_go_to_subscription_and_hourly_buckets(self) -> None:
         at = datetime(2026, 1, 1, 10, 59, 59, tzinfo=UTC)
+        Subscription.objects.filter(pk=self.alice_sub.pk).update(current_from=at - timedelta(1))
         services.traffic_apply_batch(
             deltas=[
                 traffic_delta(self.alice.pk, 10, 20, 1, at=at),
@@ -103,12 +103,22 @@ class TrafficApplyBatchTests(BaseTestCase):
         services.traffic_apply_batch(deltas=[traffic_delta(self.bob.pk, 1, 0, 2)])
         self.assertEqual(len(restriction_events()), 1)
 
-    def test_invalid_deltas_are_refused(self) -> None:
-        for bad in (
-            traffic_delta(self.alice.pk, -1, 0, 1),
-            traffic_delta(0, 1, 1, 1),
-            traffic_delta(self.alice.pk, 1, 1, 0),
-        ):
-            with self.subTest(bad=bad.payload()), self.assertRaises(ValidationError):
-                services.traffic_apply_batch(deltas=[bad])
-        self.assertEqual(Subscription.objects.get(pk=self.alice_sub.pk).bytes_used, 0)
+    def test_invalid_deltas_are_rejected_with_the_reason_and_the_rest_applied(self) -> None:
+        future = timezone.now() + timedelta(hours=1)
+        bad = {
+            "negative bytes": traffic_delta(self.alice.pk, -1, 0, 1),
+            "user_id must be positive": traffic_delta(0, 1, 1, 1),
+            "seq must be positive": traffic_delta(self.alice.pk, 1, 1, 0),
+            "in the future": traffic_delta(self.alice.pk, 1, 1, 5, at=future),
+            "unknown user 987654": traffic_delta(987654, 1, 1, 1),
+        }
+        good = traffic_delta(self.alice.pk, 3, 4, 9)
+        result = services.traffic_apply_batch(deltas=[*bad.values(), good])
+        self.assertEqual(result.applied, 1)
+        reasons = {event.event_id: reason for event, reason in result.rejected}
+        self.assertEqual(len(reasons), len(bad))
+        for expected, delta in bad.items():
+            with self.subTest(expected):
+                self.assertIn(expected, reasons[delta.event_id])
+        self.assertEqual(Subscription.objects.get(pk=self.alice_sub.pk).bytes_used, 7)
+        self.assertFalse(TrafficSequence.objects.filter(last_seq=5).exists())
