@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -29,7 +30,9 @@ def operator_totals() -> dict[str, Any]:
     series = plan_selectors.usage_daily_totals(days=TRAFFIC_CHART_DAYS)
     today = series[-1]
     with_plan = len(plan_selectors.user_ids_with_current_subscription())
+    lag = plan_selectors.controller_lag(max_lag_seconds=settings.PLANS_MAX_LAG_SECONDS)
     return {
+        "controller_lag": lag,
         "users_total": users["total"],
         "users_active": users["active"],
         "users_without_plan": max(users["total"] - with_plan, 0),

@@ -1,4 +1,5 @@
-"""`/healthz`: the web process can reach both databases and both brokers."""
+"""`/healthz`: the web process can reach both databases and both brokers (else 503), and
+the plan-controller keeps up (else "degraded", still 200: the web itself serves)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
+
+from plans.selectors import controller_lag
 
 from .db_routers import ACCOUNTS_DB, PLANS_DB
 
@@ -48,14 +51,19 @@ def _celery_broker_ok() -> str:
 
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    checks = {
+    checks: dict[str, str | float | int] = {
         f"db:{ACCOUNTS_DB}": _database_ok(ACCOUNTS_DB),
         f"db:{PLANS_DB}": _database_ok(PLANS_DB),
         "kafka": _kafka_ok(),
         "celery_broker": _celery_broker_ok(),
     }
     healthy = all(v == "ok" for v in checks.values())
-    return JsonResponse(
-        {"status": "ok" if healthy else "unhealthy", "checks": checks},
-        status=200 if healthy else 503,
-    )
+    status = "ok" if healthy else "unhealthy"
+    if checks[f"db:{PLANS_DB}"] == "ok":
+        lag = controller_lag(max_lag_seconds=settings.PLANS_MAX_LAG_SECONDS)
+        checks["plan_controller"] = lag.problem or "ok"
+        checks["plan_controller_lag_seconds"] = round(lag.lag_seconds, 1)
+        checks["plan_controller_lag_events"] = lag.lag_events
+        if lag.problem and healthy:
+            status = "degraded"
+    return JsonResponse({"status": status, "checks": checks}, status=200 if healthy else 503)

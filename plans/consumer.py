@@ -10,11 +10,14 @@ Order of work per batch, which is what makes it exact:
    sequence high-water marks; a DB outage, deadlock or serialization failure is retried
    until it succeeds (nothing skipped); deltas the service rejects (with the reason)
    are dead-lettered, the rest of the batch applied;
-4. commit the offsets only after the DB commit (a crash before it means redelivery,
-   which the high-water marks turn into no-ops);
+4. commit the batch's offsets only after the DB commit (a crash before it means
+   redelivery, which the high-water marks turn into no-ops);
 5. relay the outbox rows that batch (and Django) wrote (goproxy_site/outbox.py).
-Every KAFKA_HEARTBEAT_INTERVAL seconds the worker records its lag (events, and the age
-of the oldest delta it has not applied) in the plans DB for the web's admin and /healthz.
+In `run()` a second thread fetches and decodes the next batch while this one is in the
+database (the offsets committed are always those of the batch applied, never of one
+fetched ahead). Every KAFKA_HEARTBEAT_INTERVAL seconds the worker records its lag (events,
+and the age of the oldest delta it has not applied) in the plans DB for the web's admin
+and /healthz.
 Runs in a Celery worker bootstep (plans/bootsteps.py) or `manage.py consume_traffic_events`.
 """
 
@@ -22,9 +25,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -59,6 +65,16 @@ def _release_connections() -> None:
 
 
 Groups = dict[type[schemas.Event], list[tuple[RawMessage, schemas.Event]]]
+
+
+@dataclass
+class Fetched:
+    """One consumed batch, decoded, with the offsets that commit it."""
+
+    count: int = 0
+    groups: Groups = field(default_factory=dict)
+    dead: list[tuple[RawMessage, str]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class Stopped(Exception):
@@ -223,21 +239,33 @@ class PlanController:
         self._beat_applied = self.applied
 
     # -- the loop --------------------------------------------------------------------
-    def step(self) -> bool:
-        """Handle one batch (or none); return True if messages were processed."""
+    def fetch(self) -> Fetched:
+        """Consume and decode one batch (no database work)."""
         msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
         self._resize(len(msgs))
-        if msgs:
+        if not msgs:
+            return Fetched()
+        groups, dead = self._decode(msgs)
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            key = (msg.topic, msg.partition)
+            if msg.offset >= offsets.get(key, 0):
+                offsets[key] = msg.offset + 1
+        return Fetched(len(msgs), groups, dead, offsets)
+
+    def handle(self, fetched: Fetched) -> bool:
+        """Apply one fetched batch, dead-letter, commit its offsets, report, relay."""
+        if fetched.count:
             started = time.monotonic()
-            metrics.MESSAGES_CONSUMED.inc(len(msgs))
-            groups, dead = self._decode(msgs)
-            self._note_lag(groups)
-            for cls, items in groups.items():
+            metrics.MESSAGES_CONSUMED.inc(fetched.count)
+            self._note_lag(fetched.groups)
+            dead = list(fetched.dead)
+            for cls, items in fetched.groups.items():
                 dead.extend(self._apply(cls, items))
             if dead:
                 self._dead_letter(dead)
             try:
-                self.consumer.commit()
+                self.consumer.commit(fetched.offsets)
             except EventBusError as exc:
                 # Uncommitted offsets only mean redelivery, which the marks make harmless.
                 logger.warning("offset commit failed: %s", exc)
@@ -250,20 +278,51 @@ class PlanController:
         self._heartbeat(now)
         if self.relay is not None:
             try:
-                metrics.OUTBOX_RELAYED.inc(self.relay.step(force=bool(msgs)))
+                metrics.OUTBOX_RELAYED.inc(self.relay.step(force=bool(fetched.count)))
             except TRANSIENT_DB_ERRORS as exc:
                 _close_connections()
                 logger.warning("outbox relay: database unavailable (%s)", exc)
         _release_connections()
-        return bool(msgs)
+        return bool(fetched.count)
+
+    def step(self) -> bool:
+        """Fetch and handle one batch (or none); return True if messages were processed."""
+        return self.handle(self.fetch())
 
     def run(self) -> None:
+        """Handle batches until asked to stop, the next one fetched meanwhile."""
+        ahead: queue.Queue[Fetched | BaseException] = queue.Queue(maxsize=1)
+        done = threading.Event()
+
+        def fetcher() -> None:
+            try:
+                while not done.is_set():
+                    fetched = self.fetch()
+                    while not done.is_set():
+                        try:
+                            ahead.put(fetched, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as exc:  # handed to the loop, which raises it
+                ahead.put(exc)
+
+        thread = threading.Thread(target=fetcher, name="plan-controller-fetch", daemon=True)
+        thread.start()
         try:
             while not self.should_stop():
-                self.step()
+                try:
+                    item = ahead.get(timeout=self.poll_timeout)
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                self.handle(item)
         except Stopped as exc:
             logger.info("stopped while retrying %s; the batch will be redelivered", exc)
         finally:
+            done.set()
+            thread.join(10)
             self.consumer.close()
             self.producer.flush(5.0)
             _close_connections()

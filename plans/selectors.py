@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, NotRequired, TypedDict
 
@@ -11,6 +12,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from .models import (
+    ControllerHeartbeat,
     FreePlanClaim,
     Plan,
     QueuedPlan,
@@ -325,3 +327,36 @@ def plan_list_self_queueable() -> QuerySet[Plan]:
     operators until billing exists.
     """
     return Plan.objects.filter(is_public=True, price=0, is_free=False)
+
+
+# A worker whose last heartbeat is older than this is gone (it beats every few seconds).
+HEARTBEAT_STALE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class ControllerLag:
+    """What the plan-controller workers last said about their backlog."""
+
+    workers: list[ControllerHeartbeat]  # those heard from within HEARTBEAT_STALE
+    lag_seconds: float  # the worst of them
+    lag_events: int  # their sum
+    problem: str  # empty when healthy
+
+
+def controller_lag(*, max_lag_seconds: float, now: datetime | None = None) -> ControllerLag:
+    """The workers' lag and whether it is a problem: a worker further behind than
+    `max_lag_seconds`, or workers that reported once and then went silent."""
+    now = now or timezone.now()
+    beats = list(ControllerHeartbeat.objects.all())
+    live = [b for b in beats if now - b.updated_at <= HEARTBEAT_STALE]
+    worst = max((b.lag_seconds for b in live), default=0.0)
+    events = sum(b.lag_events for b in live)
+    problem = ""
+    if beats and not live:
+        problem = f"no plan-controller worker reported in {HEARTBEAT_STALE.seconds} s"
+    elif worst > max_lag_seconds:
+        problem = (
+            f"plan-controller {worst:.0f} s behind (more than {max_lag_seconds:.0f} s): "
+            f"{events} events waiting"
+        )
+    return ControllerLag(workers=live, lag_seconds=worst, lag_events=events, problem=problem)

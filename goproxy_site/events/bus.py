@@ -8,7 +8,7 @@ Protocols, so either can be plugged in. Nothing here imports a broker library.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,7 +69,9 @@ class EventSource(Protocol):
 
     def consume(self, max_messages: int, timeout: float) -> list[RawMessage]: ...
 
-    def commit(self) -> None: ...
+    # Commit `offsets` ((topic, partition) -> next offset to read), or else everything
+    # consumed so far.
+    def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> None: ...
 
     def lag(self, *, timeout: float = 2.0) -> Lag | None: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import (
@@ -251,10 +251,15 @@ class KafkaEventConsumer:
                 logger.warning("consumer error: %s", err)
         return out
 
-    def commit(self) -> None:
-        """Synchronously commit the positions of everything consumed so far."""
+    def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Synchronously commit `offsets` ((topic, partition) -> next offset to read), or
+        the positions of everything consumed so far."""
         try:
-            self._consumer.commit(asynchronous=False)
+            if offsets is None:
+                self._consumer.commit(asynchronous=False)
+            elif offsets:
+                partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+                self._consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError._NO_OFFSET:
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from .bus import DeliveryCallback, EventBusError, Lag, RawMessage
@@ -99,8 +100,10 @@ class InMemoryConsumer:
             out.extend(batch)
         return out
 
-    def commit(self) -> None:
-        for topic, pos in self.position.items():
+    def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+        if offsets is None:
+            offsets = {(topic, 0): pos for topic, pos in self.position.items()}
+        for (topic, _partition), pos in offsets.items():
             self.bus.committed[(self.group_id, topic)] = pos
 
     def lag(self, *, timeout: float = 2.0) -> Lag:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from goproxy_site.tests.base import AdminTestCase
+from plans import services
 from plans.models import (
     Plan,
     Subscription,
@@ -109,6 +110,23 @@ class AdminIndexTests(AdminTestCase):
         self.assertContains(response, "At a glance")
         self.assertContains(response, f"{USERS}?subscription=limited")
         self.assertContains(response, 'aria-labelledby="all-traffic-title all-traffic-desc"')
+
+    def test_the_index_shows_the_plan_controller_lag_and_says_when_it_is_too_far_behind(
+        self,
+    ) -> None:
+        services.controller_heartbeat_record(
+            worker="w1", lag_events=4200, lag_seconds=3.2, events_per_second=900
+        )
+        response = self.client.get(reverse("admin:index"))
+        self.assertContains(response, "Plan-controller lag")
+        self.assertContains(response, "3.2 s <small>4200 events, 1 worker(s)</small>")
+        self.assertNotContains(response, "errornote")
+        services.controller_heartbeat_record(
+            worker="w1", lag_events=90_000, lag_seconds=95, events_per_second=900
+        )
+        with self.settings(PLANS_MAX_LAG_SECONDS=30):
+            response = self.client.get(reverse("admin:index"))
+        self.assertContains(response, "plan-controller 95 s behind (more than 30 s)")
 
     def test_only_the_index_computes_totals(self) -> None:
         response = self.client.get(USERS)

@@ -77,7 +77,8 @@ class LifecycleEndToEndTests(TransactionTestCase):
         sub = wait_for(
             lambda: Subscription.objects.filter(
                 user_id=user.user_id, is_current=True, status="limited"
-            ).first()
+            ).first(),
+            timeout=WAIT,
         )
         assert sub is not None and sub.is_throttled
         time.sleep(1.0)  # the throttle event reaches the proxy through the control topic
@@ -121,7 +122,8 @@ class LifecycleEndToEndTests(TransactionTestCase):
         current = wait_for(
             lambda: Subscription.objects.filter(
                 user_id=user.user_id, is_current=True, plan=big
-            ).first()
+            ).first(),
+            timeout=WAIT,
         )
         assert current is not None and current.status == "active"
         old = Subscription.objects.get(user_id=user.user_id, plan=small)

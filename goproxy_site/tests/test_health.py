@@ -1,8 +1,13 @@
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 
 from django.test import TestCase, override_settings
+from django.utils import timezone
+
+from plans import services
+from plans.models import ControllerHeartbeat
 
 
 class HealthzTests(TestCase):
@@ -23,7 +28,50 @@ class HealthzTests(TestCase):
             response = self.client.get("/healthz")
         self.assertEqual(response.status_code, 200)
         self.assertEqual(response.json()["status"], "ok")
-        self.assertEqual(set(response.json()["checks"].values()), {"ok"})
+        checks = response.json()["checks"]
+        self.assertEqual({v for v in checks.values() if isinstance(v, str)}, {"ok"})
+        self.assertEqual(checks["plan_controller_lag_seconds"], 0)
+
+    def _answering(self) -> override_settings:
+        return override_settings(
+            KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{self.port}",
+            CELERY_BROKER_URL="filesystem://",
+            PLANS_MAX_LAG_SECONDS=30,
+        )
+
+    def test_a_worker_behind_more_than_the_bound_makes_it_degraded(self) -> None:
+        services.controller_heartbeat_record(
+            worker="w1", lag_events=120_000, lag_seconds=61.5, events_per_second=2000
+        )
+        services.controller_heartbeat_record(
+            worker="w2", lag_events=10, lag_seconds=0.4, events_per_second=2000
+        )
+        with self._answering():
+            body = self.client.get("/healthz").json()
+        self.assertEqual(body["status"], "degraded")
+        self.assertIn(
+            "62 s behind (more than 30 s): 120010 events waiting", body["checks"]["plan_controller"]
+        )
+        self.assertEqual(body["checks"]["plan_controller_lag_seconds"], 61.5)
+
+    def test_a_worker_within_the_bound_is_ok(self) -> None:
+        services.controller_heartbeat_record(
+            worker="w1", lag_events=800, lag_seconds=1.2, events_per_second=2000
+        )
+        with self._answering():
+            response = self.client.get("/healthz")
+        self.assertEqual((response.status_code, response.json()["status"]), (200, "ok"))
+        self.assertEqual(response.json()["checks"]["plan_controller_lag_events"], 800)
+
+    def test_workers_that_went_silent_make_it_degraded(self) -> None:
+        services.controller_heartbeat_record(
+            worker="w1", lag_events=0, lag_seconds=0, events_per_second=0
+        )
+        ControllerHeartbeat.objects.update(updated_at=timezone.now() - timedelta(minutes=5))
+        with self._answering():
+            body = self.client.get("/healthz").json()
+        self.assertEqual(body["status"], "degraded")
+        self.assertIn("no plan-controller worker reported", body["checks"]["plan_controller"])
 
     def test_it_is_503_and_names_the_broker_that_is_down(self) -> None:
         self.listener.close()

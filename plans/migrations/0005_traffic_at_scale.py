@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 # Tables every traffic batch updates in place. With free room in each page PostgreSQL can
 # update a row without touching its indexes (HOT), which is most of the cost of a batch.
-HOT_TABLES = {"plans_subscription": 80, "plans_usagebucket": 80, "plans_trafficsequence": 70}
+HOT_TABLES = {"plans_subscription": 50, "plans_usagebucket": 70, "plans_trafficsequence": 50}
 
 
 def current_spans(apps, schema_editor):

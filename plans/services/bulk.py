@@ -1,17 +1,20 @@
 """The set-based statements a traffic batch is made of, for PostgreSQL and SQLite.
 
 Each function is one statement however many rows it carries (SQLite: one per chunk of
-SQLITE_ROWS rows, since it binds at most ~32k parameters). PostgreSQL gets arrays through
-`unnest`, so a statement's text and plan are the same for 10 rows or 20,000 and psycopg
-prepares it once. Increments are written as `column = column + excluded.column` (or
-`+ v.column`): no value read earlier is written back, so a row another transaction
-changed meanwhile keeps its change.
+SQLITE_ROWS rows, since it binds at most ~32k parameters). PostgreSQL gets each column
+as one array literal through `unnest`, so a statement's text and plan are the same for
+10 rows or 20,000, and no value is converted one by one on either side. Increments are
+written as `column = column + excluded.column` (or `+ v.column`): no value read earlier
+is written back, so a row another transaction changed meanwhile keeps its change.
+
+Moments cross this module as integer microseconds since the Unix epoch (UTC), which
+compare exactly and cost nothing to parse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connections
@@ -28,21 +31,34 @@ from plans.models import (
 )
 
 SQLITE_ROWS = 4000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+HOUR_US = 3_600_000_000
 
 Row = tuple[Any, ...]
+
+
+def us(moment: datetime) -> int:
+    """Integer microseconds since the epoch of an aware datetime."""
+    return (moment - EPOCH) // MICROSECOND
+
+
+def moment(microseconds: int) -> datetime:
+    return EPOCH + timedelta(microseconds=microseconds)
 
 
 def _pg() -> bool:
     return connections[PLANS_DB].vendor == "postgresql"
 
 
+def _array(values: Sequence[int]) -> str:
+    """A PostgreSQL array literal of integers (cast in the SQL)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def _chunks(rows: Sequence[Row]) -> Iterator[Sequence[Row]]:
     for start in range(0, len(rows), SQLITE_ROWS):
         yield rows[start : start + SQLITE_ROWS]
-
-
-def _columns(rows: Sequence[Row]) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _values(rows: Sequence[Row]) -> tuple[str, list[Any]]:
@@ -55,23 +71,36 @@ def _values(rows: Sequence[Row]) -> tuple[str, list[Any]]:
 def _execute(sql: str, params: Sequence[Any]) -> list[Row]:
     connection = connections[PLANS_DB]
     if connection.vendor == "sqlite":
-        # Stored as Django stores them (naive UTC text), read back aware, as the ORM does.
+        # Stored as Django stores them (naive UTC text).
         adapt = connection.ops.adapt_datetimefield_value
         params = [adapt(p) if isinstance(p, datetime) else p for p in params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         if not cursor.description:
             return []
-        rows = list(cursor.fetchall())
-    if connection.vendor == "sqlite":
-        rows = [tuple(_aware(v) for v in row) for row in rows]
+        return list(cursor.fetchall())
+
+
+def _sqlite_us(value: datetime | None) -> int | None:
+    """A moment read back from SQLite (naive UTC) as microseconds."""
+    if value is None:
+        return None
+    return us(value.replace(tzinfo=UTC) if value.tzinfo is None else value)
+
+
+def _select_in(sql: str, ids: Sequence[int], params: Sequence[Any] = ()) -> list[Row]:
+    """Run `sql`, whose `{ids}` is a condition on a bigint column, for all `ids`: one
+    `= ANY(array)` on PostgreSQL, chunks of `IN (…)` on SQLite; `params` follow the ids."""
+    if not ids:
+        return []
+    if _pg():
+        return _execute(sql.format(ids="= ANY(%s::bigint[])"), [_array(ids), *params])
+    rows: list[Row] = []
+    for start in range(0, len(ids), SQLITE_ROWS):
+        chunk = list(ids[start : start + SQLITE_ROWS])
+        marks = "IN (" + ", ".join(["%s"] * len(chunk)) + ")"
+        rows += _execute(sql.format(ids=marks), [*chunk, *params])
     return rows
-
-
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 def marks_advance(pairs: dict[tuple[str, int], int], now: datetime) -> dict[tuple[str, int], int]:
@@ -86,30 +115,37 @@ def marks_advance(pairs: dict[tuple[str, int], int], now: datetime) -> dict[tupl
         return {}
     table = TrafficSequence._meta.db_table
     ordered = sorted(pairs.items(), key=lambda item: (item[0][1], item[0][0]))
-    instances = [i for (i, _u), _s in ordered]
-    users = [u for (_i, u), _s in ordered]
-    seqs = [s for _pair, s in ordered]
     if _pg():
+        # Few instances, many users: the instance ids go once, each row names its index.
+        names = sorted({i for (i, _u), _s in ordered})
+        index = {name: n for n, name in enumerate(names, 1)}
         rows = _execute(
-            f"""WITH old AS (
+            f"""WITH p AS (
+                  SELECT (%s::text[])[x] AS i, u, s
+                  FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS v(x, u, s)
+                ), old AS (
                   SELECT m.instance_id, m.user_id, m.last_seq FROM {table} m
-                  JOIN unnest(%s::text[], %s::bigint[]) AS p(i, u)
-                    ON m.instance_id = p.i AND m.user_id = p.u
+                  JOIN p ON m.instance_id = p.i AND m.user_id = p.u
                   ORDER BY m.user_id, m.instance_id FOR UPDATE OF m
                 ), up AS (
                   INSERT INTO {table} (instance_id, user_id, last_seq, updated_at)
-                  SELECT i, u, s, %s FROM unnest(%s::text[], %s::bigint[], %s::bigint[])
-                    AS p(i, u, s)
+                  SELECT i, u, s, %s FROM p ORDER BY u, i
                   ON CONFLICT (instance_id, user_id) DO UPDATE
                     SET last_seq = GREATEST({table}.last_seq, excluded.last_seq),
                         updated_at = excluded.updated_at
                 )
                 SELECT instance_id, user_id, last_seq FROM old""",
-            [instances, users, now, instances, users, seqs],
+            [
+                names,
+                _array([index[i] for (i, _u), _s in ordered]),
+                _array([u for (_i, u), _s in ordered]),
+                _array([s for _pair, s in ordered]),
+                now,
+            ],
         )
         return {(i, u): s for i, u, s in rows}
     old: dict[tuple[str, int], int] = {}
-    rows_in = list(zip(instances, users, seqs, strict=True))
+    rows_in = [(i, u, s) for (i, u), s in ordered]
     for chunk in _chunks(rows_in):
         values, params = _values([(i, u) for i, u, _s in chunk])
         for i, u, s in _execute(
@@ -137,45 +173,43 @@ SUBSCRIPTION_COLUMNS = (
     "plan_id",
     "status",
     "is_current",
-    "current_from",
-    "current_until",
     "bytes_up",
     "bytes_down",
     "traffic_limit_bytes",
+)
+SUBSCRIPTION_MOMENTS = (
+    "current_from",
+    "current_until",
     "period_started_at",
     "next_reset_at",
     "expires_at",
 )
 
 
-def _select_in(sql: str, ids: Sequence[int], params: Sequence[Any] = ()) -> list[Row]:
-    """Run `sql`, whose `{ids}` is a condition on a bigint column, for all `ids`: one
-    `= ANY(array)` on PostgreSQL, chunks of `IN (…)` on SQLite; `params` follow the ids."""
-    if not ids:
-        return []
-    if _pg():
-        return _execute(sql.format(ids="= ANY(%s::bigint[])"), [list(ids), *params])
-    rows: list[Row] = []
-    for start in range(0, len(ids), SQLITE_ROWS):
-        chunk = list(ids[start : start + SQLITE_ROWS])
-        marks = "IN (" + ", ".join(["%s"] * len(chunk)) + ")"
-        rows += _execute(sql.format(ids=marks), [*chunk, *params])
-    return rows
-
-
 def subscriptions_lock(user_ids: Sequence[int], since: datetime) -> list[Row]:
     """Every subscription of `user_ids` current now or at any moment after `since`,
-    locked in user order (one statement), as tuples of SUBSCRIPTION_COLUMNS."""
+    locked in user order (one statement): SUBSCRIPTION_COLUMNS, then the
+    SUBSCRIPTION_MOMENTS as microseconds (None where empty)."""
     table = Subscription._meta.db_table
     columns = ", ".join(f"s.{c}" for c in SUBSCRIPTION_COLUMNS)
+    if _pg():
+        moments = ", ".join(
+            f"(EXTRACT(EPOCH FROM s.{c}) * 1000000)::bigint" for c in SUBSCRIPTION_MOMENTS
+        )
+    else:
+        moments = ", ".join(f"s.{c}" for c in SUBSCRIPTION_MOMENTS)
     lock = " FOR NO KEY UPDATE OF s" if _pg() else ""
-    return _select_in(
-        f"""SELECT {columns} FROM {table} s
+    rows = _select_in(
+        f"""SELECT {columns}, {moments} FROM {table} s
             WHERE s.user_id {{ids}} AND (s.is_current OR s.current_until > %s)
             ORDER BY s.user_id, s.id{lock}""",
         sorted(user_ids),
         [since],
     )
+    if _pg():
+        return rows
+    width = len(SUBSCRIPTION_COLUMNS)
+    return [(*row[:width], *(_sqlite_us(v) for v in row[width:])) for row in rows]
 
 
 def subscriptions_add(rows: Sequence[Row], now: datetime) -> None:
@@ -192,7 +226,7 @@ def subscriptions_add(rows: Sequence[Row], now: datetime) -> None:
                 FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
                             %s::bigint[]) AS v(id, up, down, lup, ldown)
                 WHERE {table}.id = v.id""",
-            [now, *_columns(rows)],
+            [now, *(_array(column) for column in zip(*rows, strict=True))],
         )
         return
     for chunk in _chunks(rows):
@@ -215,7 +249,7 @@ def resets_add(rows: Sequence[Row]) -> None:
             f"""UPDATE {table} SET {assignments}
                 FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, up, down)
                 WHERE {table}.id = v.id""",
-            _columns(rows),
+            [_array(column) for column in zip(*rows, strict=True)],
         )
         return
     for chunk in _chunks(rows):
@@ -229,60 +263,73 @@ def resets_add(rows: Sequence[Row]) -> None:
 
 def resets_of(subscription_ids: Sequence[int], since: datetime) -> list[Row]:
     """(id, subscription_id, period_start, period_end) of the closed periods of these
-    subscriptions that ended after `since`."""
+    subscriptions that ended after `since`, moments in microseconds."""
     table = UsageReset._meta.db_table
-    return _select_in(
-        f"""SELECT id, subscription_id, period_start, period_end FROM {table}
+    if _pg():
+        moments = (
+            "(EXTRACT(EPOCH FROM period_start) * 1000000)::bigint, "
+            "(EXTRACT(EPOCH FROM period_end) * 1000000)::bigint"
+        )
+    else:
+        moments = "period_start, period_end"
+    rows = _select_in(
+        f"""SELECT id, subscription_id, {moments} FROM {table}
             WHERE subscription_id {{ids}} AND period_end > %s""",
         sorted(subscription_ids),
         [since],
     )
+    if _pg():
+        return rows
+    return [(rid, sub, _sqlite_us(start), _sqlite_us(end)) for rid, sub, start, end in rows]
 
 
-def _hourly_upsert(table: str, key: str, columns: str, rows: Sequence[Row], types: str) -> None:
+def _hourly_upsert(table: str, key: str, columns: tuple[str, ...], rows: Sequence[Row]) -> None:
+    """Rows end with (hour in microseconds, bytes_up, bytes_down); the other columns are
+    integers named by `columns`."""
     update = f"bytes_up = {table}.bytes_up + excluded.bytes_up, " + (
         f"bytes_down = {table}.bytes_down + excluded.bytes_down"
     )
+    names = ", ".join(columns)
     if _pg():
+        arrays = ", ".join(["%s::bigint[]"] * (len(columns) + 3))
+        given = ", ".join(f"v.{c}" for c in columns)
         _execute(
-            f"""INSERT INTO {table} ({columns}, bytes_up, bytes_down)
-                SELECT * FROM unnest({types})
+            f"""INSERT INTO {table} ({names}, hour, bytes_up, bytes_down)
+                SELECT {given}, TIMESTAMPTZ 'epoch' + v.h * INTERVAL '1 microsecond', v.up, v.down
+                FROM unnest({arrays}) AS v({names}, h, up, down)
                 ON CONFLICT ({key}) DO UPDATE SET {update}""",
-            _columns(rows),
+            [_array(column) for column in zip(*rows, strict=True)],
         )
         return
-    for chunk in _chunks(rows):
+    hours: dict[int, datetime] = {}
+    converted = [
+        (*row[:-3], hours.setdefault(row[-3], moment(row[-3])), row[-2], row[-1]) for row in rows
+    ]
+    for chunk in _chunks(converted):
         values, params = _values(chunk)
         _execute(
-            f"""INSERT INTO {table} ({columns}, bytes_up, bytes_down) VALUES {values}
+            f"""INSERT INTO {table} ({names}, hour, bytes_up, bytes_down) VALUES {values}
                 ON CONFLICT ({key}) DO UPDATE SET {update}""",
             params,
         )
 
 
 def buckets_add(rows: Sequence[Row]) -> None:
-    """Add (user_id, subscription_id, hour, bytes_up, bytes_down) to hourly buckets."""
+    """Add (user_id, subscription_id, hour µs, bytes_up, bytes_down) to hourly buckets."""
     if rows:
         _hourly_upsert(
             UsageBucket._meta.db_table,
             "subscription_id, hour",
-            "user_id, subscription_id, hour",
+            ("user_id", "subscription_id"),
             rows,
-            "%s::bigint[], %s::bigint[], %s::timestamptz[], %s::bigint[], %s::bigint[]",
         )
 
 
 def unplanned_add(rows: Sequence[Row]) -> None:
-    """Add (user_id, hour, bytes_up, bytes_down) to the hourly bytes of users without a
+    """Add (user_id, hour µs, bytes_up, bytes_down) to the hourly bytes of users without a
     plan at the time."""
     if rows:
-        _hourly_upsert(
-            UnplannedUsage._meta.db_table,
-            "user_id, hour",
-            "user_id, hour",
-            rows,
-            "%s::bigint[], %s::timestamptz[], %s::bigint[], %s::bigint[]",
-        )
+        _hourly_upsert(UnplannedUsage._meta.db_table, "user_id, hour", ("user_id",), rows)
 
 
 def restrictions_of(user_ids: Sequence[int]) -> dict[int, tuple[str, int | None]]:

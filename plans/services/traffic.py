@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.conf import settings
@@ -51,6 +51,7 @@ from plans.models import (
 )
 
 from . import bulk
+from .bulk import HOUR_US
 from .lifecycle import RUNNING_STATUSES, clock_start, periods_roll, settle
 from .restrictions import STATUS_RESTRICTION, restriction_set, restriction_sync
 
@@ -72,7 +73,10 @@ class TrafficBatchResult:
     rejected: list[tuple[schemas.UserConsumedTrafficEvent, str]] = field(default_factory=list)
 
 
-Delta = tuple[datetime, int, int]  # (occurred_at, bytes_up, bytes_down)
+# (occurred_at in microseconds since the epoch, bytes_up, bytes_down)
+Delta = tuple[int, int, int]
+# Statuses that leave a user open (no restriction, no throttle).
+OPEN_STATUSES = frozenset({SubscriptionStatus.ACTIVE, SubscriptionStatus.ON_HOLD})
 K = TypeVar("K")
 Pair = tuple[str, int]  # (proxy instance, user)
 
@@ -127,24 +131,39 @@ def _fresh(
 ) -> tuple[dict[int, list[Delta]], int]:
     """Raise the sequence marks and keep each delta not applied before, per user in time
     order; returns them with the count of redeliveries skipped."""
-    top: dict[Pair, int] = {}
+    by_pair: dict[Pair, list[schemas.UserConsumedTrafficEvent]] = {}
     for d in good:
         pair = (d.instance_id, d.user_id)
-        if d.seq > top.get(pair, 0):
-            top[pair] = d.seq
+        group = by_pair.get(pair)
+        if group is None:
+            by_pair[pair] = [d]
+        else:
+            group.append(d)
+    top = {}
+    for pair, group in by_pair.items():
+        if len(group) > 1:
+            group.sort(key=lambda d: d.seq)
+        top[pair] = group[-1].seq
     marks = bulk.marks_advance(top, now)
-    applied: dict[Pair, int] = {}
     per_user: dict[int, list[Delta]] = {}
     skipped = 0
-    for d in sorted(good, key=lambda d: (d.instance_id, d.user_id, d.seq)):
-        pair = (d.instance_id, d.user_id)
-        if d.seq <= applied.get(pair, marks.get(pair, 0)):
-            skipped += 1
-            continue
-        applied[pair] = d.seq
-        per_user.setdefault(d.user_id, []).append((d.occurred_at, d.bytes_up, d.bytes_down))
+    to_us = bulk.us
+    for (_instance, user_id), group in by_pair.items():
+        mark = marks.get((_instance, user_id), 0)
+        user_deltas = per_user.get(user_id)
+        if user_deltas is None:
+            user_deltas = per_user[user_id] = []
+        for d in group:
+            if d.seq <= mark:
+                skipped += 1  # applied by an earlier batch, or twice in this one
+                continue
+            mark = d.seq
+            user_deltas.append((to_us(d.occurred_at), d.bytes_up, d.bytes_down))
+    for user_id in [u for u, deltas in per_user.items() if not deltas]:
+        del per_user[user_id]
     for user_deltas in per_user.values():
-        user_deltas.sort(key=lambda delta: delta[0])
+        if len(user_deltas) > 1:
+            user_deltas.sort()
     return per_user, skipped
 
 
@@ -164,9 +183,11 @@ class _Row:
         "life_down",
         "life_up",
         "limit",
+        "next_mark",
         "next_reset_at",
         "period_started_at",
         "plan_id",
+        "quiet_until",
         "status",
         "user_id",
     )
@@ -176,14 +197,15 @@ class _Row:
     plan_id: int
     status: str
     is_current: bool
-    current_from: datetime
-    current_until: datetime | None
     bytes_up: int
     bytes_down: int
     limit: int | None
-    period_started_at: datetime | None
-    next_reset_at: datetime | None
-    expires_at: datetime | None
+    # Moments in microseconds since the epoch.
+    current_from: int
+    current_until: int | None
+    period_started_at: int | None
+    next_reset_at: int | None
+    expires_at: int | None
 
     def __init__(self, values: bulk.Row) -> None:
         (
@@ -192,50 +214,39 @@ class _Row:
             self.plan_id,
             self.status,
             self.is_current,
-            self.current_from,
-            self.current_until,
             self.bytes_up,
             self.bytes_down,
             self.limit,
+            self.current_from,
+            self.current_until,
             self.period_started_at,
             self.next_reset_at,
             self.expires_at,
         ) = values
         self.add_up = self.add_down = self.life_up = self.life_down = 0
+        # Until when nothing but bytes can happen to it (None: forever): the first of the
+        # next reset and the expiry while its clock runs; on hold, never.
+        self.quiet_until: int | None = None
+        if self.status == SubscriptionStatus.ON_HOLD:
+            self.quiet_until = -1
+        elif self.status in RUNNING_STATUSES:
+            ends = [m for m in (self.next_reset_at, self.expires_at) if m is not None]
+            self.quiet_until = min(ends) if ends else None
+        self.next_mark: float | None = None  # usage at which a threshold is reached
 
-    def covers(self, at: datetime) -> bool:
+    def mark_from(self, percents: Sequence[int]) -> None:
+        """The next quota threshold (notification or the limit) above today's usage."""
+        if self.status != SubscriptionStatus.ACTIVE or self.limit is None:
+            return
+        used = self.bytes_up + self.bytes_down
+        marks = [self.limit * p / 100 for p in percents if self.limit * p / 100 > used]
+        self.next_mark = min([*marks, self.limit])
+
+    def covers(self, at: int) -> bool:
         return self.current_from <= at and (self.current_until is None or at < self.current_until)
 
-    def machine_acts_at(self, at: datetime) -> bool:
-        """Whether the status machine has something to do at `at` (slow path)."""
-        if self.status == SubscriptionStatus.ON_HOLD:
-            return True
-        if self.status not in RUNNING_STATUSES:
-            return False
-        return (self.next_reset_at is not None and self.next_reset_at <= at) or (
-            self.expires_at is not None and self.expires_at <= at
-        )
-
-    def threshold_crossed(self, added: int, percents: Sequence[int]) -> bool:
-        """Whether `added` period bytes reach the limit or a notification threshold."""
-        if self.status != SubscriptionStatus.ACTIVE or self.limit is None:
-            return False
-        before = self.bytes_up + self.bytes_down
-        after = before + added
-        if after >= self.limit:
-            return True
-        return any(before < self.limit * p / 100 <= after for p in percents)
-
-
-class _HourCache(dict[int, datetime]):
-    """Start of the UTC hour of a moment, computed once per hour seen in a batch."""
-
-    def of(self, at: datetime) -> datetime:
-        key = int(at.timestamp()) // 3600
-        hour = self.get(key)
-        if hour is None:
-            hour = self[key] = datetime.fromtimestamp(key * 3600, UTC)
-        return hour
+    def quiet(self, at: int) -> bool:
+        return self.quiet_until is None or at < self.quiet_until
 
 
 def _add(table: dict[K, list[int]], key: K, up: int, down: int) -> None:
@@ -247,7 +258,7 @@ def _add(table: dict[K, list[int]], key: K, up: int, down: int) -> None:
         entry[1] += down
 
 
-def _covering(rows: Iterable[_Row], at: datetime) -> _Row | None:
+def _covering(rows: Iterable[_Row], at: int) -> _Row | None:
     for row in rows:
         if row.covers(at):
             return row
@@ -260,41 +271,77 @@ class _Batch:
     def __init__(self, per_user: dict[int, list[Delta]], now: datetime) -> None:
         self.per_user = per_user
         self.now = now
-        self.hours = _HourCache()
-        self.rows: dict[int, list[_Row]] = {}
-        self.buckets: dict[tuple[int, int, datetime], list[int]] = {}
-        self.unplanned: dict[tuple[int, datetime], list[int]] = {}
-        self.late: list[tuple[_Row, datetime, int, int]] = []
+        self.now_us = bulk.us(now)
+        self.rows: dict[int, list[_Row]] = {}  # newest first
+        self.current: dict[int, _Row] = {}
+        # (user, subscription, hour) and (user, hour) -> [up, down]; hours in µs.
+        self.buckets: dict[tuple[int, int, int], list[int]] = {}
+        self.unplanned: dict[tuple[int, int], list[int]] = {}
+        self.late: list[tuple[_Row, int, int, int]] = []
         self.resets: dict[int, list[int]] = {}
         self.slow: set[int] = set()
         self.restricted: list[int] = []
 
     def lock(self) -> None:
-        since = min(deltas[0][0] for deltas in self.per_user.values())
+        since = bulk.moment(min(deltas[0][0] for deltas in self.per_user.values()))
+        percents = settings.PLANS_NOTIFY_QUOTA_PERCENTS
         for values in bulk.subscriptions_lock(list(self.per_user), since):
             row = _Row(values)
-            self.rows.setdefault(row.user_id, []).append(row)
-        for rows in self.rows.values():
-            rows.sort(key=lambda r: r.current_from, reverse=True)
+            rows = self.rows.get(row.user_id)
+            if rows is None:
+                self.rows[row.user_id] = [row]
+            else:
+                rows.append(row)
+                rows.sort(key=lambda r: r.current_from, reverse=True)
+            if row.is_current:
+                self.current[row.user_id] = row
+                row.mark_from(percents)
 
     def bill_fast(self) -> None:
         """Bill every user whose deltas need no status machine; mark the others slow."""
-        percents = settings.PLANS_NOTIFY_QUOTA_PERCENTS
-        now = self.now
-        hour = self.hours.of
+        now = self.now_us
+        buckets = self.buckets
         for user_id, deltas in self.per_user.items():
-            rows = self.rows.get(user_id, [])
-            if self._needs_machine(rows, deltas, percents, now):
+            rows = self.rows.get(user_id)
+            current = self.current.get(user_id)
+            if rows is not None and len(rows) == 1 and current is not None:
+                # The usual user: one subscription, all of it in its current period.
+                first, last = deltas[0][0], deltas[-1][0]
+                start = current.period_started_at
+                if (
+                    first >= current.current_from
+                    and (start is None or first >= start)
+                    and current.quiet(last)
+                    and current.quiet(now)
+                ):
+                    up = sum(d[1] for d in deltas)
+                    down = sum(d[2] for d in deltas)
+                    mark = current.next_mark
+                    if (
+                        mark is not None
+                        and current.bytes_up + current.bytes_down + up + down >= mark
+                    ):
+                        self.slow.add(user_id)
+                        continue
+                    current.add_up += up
+                    current.add_down += down
+                    current.life_up += up
+                    current.life_down += down
+                    sub_id = current.id
+                    for at, d_up, d_down in deltas:
+                        _add(buckets, (user_id, sub_id, at - at % HOUR_US), d_up, d_down)
+                    continue
+            if self._needs_machine(current, deltas, now):
                 self.slow.add(user_id)
                 continue
             for at, up, down in deltas:
-                row = _covering(rows, at)
+                row = _covering(rows or (), at)
                 if row is None:
-                    _add(self.unplanned, (user_id, hour(at)), up, down)
+                    _add(self.unplanned, (user_id, at - at % HOUR_US), up, down)
                     continue
                 row.life_up += up
                 row.life_down += down
-                _add(self.buckets, (user_id, row.id, hour(at)), up, down)
+                _add(buckets, (user_id, row.id, at - at % HOUR_US), up, down)
                 if row.period_started_at is not None and at < row.period_started_at:
                     self.late.append((row, at, up, down))
                 else:
@@ -302,27 +349,27 @@ class _Batch:
                     row.add_down += down
 
     @staticmethod
-    def _needs_machine(
-        rows: list[_Row], deltas: list[Delta], percents: Sequence[int], now: datetime
-    ) -> bool:
-        current = next((r for r in rows if r.is_current), None)
+    def _needs_machine(current: _Row | None, deltas: list[Delta], now: int) -> bool:
         if current is None:
             return False
         added = 0
         for at, up, down in deltas:
             if current.covers(at):
-                if current.machine_acts_at(at):
+                if not current.quiet(at):
                     return True
                 if current.period_started_at is None or at >= current.period_started_at:
                     added += up + down
-        return current.machine_acts_at(now) or current.threshold_crossed(added, percents)
+        if not current.quiet(now):
+            return True
+        mark = current.next_mark
+        return mark is not None and current.bytes_up + current.bytes_down + added >= mark
 
     def resolve_late(self) -> None:
         """Late bytes of a closed period go to its reset record (one query for all)."""
         if not self.late:
             return
-        since = min(at for _row, at, _u, _d in self.late)
-        periods: dict[int, list[tuple[int, datetime, datetime]]] = {}
+        since = bulk.moment(min(at for _row, at, _u, _d in self.late))
+        periods: dict[int, list[tuple[int, int, int]]] = {}
         for reset_id, sub_id, start, end in bulk.resets_of(
             sorted({row.id for row, *_ in self.late}), since
         ):
@@ -353,14 +400,15 @@ class _Batch:
     def _bill_with_machine(
         self, user_id: int, subs: list[Subscription], deltas: list[Delta]
     ) -> bool:
-        hour = self.hours.of
         current = next((s for s in subs if s.is_current), None)
         was_current = {s.pk for s in subs if s.is_current}
         touched: dict[int, Subscription] = {}
         first = current
         used_before = current.bytes_used if current is not None else 0
         period_before = current.period_started_at if current is not None else None
-        for at, up, down in deltas:
+        for at_us, up, down in deltas:
+            at = bulk.moment(at_us)
+            hour = at_us - at_us % HOUR_US
             sub = next(
                 (
                     s
@@ -370,7 +418,7 @@ class _Batch:
                 None,
             )
             if sub is None:
-                _add(self.unplanned, (user_id, hour(at)), up, down)
+                _add(self.unplanned, (user_id, hour), up, down)
                 continue
             if sub.is_current:
                 if sub.status == SubscriptionStatus.ON_HOLD:
@@ -381,7 +429,7 @@ class _Batch:
                 sub = self._settled(sub, at, subs)
                 periods_roll(sub, at)
             touched[sub.pk] = sub
-            _add(self.buckets, (user_id, sub.pk, hour(at)), up, down)
+            _add(self.buckets, (user_id, sub.pk, hour), up, down)
             sub.lifetime_bytes_up += up
             sub.lifetime_bytes_down += down
             if sub.period_started_at is not None and at < sub.period_started_at:
@@ -439,20 +487,22 @@ class _Batch:
         users = [u for u in self.per_user if u not in self.slow]
         if not users:
             return
-        plan_ids = {r.plan_id for u in users for r in self.rows.get(u, []) if r.is_current}
-        plans = bulk.plans_of(sorted(plan_ids))
+        current = self.current
+        plans = bulk.plans_of(sorted({current[u].plan_id for u in users if u in current}))
         actual = bulk.restrictions_of(users)
+        open_state = ("", None)
         fix_subs: list[int] = []
         for user_id in users:
-            current = next((r for r in self.rows.get(user_id, []) if r.is_current), None)
-            want = _wanted(current, plans)
-            if actual.get(user_id, ("", None)) == want:
+            row = current.get(user_id)
+            if row is not None and row.status in OPEN_STATUSES and user_id not in actual:
+                continue  # the usual user: open, and never restricted
+            if actual.get(user_id, open_state) == _wanted(row, plans):
                 continue
-            if current is None:
+            if row is None:
                 if restriction_set(user_id=user_id, reason=RestrictionReason.NO_PLAN):
                     self.restricted.append(user_id)
             else:
-                fix_subs.append(current.id)
+                fix_subs.append(row.id)
         for sub in Subscription.objects.select_related("plan").filter(pk__in=fix_subs):
             if restriction_sync(subscription=sub):
                 self.restricted.append(sub.user_id)

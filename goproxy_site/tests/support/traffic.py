@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
@@ -140,14 +139,3 @@ def fetch(proxy_port: int, user: UserTraffic, origin_port: int, path: str) -> Re
         if name.strip().lower() == b"content-length":
             length = int(value)
     return Response(status, body, ended, complete=len(body) == length)
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = WAIT, interval: float = 0.05) -> T | None:
-    """Poll `predicate` until it returns a truthy value (bounded by `timeout`)."""
-    value = None
-    for _ in range(int(timeout / interval)):
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return value
