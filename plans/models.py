@@ -358,6 +358,10 @@ class TrafficSequence(models.Model):
     instance_id = models.CharField(max_length=100)
     user_id = models.BigIntegerField()
     last_seq = models.BigIntegerField()
+    # What the mark was before the batch that last raised it: the batch's upsert returns
+    # it, so checking and raising a mark is one atomic step even when two workers apply
+    # the same deltas at once (after a rebalance).
+    previous_seq = models.BigIntegerField(default=0)
     # Not indexed: the daily prune scans the table, and an unindexed column lets every
     # batch update its marks in place (PostgreSQL HOT updates).
     updated_at = models.DateTimeField(auto_now=True)

@@ -116,6 +116,11 @@ class Migration(migrations.Migration):
             name="user_id",
             field=models.BigIntegerField(),
         ),
+        migrations.AddField(
+            model_name="trafficsequence",
+            name="previous_seq",
+            field=models.BigIntegerField(default=0),
+        ),
         migrations.RunPython(current_spans, migrations.RunPython.noop),
         migrations.RunPython(fill_factor, fill_factor_default),
     ]

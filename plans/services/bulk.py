@@ -104,67 +104,51 @@ def _select_in(sql: str, ids: Sequence[int], params: Sequence[Any] = ()) -> list
 
 
 def marks_advance(pairs: dict[tuple[str, int], int], now: datetime) -> dict[tuple[str, int], int]:
-    """Lock the sequence marks of `pairs` ((instance, user) -> highest seq in the batch),
-    raise each to that seq, and return the marks as they were before (absent: never seen).
+    """Raise the sequence marks of `pairs` ((instance, user) -> highest seq in the batch)
+    and return each mark as it was before (0: never seen), in one atomic upsert.
 
-    PostgreSQL does it in one statement (the CTE reads and locks the old rows, the upsert
-    raises them, both in one snapshot); rows are taken in (user, instance) order, the
-    order every batch locks in, so two workers never deadlock on them.
+    The upsert waits for a row another transaction holds (a second worker applying the
+    same deltas) and then reads its committed mark, so two batches never both see a delta
+    as new. Rows are taken in (user, instance) order, the order every batch locks in, so
+    two workers never deadlock on them.
     """
     if not pairs:
         return {}
     table = TrafficSequence._meta.db_table
     ordered = sorted(pairs.items(), key=lambda item: (item[0][1], item[0][0]))
+    upsert = f"""ON CONFLICT (instance_id, user_id) DO UPDATE
+        SET previous_seq = {table}.last_seq,
+            last_seq = GREATEST({table}.last_seq, excluded.last_seq),
+            updated_at = excluded.updated_at
+        RETURNING instance_id, user_id, previous_seq"""
     if _pg():
         # Few instances, many users: the instance ids go once, each row names its index.
         names = sorted({i for (i, _u), _s in ordered})
         index = {name: n for n, name in enumerate(names, 1)}
         rows = _execute(
-            f"""WITH p AS (
-                  SELECT (%s::text[])[x] AS i, u, s
-                  FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS v(x, u, s)
-                ), old AS (
-                  SELECT m.instance_id, m.user_id, m.last_seq FROM {table} m
-                  JOIN p ON m.instance_id = p.i AND m.user_id = p.u
-                  ORDER BY m.user_id, m.instance_id FOR UPDATE OF m
-                ), up AS (
-                  INSERT INTO {table} (instance_id, user_id, last_seq, updated_at)
-                  SELECT i, u, s, %s FROM p ORDER BY u, i
-                  ON CONFLICT (instance_id, user_id) DO UPDATE
-                    SET last_seq = GREATEST({table}.last_seq, excluded.last_seq),
-                        updated_at = excluded.updated_at
-                )
-                SELECT instance_id, user_id, last_seq FROM old""",
+            f"""INSERT INTO {table} (instance_id, user_id, last_seq, previous_seq, updated_at)
+                SELECT (%s::text[])[x], u, s, 0, %s
+                FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS v(x, u, s)
+                ORDER BY u, x
+                {upsert}""",
             [
                 names,
+                now,
                 _array([index[i] for (i, _u), _s in ordered]),
                 _array([u for (_i, u), _s in ordered]),
                 _array([s for _pair, s in ordered]),
-                now,
             ],
         )
-        return {(i, u): s for i, u, s in rows}
-    old: dict[tuple[str, int], int] = {}
-    rows_in = [(i, u, s) for (i, u), s in ordered]
-    for chunk in _chunks(rows_in):
-        values, params = _values([(i, u) for i, u, _s in chunk])
-        for i, u, s in _execute(
-            f"""WITH p(i, u) AS (VALUES {values})
-                SELECT m.instance_id, m.user_id, m.last_seq FROM {table} m
-                JOIN p ON m.instance_id = p.i AND m.user_id = p.u""",
-            params,
-        ):
-            old[(i, u)] = s
-        values, params = _values([(i, u, s, now) for i, u, s in chunk])
-        _execute(
-            f"""INSERT INTO {table} (instance_id, user_id, last_seq, updated_at)
-                VALUES {values}
-                ON CONFLICT (instance_id, user_id) DO UPDATE
-                  SET last_seq = MAX({table}.last_seq, excluded.last_seq),
-                      updated_at = excluded.updated_at""",
-            params,
-        )
-    return old
+    else:
+        rows = []
+        for chunk in _chunks([(i, u, s, 0, now) for (i, u), s in ordered]):
+            values, params = _values(chunk)
+            rows += _execute(
+                f"""INSERT INTO {table} (instance_id, user_id, last_seq, previous_seq,
+                      updated_at) VALUES {values} {upsert.replace("GREATEST", "MAX")}""",
+                params,
+            )
+    return {(i, u): previous for i, u, previous in rows}
 
 
 SUBSCRIPTION_COLUMNS = (

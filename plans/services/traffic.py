@@ -277,7 +277,8 @@ class _Batch:
         # (user, subscription, hour) and (user, hour) -> [up, down]; hours in µs.
         self.buckets: dict[tuple[int, int, int], list[int]] = {}
         self.unplanned: dict[tuple[int, int], list[int]] = {}
-        self.late: list[tuple[_Row, int, int, int]] = []
+        # subscription -> (reset record, period start, end) of its closed periods.
+        self.periods: dict[int, list[tuple[int, int, int]]] = {}
         self.resets: dict[int, list[int]] = {}
         self.slow: set[int] = set()
         self.restricted: list[int] = []
@@ -342,47 +343,54 @@ class _Batch:
                 row.life_up += up
                 row.life_down += down
                 _add(buckets, (user_id, row.id, at - at % HOUR_US), up, down)
-                if row.period_started_at is not None and at < row.period_started_at:
-                    self.late.append((row, at, up, down))
-                else:
+                start = row.period_started_at
+                reset_id = None if start is None or at >= start else self.closed_period(row, at)
+                if reset_id is None:
                     row.add_up += up
                     row.add_down += down
+                else:
+                    _add(self.resets, reset_id, up, down)
 
-    @staticmethod
-    def _needs_machine(current: _Row | None, deltas: list[Delta], now: int) -> bool:
+    def _needs_machine(self, current: _Row | None, deltas: list[Delta], now: int) -> bool:
         if current is None:
             return False
         added = 0
+        start = current.period_started_at
         for at, up, down in deltas:
             if current.covers(at):
                 if not current.quiet(at):
                     return True
-                if current.period_started_at is None or at >= current.period_started_at:
+                if start is None or at >= start or self.closed_period(current, at) is None:
                     added += up + down
         if not current.quiet(now):
             return True
         mark = current.next_mark
         return mark is not None and current.bytes_up + current.bytes_down + added >= mark
 
-    def resolve_late(self) -> None:
-        """Late bytes of a closed period go to its reset record (one query for all)."""
-        if not self.late:
+    def find_closed_periods(self) -> None:
+        """The reset records late deltas may belong to: bytes moved before a subscription's
+        current period began go to the record of the period they were moved in (one
+        query for all)."""
+        since: int | None = None
+        late_subs: set[int] = set()
+        for user_id, deltas in self.per_user.items():
+            for row in self.rows.get(user_id, ()):
+                start = row.period_started_at
+                if start is not None and deltas[0][0] < start:
+                    late_subs.add(row.id)
+                    since = deltas[0][0] if since is None else min(since, deltas[0][0])
+        if since is None:
             return
-        since = bulk.moment(min(at for _row, at, _u, _d in self.late))
-        periods: dict[int, list[tuple[int, int, int]]] = {}
-        for reset_id, sub_id, start, end in bulk.resets_of(
-            sorted({row.id for row, *_ in self.late}), since
-        ):
-            periods.setdefault(sub_id, []).append((reset_id, start, end))
-        for row, at, up, down in self.late:
-            reset_id = next(
-                (rid for rid, start, end in periods.get(row.id, ()) if start <= at < end), None
-            )
-            if reset_id is None:
-                row.add_up += up  # no record of that period: it counts to the current one
-                row.add_down += down
-            else:
-                _add(self.resets, reset_id, up, down)
+        for reset_id, sub_id, start, end in bulk.resets_of(sorted(late_subs), bulk.moment(since)):
+            self.periods.setdefault(sub_id, []).append((reset_id, start, end))
+
+    def closed_period(self, row: _Row, at: int) -> int | None:
+        """The reset record of `row`'s closed period holding `at` (None: none, the bytes
+        count to its current period)."""
+        for reset_id, start, end in self.periods.get(row.id, ()):
+            if start <= at < end:
+                return reset_id
+        return None
 
     def bill_slow(self) -> None:
         """The status machine's users, on model instances (rows are locked already)."""
@@ -545,8 +553,8 @@ def traffic_apply_batch(
             return TrafficBatchResult(skipped=skipped, rejected=rejected)
         batch = _Batch(per_user, now)
         batch.lock()
+        batch.find_closed_periods()
         batch.bill_fast()
-        batch.resolve_late()
         batch.bill_slow()
         batch.write()
         batch.sync_restrictions()

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from django.conf import settings
+from django.db import connections
+from django.db.models import Sum
+from django.test import TransactionTestCase
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts.services import user_create
 from goproxy_site.events import schemas
 from goproxy_site.tests.base import BaseTestCase
 from plans import services
 from plans.models import (
+    Plan,
     Subscription,
     SubscriptionStatus,
     TrafficSequence,
@@ -18,6 +27,7 @@ from plans.models import (
     UserRestriction,
 )
 from plans.tests.factories import (
+    current_subscription,
     restriction_events,
     traffic_delta,
 )
@@ -122,3 +132,174 @@ class TrafficApplyBatchTests(BaseTestCase):
                 self.assertIn(expected, reasons[delta.event_id])
         self.assertEqual(Subscription.objects.get(pk=self.alice_sub.pk).bytes_used, 7)
         self.assertFalse(TrafficSequence.objects.filter(last_seq=5).exists())
+
+
+def _users(count: int) -> list[int]:
+    """`count` users on a 1 GB plan, current for the last day (fast-path users)."""
+    plan = Plan.objects.create(name=f"big-{count}", traffic_limit_bytes=10**9, duration_days=30)
+    ids = [
+        user_create(username=f"u{count}-{i}", email=f"u{count}-{i}@example.org").pk
+        for i in range(count)
+    ]
+    day_ago = timezone.now() - timedelta(days=1)
+    for uid in ids:
+        services.plan_assign(user_id=uid, plan=plan, now=day_ago)
+    return ids
+
+
+class BatchStatementTests(BaseTestCase):
+    """A batch costs a fixed number of statements, however many users it carries."""
+
+    def statements(self, user_ids: list[int], seq: int) -> int:
+        deltas = [traffic_delta(uid, 10, 20, seq, instance=f"px-{uid % 4}") for uid in user_ids]
+        with CaptureQueriesContext(connections["plans"]) as plans_db:
+            result = services.traffic_apply_batch(deltas=deltas)
+        self.assertEqual(result.applied, len(user_ids))
+        return len(plans_db.captured_queries)
+
+    def test_ten_users_and_three_hundred_users_cost_the_same(self) -> None:
+        few, many = _users(10), _users(300)
+        self.statements(few + many, 1)  # first sight of the users (existence check)
+        self.assertEqual(self.statements(few, 2), self.statements(many, 2))
+        self.assertLessEqual(self.statements(many, 3), 10)
+        used = Subscription.objects.filter(user_id__in=many).values_list("bytes_up", flat=True)
+        self.assertEqual(set(used), {30})
+
+    def test_each_subscription_row_is_written_once_per_batch(self) -> None:
+        ids = _users(5)
+        deltas = [
+            traffic_delta(uid, 1, 1, seq, instance=inst)
+            for uid in ids
+            for seq, inst in ((1, "px-a"), (2, "px-a"), (1, "px-b"))
+        ]
+        with CaptureQueriesContext(connections["plans"]) as plans_db:
+            services.traffic_apply_batch(deltas=deltas)
+        updates = [
+            q["sql"]
+            for q in plans_db.captured_queries
+            if q["sql"].lstrip().upper().startswith(f"UPDATE {Subscription._meta.db_table} ")
+        ]
+        self.assertEqual(len(updates), 1)
+        self.assertEqual(
+            set(Subscription.objects.filter(user_id__in=ids).values_list("bytes_up", flat=True)),
+            {3},
+        )
+
+
+class AttributionTests(BaseTestCase):
+    """A delta is billed to the subscription current when its bytes moved."""
+
+    def test_bytes_from_before_a_plan_change_stay_on_the_old_subscription(self) -> None:
+        changed_at = timezone.now() - timedelta(seconds=30)
+        Subscription.objects.filter(pk=self.alice_sub.pk).update(
+            current_from=changed_at - timedelta(days=1)
+        )
+        big = Plan.objects.create(name="Big", traffic_limit_bytes=10**9, duration_days=30)
+        new = services.plan_assign(user_id=self.alice.pk, plan=big, now=changed_at)
+        services.traffic_apply_batch(
+            deltas=[
+                traffic_delta(self.alice.pk, 100, 900, 1, at=changed_at - timedelta(seconds=5)),
+                traffic_delta(self.alice.pk, 7, 3, 2, at=changed_at + timedelta(seconds=5)),
+            ]
+        )
+        old = Subscription.objects.get(pk=self.alice_sub.pk)
+        new.refresh_from_db()
+        self.assertEqual((old.bytes_up, old.bytes_down, old.is_current), (100, 900, False))
+        self.assertEqual((new.bytes_up, new.bytes_down), (7, 3))
+        self.assertEqual(old.lifetime_bytes_used, 1000)
+        buckets = dict(
+            UsageBucket.objects.values_list("subscription_id").annotate(n=Sum("bytes_up"))
+        )
+        self.assertEqual(buckets, {old.pk: 100, new.pk: 7})
+
+    def test_late_bytes_of_an_exhausted_plan_do_not_restrict_the_new_one(self) -> None:
+        changed_at = timezone.now() - timedelta(seconds=30)
+        Subscription.objects.filter(pk=self.alice_sub.pk).update(
+            current_from=changed_at - timedelta(days=1)
+        )
+        services.plan_assign(user_id=self.alice.pk, plan=self.plan, now=changed_at)
+        result = services.traffic_apply_batch(
+            deltas=[traffic_delta(self.alice.pk, 2_000_000, 0, 1, at=changed_at - timedelta(1))]
+        )
+        self.assertEqual(result.restricted, [])
+        self.assertEqual(current_subscription(self.alice.pk).bytes_used, 0)
+        self.assertEqual(Subscription.objects.get(pk=self.alice_sub.pk).bytes_up, 2_000_000)
+
+    def test_bytes_from_before_any_plan_are_unplanned(self) -> None:
+        assigned = timezone.now() - timedelta(seconds=10)
+        Subscription.objects.filter(pk=self.alice_sub.pk).update(current_from=assigned)
+        services.traffic_apply_batch(
+            deltas=[
+                traffic_delta(self.alice.pk, 5, 6, 1, at=assigned - timedelta(seconds=20)),
+                traffic_delta(self.alice.pk, 1, 1, 2, at=assigned + timedelta(seconds=1)),
+            ]
+        )
+        self.assertEqual(current_subscription(self.alice.pk).bytes_used, 2)
+        unplanned = UnplannedUsage.objects.get(user_id=self.alice.pk)
+        self.assertEqual((unplanned.bytes_up, unplanned.bytes_down), (5, 6))
+        self.assertFalse(UserRestriction.objects.filter(user_id=self.alice.pk, reason="no_plan"))
+
+    def test_a_queued_plan_taking_over_at_the_quota_bills_only_later_bytes(self) -> None:
+        # alice has 1 MB; a queued plan takes over when a delta exhausts it.
+        start = timezone.now() - timedelta(minutes=5)
+        Subscription.objects.filter(pk=self.alice_sub.pk).update(current_from=start)
+        next_plan = Plan.objects.create(name="Next", traffic_limit_bytes=10**9, duration_days=30)
+        services.plan_queue(user_id=self.alice.pk, plan=next_plan)
+        crossing = start + timedelta(minutes=1)
+        services.traffic_apply_batch(
+            deltas=[
+                traffic_delta(self.alice.pk, 600_000, 400_000, 1, at=crossing),
+                traffic_delta(self.alice.pk, 3, 4, 2, at=crossing + timedelta(seconds=1)),
+            ]
+        )
+        # A delta of another proxy from before the take-over arrives late: the old plan.
+        services.traffic_apply_batch(
+            deltas=[
+                traffic_delta(
+                    self.alice.pk, 10, 20, 1, at=crossing - timedelta(seconds=2), instance="px-2"
+                )
+            ]
+        )
+        old = Subscription.objects.get(pk=self.alice_sub.pk)
+        new = current_subscription(self.alice.pk)
+        self.assertEqual(new.plan, next_plan)
+        self.assertEqual((old.bytes_up, old.bytes_down), (600_010, 400_020))
+        self.assertEqual((new.bytes_up, new.bytes_down), (3, 4))
+        self.assertEqual(old.current_until, new.current_from)
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["plans"]["ENGINE"].endswith("sqlite3"),
+    reason="SQLite has one writer at a time: there is no row-lock order to test",
+)
+class ConcurrentBatchTests(TransactionTestCase):
+    """Two workers applying overlapping batches at once (a rebalance) never deadlock and
+    never count a delta twice."""
+
+    databases = {"default", "plans"}
+
+    def test_overlapping_batches_in_opposite_orders_apply_each_delta_once(self) -> None:
+        ids = _users(60)
+        deltas = [traffic_delta(uid, 1, 2, seq, instance="px") for seq in (1, 2) for uid in ids]
+        errors: list[BaseException] = []
+
+        def apply(batch: list[schemas.UserConsumedTrafficEvent]) -> None:
+            try:
+                for _ in range(3):  # the same deltas again: redeliveries
+                    services.traffic_apply_batch(deltas=batch)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [
+            threading.Thread(target=apply, args=(deltas,)),
+            threading.Thread(target=apply, args=(list(reversed(deltas)),)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        totals = Subscription.objects.filter(user_id__in=ids).values_list("bytes_up", "bytes_down")
+        self.assertEqual(set(totals), {(2, 4)})
