@@ -177,7 +177,7 @@ class BatchStatementTests(BaseTestCase):
         updates = [
             q["sql"]
             for q in plans_db.captured_queries
-            if q["sql"].lstrip().upper().startswith(f"UPDATE {Subscription._meta.db_table} ")
+            if q["sql"].startswith(f"UPDATE {Subscription._meta.db_table} ")
         ]
         self.assertEqual(len(updates), 1)
         self.assertEqual(
