@@ -88,6 +88,34 @@ class PipelineFaultTests(TransactionTestCase):
             assert_exact(user)
             assert user.sent > 0 and user.received > 0
 
+    def test_a_lagging_worker_bills_each_subscription_what_was_moved_under_it(self) -> None:
+        """The worker is stopped while the user moves traffic on one plan, gets a new plan
+        and moves more: the backlog applied later bills each plan its own bytes."""
+        small = Plan.objects.create(name="First", traffic_limit_bytes=10**9, duration_days=30)
+        big = Plan.objects.create(name="Second", traffic_limit_bytes=10**9, duration_days=30)
+        before = self.stack.user("lagging", plan=small)
+        first = Subscription.objects.get(user_id=before.user_id, is_current=True)
+        self.stack.worker.stop()
+        for _ in range(5):
+            assert self.stack.get(before, "/stream?n=300000").status == 200
+        # The proxy reports every second, stamped when it reports: let the last report go.
+        time.sleep(2.5)
+        second = plan_assign(user_id=before.user_id, plan=big)
+        after = UserTraffic(before.login, before.secret, user_id=before.user_id)
+        for _ in range(3):
+            assert self.stack.get(after, "/stream?n=200000").status == 200
+        time.sleep(1.5)
+        self.stack.worker.start()
+
+        def billed() -> tuple[tuple[int, int], tuple[int, int]]:
+            a = Subscription.objects.get(pk=first.pk)
+            b = Subscription.objects.get(pk=second.pk)
+            return (a.bytes_up, a.bytes_down), (b.bytes_up, b.bytes_down)
+
+        expected = (before.total, after.total)
+        assert wait_for(lambda: billed() == expected, timeout=WAIT), (billed(), expected)
+        assert Subscription.objects.get(pk=second.pk).status == SubscriptionStatus.ACTIVE
+
     def test_worker_killed_mid_batch_counts_nothing_twice(self) -> None:
         users = self.users(3)
         with TrafficLoad(self.stack, users, "/stream?n=20000"):

@@ -6,19 +6,23 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from django.conf import settings
+from django.test import TransactionTestCase
+from django.utils import timezone
 
+from accounts.models import User
 from goproxy_site.events import schemas
 from goproxy_site.events.kafka import KafkaEventConsumer, KafkaEventProducer, topics_ensure
 from goproxy_site.events.memory import InMemoryEventBus
 from goproxy_site.outbox import OutboxRelay
 from goproxy_site.tests.base import BaseTestCase
 from goproxy_site.tests.support.broker import private_topics
-from plans.consumer import PlanController
-from plans.models import OutboxEvent, Subscription, SubscriptionStatus
+from plans.consumer import Fetched, PlanController
+from plans.models import OutboxEvent, Plan, Subscription, SubscriptionStatus
 from plans.tests.factories import (
     traffic_delta,
 )
@@ -159,3 +163,83 @@ class PlanControllerKafkaTests(BaseTestCase):
         committed = meta.committed([TopicPartition(traffic, p) for p in parts], timeout=5)
         meta.close()
         self.assertEqual(sum(max(tp.offset, 0) for tp in committed), 6)
+
+
+class BacklogTests(TransactionTestCase):
+    """A worker that fell 60 s behind 2,000 users catches up in growing batches."""
+
+    databases = {"default", "plans"}
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, kafka_broker: str) -> Iterator[None]:
+        self.topics = private_topics()
+        with self.settings(KAFKA_BOOTSTRAP_SERVERS=kafka_broker, **self.topics):
+            topics_ensure(self.topics.values())
+            yield
+
+    def test_a_60_second_backlog_of_2000_users_clears_exactly(self) -> None:
+        users, seconds = 2000, 60
+        plan = Plan.objects.create(name="backlog", traffic_limit_bytes=10**12, duration_days=30)
+        User.objects.bulk_create(
+            [User(username=f"lag{i}", email=f"lag{i}@example.org") for i in range(users)]
+        )
+        ids = list(User.objects.filter(username__startswith="lag").values_list("pk", flat=True))
+        start = timezone.now() - timedelta(seconds=seconds + 5)
+        Subscription.objects.bulk_create(
+            Subscription(
+                user_id=uid,
+                plan=plan,
+                current_from=start,
+                started_at=start,
+                period_started_at=start,
+                expires_at=start + timedelta(days=30),
+                traffic_limit_bytes=plan.traffic_limit_bytes,
+            )
+            for uid in ids
+        )
+        producer = KafkaEventProducer()
+        traffic = self.topics["KAFKA_TOPIC_TRAFFIC"]
+        for second in range(seconds):  # each user reported once a second, for a minute
+            at = start + timedelta(seconds=second)
+            for uid in ids:
+                producer.send(
+                    schemas.UserConsumedTrafficEvent(
+                        occurred_at=at,
+                        user_id=uid,
+                        bytes_up=10,
+                        bytes_down=90,
+                        instance_id=f"px-{uid % 2}",
+                        seq=second + 1,
+                    ),
+                    topic=traffic,
+                )
+            producer.poll(0)
+        self.assertEqual(producer.flush(60), 0)
+        sizes: list[int] = []
+
+        class Watched(PlanController):
+            def handle(self, fetched: Fetched) -> bool:
+                if fetched.count:
+                    sizes.append(fetched.count)
+                return super().handle(fetched)
+
+        controller = Watched(
+            consumer=KafkaEventConsumer(group_id=f"bl-{uuid.uuid4().hex[:6]}", topics=[traffic]),
+            producer=producer,
+            should_stop=lambda: controller.applied >= users * seconds or time.monotonic() > end,
+        )
+        end = time.monotonic() + 240
+        began = time.monotonic()
+        controller.run()
+        took = time.monotonic() - began
+        self.assertEqual(controller.applied, users * seconds)
+        totals = Subscription.objects.filter(user_id__in=ids).values_list("bytes_up", "bytes_down")
+        self.assertEqual(set(totals), {(10 * seconds, 90 * seconds)})
+        # Batches grew while behind, up to the bound.
+        self.assertGreater(max(sizes), settings.KAFKA_CONSUMER_BATCH_SIZE)
+        self.assertLessEqual(max(sizes), settings.KAFKA_CONSUMER_MAX_BATCH_SIZE)
+        print(
+            f"\n{users * seconds} deltas of {users} users ({seconds} s behind) applied in "
+            f"{took:.1f} s ({users * seconds / took:,.0f}/s, after the group join), "
+            f"batches up to {max(sizes)}"
+        )
