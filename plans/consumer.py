@@ -91,14 +91,16 @@ class PlanController:
         producer: EventSink,
         relay: OutboxRelay | None = None,
         batch_size: int | None = None,
-        poll_timeout: float = 0.2,
+        poll_timeout: float | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.relay = relay
         self.batch_size = batch_size or settings.KAFKA_CONSUMER_BATCH_SIZE
-        self.poll_timeout = poll_timeout
+        self.poll_timeout = (
+            settings.KAFKA_CONSUMER_POLL_TIMEOUT if poll_timeout is None else poll_timeout
+        )
         self.should_stop = should_stop
         self.min_batch = self.batch_size
         self.max_batch = max(self.batch_size, settings.KAFKA_CONSUMER_MAX_BATCH_SIZE)

@@ -259,6 +259,9 @@ KAFKA_PLAN_CONTROLLER_ENABLED = env.bool("KAFKA_PLAN_CONTROLLER_ENABLED", defaul
 # back full) each batch doubles, up to the maximum, and it falls back once caught up.
 KAFKA_CONSUMER_BATCH_SIZE = env.int("KAFKA_CONSUMER_BATCH_SIZE", default=500)
 KAFKA_CONSUMER_MAX_BATCH_SIZE = env.int("KAFKA_CONSUMER_MAX_BATCH_SIZE", default=20000)
+# Seconds a consume waits for a batch to fill before taking what has arrived: the delay a
+# delta (and so a cut) can wait in a quiet worker.
+KAFKA_CONSUMER_POLL_TIMEOUT = env.float("KAFKA_CONSUMER_POLL_TIMEOUT", default=0.05)
 # Seconds between outbox scans in the worker (a relay also runs after every batch).
 KAFKA_OUTBOX_RELAY_INTERVAL = env.float("KAFKA_OUTBOX_RELAY_INTERVAL", default=0.5)
 # Proxy reporter: unacknowledged messages kept in librdkafka before deltas are coalesced
