@@ -527,8 +527,8 @@ def enforcement_main(args: argparse.Namespace) -> None:
 
                 # One download at a time, alternating proxies: the latency of one cut
                 # under the load, not of ten downloads starving two CPUs.
-                for i, user in enumerate(users):
-                    run(user, proxies[i % 2].port)
+                for i, traffic in enumerate(users):
+                    run(traffic, proxies[i % 2].port)
                 load = sent[0]
         finally:
             for proxy in proxies:
