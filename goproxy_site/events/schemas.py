@@ -168,6 +168,76 @@ class UserDeactivated(Event):
     user_id: int
 
 
+# -- quota grants ------------------------------------------------------------------------
+# A proxy forwards a byte-limited user's bytes only under a grant: bytes of the user's
+# remaining quota that the plan-controller set aside for that proxy instance. Requests and
+# returns ride the traffic topic, keyed by the user like the deltas, so the controller
+# sees an instance's deltas before its request; every byte the instance forwarded before
+# a request or return is in a delta sent ahead of it. Answers ride the control topic and
+# carry the instance they are for (also in the message header `instance`, so the others
+# skip them undecoded).
+
+GRANT_QUOTA = "quota"  # `granted_bytes` more to forward, within `valid_for_ms`
+GRANT_UNLIMITED = "unlimited"  # no byte limit: forward freely, ask no more
+GRANT_THROTTLE = "throttle"  # quota reached on a throttling plan: no byte limit, `speed_bps`
+GRANT_REFUSED = "refused"  # nothing more: `reason` is the restriction reason
+GRANT_MODES = frozenset({GRANT_QUOTA, GRANT_UNLIMITED, GRANT_THROTTLE, GRANT_REFUSED})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuotaGrantRequest(Event):
+    """A proxy instance asks for more of a user's quota.
+
+    `request_id` grows per instance; the answer names it. `held_bytes` is what the instance
+    still holds of earlier grants (unspent), `want_bytes` what it would like on top (sized
+    from the user's recent rate).
+    """
+
+    channel: ClassVar[str] = "traffic"
+
+    user_id: int
+    instance_id: str
+    request_id: int
+    held_bytes: int
+    want_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuotaGrantReturn(Event):
+    """A proxy instance gives back the `returned_bytes` it held of a user's quota (the user
+    went idle, the grant is no longer needed, or the instance stops); it holds nothing
+    for the user afterwards. `request_id` is the last answer it had applied (0: none)."""
+
+    channel: ClassVar[str] = "traffic"
+
+    user_id: int
+    instance_id: str
+    request_id: int
+    returned_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuotaGrant(Event):
+    """The plan-controller's answer to one QuotaGrantRequest, for `instance_id` only.
+
+    `mode` is one of GRANT_MODES. With GRANT_QUOTA the instance adds `granted_bytes` (maybe
+    0: the rest of the quota is held elsewhere; ask again shortly) to what it holds and may
+    spend what it holds for `valid_for_ms` from receipt. `plan_ends_in_ms` > 0: the
+    subscription expires that long after the answer was made, and nothing may be forwarded
+    after. Times are relative, so the hosts' clocks need not agree.
+    """
+
+    user_id: int
+    instance_id: str
+    request_id: int
+    mode: str = GRANT_QUOTA
+    granted_bytes: int = 0
+    valid_for_ms: int = 0
+    plan_ends_in_ms: int = 0
+    reason: str = ""
+    speed_bps: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -178,6 +248,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ProxyCredentialRevoked,
         UserDeactivated,
         UserThrottledEvent,
+        QuotaGrantRequest,
+        QuotaGrantReturn,
+        QuotaGrant,
     )
 }
 # Known (type, version) pairs; a new version of a type is added here with its reader.
@@ -186,7 +259,8 @@ RESTRICTION_TYPES = (UserExceededTrafficLimitEvent, UserConsumedTrafficWithoutPl
 
 _INT_FIELDS = frozenset(
     {"user_id", "bytes_up", "bytes_down", "seq", "plan_id", "subscription_id"}
-    | {"restriction_version", "speed_bps"}
+    | {"restriction_version", "speed_bps", "request_id", "held_bytes", "want_bytes"}
+    | {"returned_bytes", "granted_bytes", "valid_for_ms", "plan_ends_in_ms"}
 )
 
 
