@@ -64,7 +64,8 @@ def _release_connections() -> None:
             conn.close_if_unusable_or_obsolete()
 
 
-Groups = dict[type[schemas.Event], list[tuple[RawMessage, schemas.Event]]]
+# Handler -> the batch's events it applies, with their messages, in consumed order.
+Groups = dict[handlers.Handler, list[tuple[RawMessage, schemas.Event]]]
 
 
 @dataclass
@@ -135,46 +136,68 @@ class PlanController:
             except schemas.EventError as exc:
                 dead.append((msg, str(exc)))
                 continue
-            if type(event) not in handlers.HANDLERS:
+            handler = handlers.HANDLERS.get(type(event))
+            if handler is None:
                 logger.warning(
                     "skipping %s on %s: no plan-controller handler", event.type, msg.topic
                 )
                 continue
-            groups.setdefault(type(event), []).append((msg, event))
+            groups.setdefault(handler, []).append((msg, event))
         return groups, dead
 
     def _apply(
-        self, cls: type[schemas.Event], items: list[tuple[RawMessage, schemas.Event]]
+        self, handler: handlers.Handler, items: list[tuple[RawMessage, schemas.Event]]
     ) -> list[tuple[RawMessage, str]]:
-        """Apply one group; retry DB outages forever; dead-letter what is refused."""
-        handler = handlers.HANDLERS[cls]
+        """Apply one group; retry DB outages forever; dead-letter what is refused; send
+        the grant answers once the transaction committed."""
         attempt = 0
         while True:
             try:
                 result = handler([e for _, e in items])
-                self.applied += result.applied
-                metrics.EVENTS_APPLIED.labels(cls.__name__).inc(result.applied)
-                if not result.rejected:
-                    return []
-                source = {id(event): msg for msg, event in items}
-                return [
-                    (source[id(event)], f"invalid traffic delta: {reason}")
-                    for event, reason in result.rejected
-                ]
             except TRANSIENT_DB_ERRORS as exc:
                 # Outages, deadlocks and serialization failures: the whole batch again.
                 _close_connections()
                 metrics.DB_RETRIES.inc()
                 self._wait(attempt, "plans DB write", exc)
                 attempt += 1
+                continue
             except (ValidationError, DatabaseError, ValueError, TypeError) as exc:
                 if len(items) == 1:
                     return [(items[0][0], f"{type(exc).__name__}: {exc}")]
                 logger.warning("batch refused (%s); applying one by one", exc)
                 dead: list[tuple[RawMessage, str]] = []
                 for item in items:
-                    dead.extend(self._apply(cls, [item]))
+                    dead.extend(self._apply(handler, [item]))
                 return dead
+            self.applied += result.applied
+            metrics.EVENTS_APPLIED.labels("UserConsumedTrafficEvent").inc(result.applied)
+            if result.answers:
+                metrics.EVENTS_APPLIED.labels("QuotaGrantRequest").inc(len(result.answers))
+                self._answer(result.answers)
+            if not result.rejected:
+                return []
+            source = {id(event): msg for msg, event in items}
+            return [
+                (source[id(event)], f"invalid {event.type}: {reason}")
+                for event, reason in result.rejected
+            ]
+
+    def _answer(self, answers: list[schemas.QuotaGrant]) -> None:
+        """Send grant answers to the control topic; the proxy they name takes them (the
+        others skip them by the `instance` header). A lost answer costs that proxy a wait
+        and a new request: the ledger re-syncs to what it reports holding."""
+        topic = settings.KAFKA_TOPIC_CONTROL
+        for answer in answers:
+            try:
+                self.producer.send_raw(
+                    topic,
+                    key=answer.key.encode(),
+                    value=answer.to_json(),
+                    headers={"instance": answer.instance_id.encode()},
+                )
+            except EventBusError as exc:
+                logger.warning("grant answer for user %s not sent: %s", answer.user_id, exc)
+        self.producer.poll(0)
 
     def _dead_letter(self, dead: list[tuple[RawMessage, str]]) -> None:
         topic = settings.KAFKA_TOPIC_DEAD_LETTER
@@ -215,9 +238,14 @@ class PlanController:
 
     def _note_lag(self, groups: Groups) -> None:
         """Lag in seconds: age of the oldest traffic delta now being applied."""
-        deltas = groups.get(schemas.UserConsumedTrafficEvent, ())
-        if deltas:
-            oldest = min(event.occurred_at for _msg, event in deltas)
+        stamps = [
+            event.occurred_at
+            for items in groups.values()
+            for _msg, event in items
+            if isinstance(event, schemas.UserConsumedTrafficEvent)
+        ]
+        if stamps:
+            oldest = min(stamps)
             self.lag_seconds = max(0.0, (timezone.now() - oldest).total_seconds())
             metrics.LAG_SECONDS.set(self.lag_seconds)
 
@@ -262,8 +290,8 @@ class PlanController:
             metrics.MESSAGES_CONSUMED.inc(fetched.count)
             self._note_lag(fetched.groups)
             dead = list(fetched.dead)
-            for cls, items in fetched.groups.items():
-                dead.extend(self._apply(cls, items))
+            for handler, items in fetched.groups.items():
+                dead.extend(self._apply(handler, items))
             if dead:
                 self._dead_letter(dead)
             try:

@@ -598,3 +598,39 @@ class ControllerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker}: {self.lag_seconds:.1f} s behind"
+
+
+class QuotaGrantLedger(models.Model):
+    """Bytes of one user's quota that one proxy instance holds (its grant).
+
+    Written by the plan-controller in the same transaction as the traffic it accounts for:
+    a delta from the instance takes its bytes off what it holds, a request sets what it
+    holds to what it reports and adds the new grant, a return sets it to zero. What all
+    instances hold (unexpired) plus what the subscription used never exceeds its limit
+    (plus PLANS_GRANT_TOLERANCE_BYTES), so no proxy can forward a byte past the quota.
+    """
+
+    instance_id = models.CharField(max_length=100)
+    user_id = models.BigIntegerField(db_index=True)
+    held_bytes = models.BigIntegerField(default=0)
+    request_id = models.BigIntegerField(default=0, help_text="The last request answered.")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="What it holds counts until then (a dead proxy's too)."
+    )
+    granted_bytes = models.BigIntegerField(default=0, help_text="All bytes ever granted.")
+    returned_bytes = models.BigIntegerField(default=0, help_text="All bytes given back.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user_id", "instance_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["instance_id", "user_id"], name="plans_quotagrantledger_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(held_bytes__gte=0), name="plans_quotagrantledger_held_nonneg"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}/user {self.user_id}: {self.held_bytes} B held"

@@ -16,6 +16,7 @@ from .models import (
     FreePlanClaim,
     Plan,
     QueuedPlan,
+    QuotaGrantLedger,
     Subscription,
     SubscriptionEvent,
     SubscriptionStatus,
@@ -360,3 +361,10 @@ def controller_lag(*, max_lag_seconds: float, now: datetime | None = None) -> Co
             f"{events} events waiting"
         )
     return ControllerLag(workers=live, lag_seconds=worst, lag_events=events, problem=problem)
+
+
+def grants_held(*, user_id: int, now: datetime | None = None) -> list[QuotaGrantLedger]:
+    """The user's quota grants per proxy instance, those still counting first."""
+    now = now or timezone.now()
+    rows = list(QuotaGrantLedger.objects.filter(user_id=user_id))
+    return sorted(rows, key=lambda r: (not (r.expires_at and r.expires_at > now), r.instance_id))

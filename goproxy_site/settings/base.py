@@ -359,6 +359,13 @@ PORTAL_USAGE_CHART_DAYS = env.int("PORTAL_USAGE_CHART_DAYS", default=30)
 # Traffic deltas stamped further ahead of the worker's clock than this are refused
 # (dead-lettered): a proxy with a wrong clock must not bill a future period.
 PLANS_TRAFFIC_MAX_SKEW_SECONDS = env.float("PLANS_TRAFFIC_MAX_SKEW_SECONDS", default=300.0)
+# Quota grants: how long a proxy may spend a grant after receiving it (it asks again well
+# before), the grace after which a silent proxy's grant returns to the pool, the largest
+# grant, and bytes the proxies together may forward past a limit (0: none).
+PLANS_GRANT_VALIDITY_SECONDS = env.float("PLANS_GRANT_VALIDITY_SECONDS", default=10.0)
+PLANS_GRANT_GRACE_SECONDS = env.float("PLANS_GRANT_GRACE_SECONDS", default=2.0)
+PLANS_GRANT_MAX_BYTES = env.int("PLANS_GRANT_MAX_BYTES", default=1 << 30)
+PLANS_GRANT_TOLERANCE_BYTES = env.int("PLANS_GRANT_TOLERANCE_BYTES", default=0)
 # The plan-controller is "degraded" (web /healthz, admin index) when its oldest
 # unapplied delta is older than this many seconds, or no worker reported for a minute.
 PLANS_MAX_LAG_SECONDS = env.float("PLANS_MAX_LAG_SECONDS", default=30.0)

@@ -22,6 +22,7 @@ from django.db import connections
 from goproxy_site.db_routers import PLANS_DB
 from plans.models import (
     Plan,
+    QuotaGrantLedger,
     Subscription,
     TrafficSequence,
     UnplannedUsage,
@@ -334,3 +335,77 @@ def plans_of(plan_ids: Sequence[int]) -> dict[int, tuple[str, int | None]]:
         sorted(plan_ids),
     )
     return {plan_id: (action, speed) for plan_id, action, speed in rows}
+
+
+LEDGER_COLUMNS = (
+    "instance_id",
+    "user_id",
+    "held_bytes",
+    "request_id",
+    "granted_bytes",
+    "returned_bytes",
+)
+
+
+def ledger_lock(user_ids: Sequence[int]) -> list[Row]:
+    """The grant ledger rows of `user_ids` (all instances), locked in user order:
+    LEDGER_COLUMNS, then expires_at in microseconds (None: nothing held)."""
+    table = QuotaGrantLedger._meta.db_table
+    columns = ", ".join(LEDGER_COLUMNS)
+    if _pg():
+        expires = "(EXTRACT(EPOCH FROM expires_at) * 1000000)::bigint"
+        lock = " FOR NO KEY UPDATE"
+    else:
+        expires, lock = "expires_at", ""
+    rows = _select_in(
+        f"""SELECT {columns}, {expires} FROM {table} WHERE user_id {{ids}}
+            ORDER BY user_id, instance_id{lock}""",
+        sorted(user_ids),
+    )
+    if _pg():
+        return rows
+    return [(*row[:-1], _sqlite_us(row[-1])) for row in rows]
+
+
+def ledger_write(rows: Sequence[Row], now: datetime) -> None:
+    """Write (instance_id, user_id, held, request_id, granted, returned, expires µs|None)
+    rows of the grant ledger (absolute values: the rows are locked)."""
+    if not rows:
+        return
+    table = QuotaGrantLedger._meta.db_table
+    ordered = sorted(rows, key=lambda r: (r[1], r[0]))
+    update = ", ".join(
+        f"{c} = excluded.{c}"
+        for c in ("held_bytes", "request_id", "granted_bytes", "returned_bytes", "expires_at")
+    )
+    columns = "instance_id, user_id, held_bytes, request_id, granted_bytes, returned_bytes"
+    if _pg():
+        names = sorted({r[0] for r in ordered})
+        index = {name: n for n, name in enumerate(names, 1)}
+        _execute(
+            f"""INSERT INTO {table} ({columns}, expires_at, updated_at)
+                SELECT (%s::text[])[v.x], v.u, v.h, v.r, v.g, v.b,
+                       TIMESTAMPTZ 'epoch' + v.e * INTERVAL '1 microsecond', %s
+                FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[],
+                            %s::bigint[], %s::bigint[], %s::bigint[])
+                  AS v(x, u, h, r, g, b, e)
+                ON CONFLICT (instance_id, user_id) DO UPDATE
+                  SET {update}, updated_at = excluded.updated_at""",
+            [
+                names,
+                now,
+                _array([index[r[0]] for r in ordered]),
+                *(_array([r[i] for r in ordered]) for i in range(1, 6)),
+                "{" + ",".join("NULL" if r[6] is None else str(r[6]) for r in ordered) + "}",
+            ],
+        )
+        return
+    converted = [(*r[:6], None if r[6] is None else moment(r[6]), now) for r in ordered]
+    for chunk in _chunks(converted):
+        values, params = _values(chunk)
+        _execute(
+            f"""INSERT INTO {table} ({columns}, expires_at, updated_at) VALUES {values}
+                ON CONFLICT (instance_id, user_id) DO UPDATE
+                  SET {update}, updated_at = excluded.updated_at""",
+            params,
+        )

@@ -27,7 +27,7 @@ user, not per batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -50,7 +50,7 @@ from plans.models import (
     UsageReset,
 )
 
-from . import bulk
+from . import bulk, grants
 from .bulk import HOUR_US
 from .lifecycle import RUNNING_STATUSES, clock_start, periods_roll, settle
 from .restrictions import STATUS_RESTRICTION, restriction_set, restriction_sync
@@ -69,12 +69,15 @@ class TrafficBatchResult:
     skipped: int = 0
     users: int = 0
     restricted: list[int] = field(default_factory=list)
-    # Deltas refused before anything was written, with the reason (dead-lettered).
-    rejected: list[tuple[schemas.UserConsumedTrafficEvent, str]] = field(default_factory=list)
+    # Events refused before anything was written, with the reason (dead-lettered).
+    rejected: list[tuple[schemas.Event, str]] = field(default_factory=list)
+    # Answers to the batch's grant requests, to send once the transaction committed.
+    answers: list[schemas.QuotaGrant] = field(default_factory=list)
 
 
 # (occurred_at in microseconds since the epoch, bytes_up, bytes_down)
 Delta = tuple[int, int, int]
+Rejected = list[tuple[schemas.Event, str]]
 # Statuses that leave a user open (no restriction, no throttle).
 OPEN_STATUSES = frozenset({SubscriptionStatus.ACTIVE, SubscriptionStatus.ON_HOLD})
 K = TypeVar("K")
@@ -100,35 +103,58 @@ def delta_problem(delta: schemas.UserConsumedTrafficEvent, now: datetime) -> str
     return None
 
 
-def _screen(
-    deltas: Sequence[schemas.UserConsumedTrafficEvent], now: datetime
-) -> tuple[
-    list[schemas.UserConsumedTrafficEvent], list[tuple[schemas.UserConsumedTrafficEvent, str]]
-]:
-    good: list[schemas.UserConsumedTrafficEvent] = []
-    rejected: list[tuple[schemas.UserConsumedTrafficEvent, str]] = []
-    for d in deltas:
-        problem = delta_problem(d, now)
+def grant_problem(event: schemas.QuotaGrantRequest | schemas.QuotaGrantReturn) -> str | None:
+    """Why a grant request or return cannot be applied, or None."""
+    if event.user_id <= 0:
+        return f"user_id must be positive, not {event.user_id}"
+    if not event.instance_id:
+        return "empty instance_id"
+    if isinstance(event, schemas.QuotaGrantRequest):
+        if event.request_id <= 0:
+            return f"request_id must be positive, not {event.request_id}"
+        if event.held_bytes < 0 or event.want_bytes < 0:
+            return f"negative bytes (held {event.held_bytes}, want {event.want_bytes})"
+    elif event.request_id < 0 or event.returned_bytes < 0:
+        return f"negative request_id or bytes ({event.request_id}, {event.returned_bytes})"
+    return None
+
+
+E = TypeVar(
+    "E", schemas.UserConsumedTrafficEvent, schemas.QuotaGrantRequest, schemas.QuotaGrantReturn
+)
+
+
+def _screen(events: Sequence[E], problem_of: Callable[[E], str | None]) -> tuple[list[E], Rejected]:
+    good: list[E] = []
+    rejected: Rejected = []
+    for event in events:
+        problem = problem_of(event)
         if problem is None:
-            good.append(d)
+            good.append(event)
         else:
-            rejected.append((d, problem))
-    unknown = {d.user_id for d in good} - _KNOWN_USERS
-    if unknown:
-        found = user_ids_existing(user_ids=unknown)
-        if len(_KNOWN_USERS) + len(found) > KNOWN_USERS_MAX:
-            _KNOWN_USERS.clear()
-        _KNOWN_USERS.update(found)
-        missing = unknown - found
-        if missing:
-            rejected += [(d, f"unknown user {d.user_id}") for d in good if d.user_id in missing]
-            good = [d for d in good if d.user_id not in missing]
+            rejected.append((event, problem))
     return good, rejected
+
+
+def _known(events: list[E], rejected: Rejected) -> list[E]:
+    """`events` of users the accounts DB knows; the others go to `rejected`."""
+    unknown = {e.user_id for e in events} - _KNOWN_USERS
+    if not unknown:
+        return events
+    found = user_ids_existing(user_ids=unknown)
+    if len(_KNOWN_USERS) + len(found) > KNOWN_USERS_MAX:
+        _KNOWN_USERS.clear()
+    _KNOWN_USERS.update(found)
+    missing = unknown - found
+    if not missing:
+        return events
+    rejected += [(e, f"unknown user {e.user_id}") for e in events if e.user_id in missing]
+    return [e for e in events if e.user_id not in missing]
 
 
 def _fresh(
     good: Sequence[schemas.UserConsumedTrafficEvent], now: datetime
-) -> tuple[dict[int, list[Delta]], int]:
+) -> tuple[dict[int, list[Delta]], int, dict[Pair, int]]:
     """Raise the sequence marks and keep each delta not applied before, per user in time
     order; returns them with the count of redeliveries skipped."""
     by_pair: dict[Pair, list[schemas.UserConsumedTrafficEvent]] = {}
@@ -146,25 +172,30 @@ def _fresh(
         top[pair] = group[-1].seq
     marks = bulk.marks_advance(top, now)
     per_user: dict[int, list[Delta]] = {}
+    spent: dict[Pair, int] = {}
     skipped = 0
     to_us = bulk.us
-    for (_instance, user_id), group in by_pair.items():
-        mark = marks.get((_instance, user_id), 0)
-        user_deltas = per_user.get(user_id)
+    for pair, group in by_pair.items():
+        mark = marks.get(pair, 0)
+        user_deltas = per_user.get(pair[1])
         if user_deltas is None:
-            user_deltas = per_user[user_id] = []
+            user_deltas = per_user[pair[1]] = []
+        moved = 0
         for d in group:
             if d.seq <= mark:
                 skipped += 1  # applied by an earlier batch, or twice in this one
                 continue
             mark = d.seq
             user_deltas.append((to_us(d.occurred_at), d.bytes_up, d.bytes_down))
+            moved += d.bytes_up + d.bytes_down
+        if moved:
+            spent[pair] = moved
     for user_id in [u for u, deltas in per_user.items() if not deltas]:
         del per_user[user_id]
     for user_deltas in per_user.values():
         if len(user_deltas) > 1:
             user_deltas.sort()
-    return per_user, skipped
+    return per_user, skipped, spent
 
 
 class _Row:
@@ -268,8 +299,11 @@ def _covering(rows: Iterable[_Row], at: int) -> _Row | None:
 class _Batch:
     """The bookkeeping of one traffic batch, from the locked rows to the writes."""
 
-    def __init__(self, per_user: dict[int, list[Delta]], now: datetime) -> None:
+    def __init__(
+        self, per_user: dict[int, list[Delta]], now: datetime, also: Iterable[int] = ()
+    ) -> None:
         self.per_user = per_user
+        self.also = set(also) - set(per_user)  # users of grant requests/returns only
         self.now = now
         self.now_us = bulk.us(now)
         self.rows: dict[int, list[_Row]] = {}  # newest first
@@ -281,12 +315,16 @@ class _Batch:
         self.periods: dict[int, list[tuple[int, int, int]]] = {}
         self.resets: dict[int, list[int]] = {}
         self.slow: set[int] = set()
+        self.slow_current: dict[int, Subscription | None] = {}
+        self.plans: dict[int, tuple[str, int | None]] = {}
         self.restricted: list[int] = []
 
     def lock(self) -> None:
-        since = bulk.moment(min(deltas[0][0] for deltas in self.per_user.values()))
+        firsts = [deltas[0][0] for deltas in self.per_user.values()]
+        since = bulk.moment(min(firsts)) if firsts else self.now
         percents = settings.PLANS_NOTIFY_QUOTA_PERCENTS
-        for values in bulk.subscriptions_lock(list(self.per_user), since):
+        users = [*self.per_user, *self.also]
+        for values in bulk.subscriptions_lock(users, since):
             row = _Row(values)
             rows = self.rows.get(row.user_id)
             if rows is None:
@@ -297,6 +335,7 @@ class _Batch:
             if row.is_current:
                 self.current[row.user_id] = row
                 row.mark_from(percents)
+        self.plans = bulk.plans_of(sorted({row.plan_id for row in self.current.values()}))
 
     def bill_fast(self) -> None:
         """Bill every user whose deltas need no status machine; mark the others slow."""
@@ -451,6 +490,7 @@ class _Batch:
         if current is not None:
             current = self._settled(current, self.now, subs)
             touched[current.pk] = current
+        self.slow_current[user_id] = current
         for pk, sub in touched.items():
             if pk in was_current and not sub.is_current:
                 continue  # retired by a queued plan's take-over, which saved it
@@ -496,7 +536,7 @@ class _Batch:
         if not users:
             return
         current = self.current
-        plans = bulk.plans_of(sorted({current[u].plan_id for u in users if u in current}))
+        plans = self.plans
         actual = bulk.restrictions_of(users)
         open_state = ("", None)
         fix_subs: list[int] = []
@@ -514,6 +554,38 @@ class _Batch:
         for sub in Subscription.objects.select_related("plan").filter(pk__in=fix_subs):
             if restriction_sync(subscription=sub):
                 self.restricted.append(sub.user_id)
+
+
+def _views(batch: _Batch) -> dict[int, grants.QuotaView]:
+    """Each user's current subscription as grants see it, after the batch's bytes."""
+    views: dict[int, grants.QuotaView] = {}
+    for user_id in [*batch.per_user, *batch.also]:
+        if user_id in batch.slow:
+            sub = batch.slow_current.get(user_id)
+            if sub is None:
+                views[user_id] = grants.QuotaView(None)
+                continue
+            views[user_id] = grants.QuotaView(
+                status=sub.status,
+                limit=sub.traffic_limit_bytes,
+                used=sub.bytes_used,
+                throttle_bps=sub.plan.throttle_speed_bps if sub.plan.throttles else None,
+                expires_at=bulk.us(sub.expires_at) if sub.expires_at else None,
+            )
+            continue
+        row = batch.current.get(user_id)
+        if row is None:
+            views[user_id] = grants.QuotaView(None)
+            continue
+        action, speed = batch.plans.get(row.plan_id, (QuotaAction.CUT, None))
+        views[user_id] = grants.QuotaView(
+            status=row.status,
+            limit=row.limit,
+            used=row.bytes_up + row.bytes_down + row.add_up + row.add_down,
+            throttle_bps=speed if action == QuotaAction.THROTTLE and speed else None,
+            expires_at=row.expires_at,
+        )
+    return views
 
 
 def _wanted(
@@ -539,32 +611,59 @@ def _late_traffic(sub: Subscription, at: datetime, up: int, down: int) -> bool:
 
 
 def traffic_apply_batch(
-    *, deltas: Sequence[schemas.UserConsumedTrafficEvent], now: datetime | None = None
+    *,
+    deltas: Sequence[schemas.UserConsumedTrafficEvent],
+    grant_requests: Sequence[schemas.QuotaGrantRequest] = (),
+    grant_returns: Sequence[schemas.QuotaGrantReturn] = (),
+    now: datetime | None = None,
 ) -> TrafficBatchResult:
-    """Apply proxy traffic deltas exactly once, in one plans-DB transaction (see the
-    module docstring); returns what was applied, skipped, restricted and rejected."""
+    """Apply proxy traffic deltas exactly once and the grant requests and returns that
+    came with them, in one plans-DB transaction (see the module docstring and grants.py);
+    returns what was applied, skipped, restricted, rejected, and the grant answers."""
     now = now or timezone.now()
-    good, rejected = _screen(deltas, now)
-    if not good:
+    good, rejected = _screen(deltas, lambda d: delta_problem(d, now))
+    requests, refused = _screen(grant_requests, grant_problem)
+    returns, refused_returns = _screen(grant_returns, grant_problem)
+    rejected += refused + refused_returns
+    good = _known(good, rejected)
+    requests = _known(requests, rejected)
+    returns = _known(returns, rejected)
+    if not (good or requests or returns):
         return TrafficBatchResult(rejected=rejected)
     with transaction.atomic(using=PLANS_DB):
-        per_user, skipped = _fresh(good, now)
-        if not per_user:
-            return TrafficBatchResult(skipped=skipped, rejected=rejected)
-        batch = _Batch(per_user, now)
-        batch.lock()
-        batch.find_closed_periods()
-        batch.bill_fast()
-        batch.bill_slow()
-        batch.write()
-        batch.sync_restrictions()
+        per_user, skipped, spent = _fresh(good, now) if good else ({}, 0, {})
+        batch = _Batch(per_user, now, also=grants.grant_users(requests, returns))
+        if per_user or batch.also:
+            batch.lock()
+            batch.find_closed_periods()
+            batch.bill_fast()
+            batch.bill_slow()
+            batch.write()
+            batch.sync_restrictions()
+        answers = grants.grants_apply(
+            spent={p: n for p, n in spent.items() if _gated(batch, p[1])},
+            requests=requests,
+            returns=returns,
+            views=_views(batch),
+            now=now,
+        )
     return TrafficBatchResult(
         applied=len(good) - skipped,
         skipped=skipped,
         users=len(per_user),
         restricted=sorted(batch.restricted),
         rejected=rejected,
+        answers=answers,
     )
+
+
+def _gated(batch: _Batch, user_id: int) -> bool:
+    """Whether the user's current subscription has a byte limit (so proxies hold grants)."""
+    if user_id in batch.slow:
+        sub = batch.slow_current.get(user_id)
+        return sub is not None and sub.traffic_limit_bytes is not None
+    row = batch.current.get(user_id)
+    return row is not None and row.limit is not None
 
 
 def traffic_sequences_prune(*, older_than: timedelta) -> int:

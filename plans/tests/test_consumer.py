@@ -22,6 +22,7 @@ from goproxy_site.outbox import OutboxRelay
 from goproxy_site.tests.base import BaseTestCase
 from goproxy_site.tests.support.broker import private_topics
 from plans.consumer import Fetched, PlanController
+from plans.handlers import handle_traffic
 from plans.models import OutboxEvent, Plan, Subscription, SubscriptionStatus
 from plans.tests.factories import (
     traffic_delta,
@@ -63,14 +64,32 @@ class PlanControllerTests(BaseTestCase):
         self.assertEqual([e.user_id for e in limited], [self.alice.pk])
         self.assertFalse(OutboxEvent.objects.filter(sent_at__isnull=True).exists())
 
+    def test_grant_requests_are_answered_on_the_control_topic_for_their_instance(self) -> None:
+        self.producer.send(traffic_delta(self.alice.pk, 100_000, 0, 1, instance="px-a"))
+        self.producer.send(
+            schemas.QuotaGrantRequest(
+                user_id=self.alice.pk,
+                instance_id="px-a",
+                request_id=7,
+                held_bytes=0,
+                want_bytes=2_000_000,
+            )
+        )
+        self.assertIs(self.controller().step(), True)
+        [msg] = [m for m in self.bus.topics[CONTROL] if dict(m.headers).get("instance")]
+        self.assertEqual(dict(msg.headers)["instance"], b"px-a")
+        answer = schemas.from_json(msg.value)
+        assert isinstance(answer, schemas.QuotaGrant)
+        # The delta ahead of the request counted first: 1 MB - 100 kB is what was left.
+        self.assertEqual((answer.request_id, answer.granted_bytes), (7, 900_000))
+        self.assertEqual(msg.key, str(self.alice.pk).encode())
+
     def test_redelivery_after_a_crash_before_commit_counts_once(self) -> None:
         for i in range(1, 3):
             self.producer.send(traffic_delta(self.alice.pk, 10, 5, i))
         crashed = self.controller()
         msgs = crashed.consumer.consume(10, 0)
-        crashed._apply(
-            schemas.UserConsumedTrafficEvent, [(m, schemas.from_json(m.value)) for m in msgs]
-        )
+        crashed._apply(handle_traffic, [(m, schemas.from_json(m.value)) for m in msgs])
         crashed.consumer.close()  # died before committing offsets
         self.producer.send(traffic_delta(self.alice.pk, 1, 0, 3))
         self.controller().step()
@@ -86,7 +105,7 @@ class PlanControllerTests(BaseTestCase):
         self.assertEqual(len(dead), 2)
         errors = [dict(m.headers)["error"].decode() for m in dead]
         self.assertIn("not JSON", errors[0])
-        self.assertIn("invalid traffic delta", errors[1])
+        self.assertIn("invalid UserConsumedTrafficEvent: negative bytes", errors[1])
         self.assertEqual(dead[0].value, b"{not json")
         self.assertEqual(dict(dead[0].headers)["source"], f"{TRAFFIC}/0/0".encode())
         self.assertEqual(self.bus.committed[("plan-controller", TRAFFIC)], 3)
