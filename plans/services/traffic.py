@@ -267,11 +267,16 @@ class _Row:
 
     def mark_from(self, percents: Sequence[int]) -> None:
         """The next quota threshold (notification or the limit) above today's usage."""
-        if self.status != SubscriptionStatus.ACTIVE or self.limit is None:
+        limit = self.limit
+        if limit is None or self.status != SubscriptionStatus.ACTIVE:
             return
         used = self.bytes_up + self.bytes_down
-        marks = [self.limit * p / 100 for p in percents if self.limit * p / 100 > used]
-        self.next_mark = min([*marks, self.limit])
+        mark: float = limit
+        for p in percents:
+            at = limit * p / 100
+            if used < at < mark:
+                mark = at
+        self.next_mark = mark
 
     def covers(self, at: int) -> bool:
         return self.current_from <= at and (self.current_until is None or at < self.current_until)
@@ -354,8 +359,11 @@ class _Batch:
                     and current.quiet(last)
                     and current.quiet(now)
                 ):
-                    up = sum(d[1] for d in deltas)
-                    down = sum(d[2] for d in deltas)
+                    if len(deltas) == 1:
+                        at, up, down = deltas[0]
+                    else:
+                        up = sum(d[1] for d in deltas)
+                        down = sum(d[2] for d in deltas)
                     mark = current.next_mark
                     if (
                         mark is not None
