@@ -12,48 +12,52 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ActionForm
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from goproxy_site.admin_actions import AuditedActionsMixin
+from goproxy_site.csv_export import csv_response
 from goproxy_site.formatting import human_bytes
 from plans import selectors as plan_selectors
 from plans import services as plan_services
+from plans.action_forms import (
+    ActionInputError,
+    SubscriptionActionForm,
+    chosen_days,
+    chosen_plan,
+    chosen_top_up,
+)
 from plans.charts import daily_usage_svg, subscription_usage_bar
-from plans.models import Plan, Subscription, SubscriptionStatus
+from plans.history import operator_by
+from plans.history_text import local_time
+from plans.models import Subscription, SubscriptionStatus
 
 from . import selectors, services
+from .exports import USER_USAGE_HEADER, user_usage_rows
 from .models import ProxyCredential, User, login_validator
 
-MAX_EXTEND_DAYS = 3650
+# Actions the user page offers as buttons (each runs the list action on this one user).
+USER_PAGE_ACTIONS = (
+    "assign_plan",
+    "extend_subscription",
+    "top_up",
+    "reset_usage",
+    "revoke_credentials",
+    "deactivate",
+)
 
 
-class UserActionForm(ActionForm):
-    plan = forms.ModelChoiceField(
-        queryset=Plan.objects.all(), required=False, label="Plan", empty_label="(plan)"
-    )
-    # A CharField: an invalid action form makes the changelist say "No action selected",
-    # so the number is checked by the action, which can say what is wrong.
-    days = forms.CharField(
-        required=False,
-        label="Days",
-        widget=forms.NumberInput(attrs={"min": 1, "max": MAX_EXTEND_DAYS, "style": "width:5em"}),
-    )
-
-
-def action_value(form_class: type[forms.Form], request: HttpRequest, name: str) -> Any:
-    """Clean one extra field of an admin action form.
-
-    The whole ActionForm cannot be validated outside the changelist, whose view fills
-    in the choices of its `action` field.
-    """
-    return form_class.base_fields[name].clean(request.POST.get(name) or None)
+def operator(request: HttpRequest) -> str:
+    return operator_by(request.user.get_username())
 
 
 class SubscriptionStateFilter(admin.SimpleListFilter):
@@ -118,7 +122,7 @@ class ProxyCredentialInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
     list_display = [
         "username",
         "email",
@@ -130,10 +134,11 @@ class UserAdmin(DjangoUserAdmin):
     ]
     list_filter = [SubscriptionStateFilter, "is_active", "is_staff", "date_joined"]
     search_fields = ["username", "email"]
-    action_form = UserActionForm
+    action_form = SubscriptionActionForm
     actions = [
         "assign_plan",
         "extend_subscription",
+        "top_up",
         "reset_usage",
         "revoke_credentials",
         "deactivate",
@@ -144,6 +149,23 @@ class UserAdmin(DjangoUserAdmin):
         *(DjangoUserAdmin.fieldsets or ()),
     )
     inlines = [ProxyCredentialInline]
+    change_form_template = "admin/accounts/user/change_form.html"
+    change_list_template = "admin/accounts/user/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                "export.csv",
+                self.admin_site.admin_view(self.export_view),
+                name="accounts_user_export",
+            ),
+            path(
+                "<path:object_id>/act/<str:action>/",
+                self.admin_site.admin_view(self.user_action_view),
+                name="accounts_user_act",
+            ),
+        ]
+        return [*own, *super().get_urls()]
 
     def save_model(
         self, request: HttpRequest, obj: User, form: forms.ModelForm[User], change: bool
@@ -152,7 +174,7 @@ class UserAdmin(DjangoUserAdmin):
         deactivating = change and "is_active" in form.changed_data and not obj.is_active
         super().save_model(request, obj, form, change)
         if deactivating:
-            services.user_deactivate(user=obj)
+            services.user_deactivate(user=obj, by=operator(request))
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         services.user_delete_account(user=obj)
@@ -163,6 +185,49 @@ class UserAdmin(DjangoUserAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return UserChangeList
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {"action_plans": plan_selectors.plan_list(), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def user_action_view(
+        self, request: HttpRequest, object_id: str, action: str
+    ) -> HttpResponseBase:
+        """One of the list's actions on this user, from the buttons of the user page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        user = self.get_object(request, unquote(object_id))
+        if user is None:
+            self.message_user(request, f"There is no user with id “{object_id}”.", messages.ERROR)
+            return redirect("admin:accounts_user_changelist")
+        if not self.has_change_permission(request, user):
+            raise PermissionDenied
+        page = reverse("admin:accounts_user_change", args=[user.pk])
+        entry = self.get_actions(request).get(action) if action in USER_PAGE_ACTIONS else None
+        if entry is None:
+            self.message_user(request, f"There is no action “{action}”.", messages.ERROR)
+            return redirect(page)
+        response = entry[0](self, request, self.get_queryset(request).filter(pk=user.pk))
+        if isinstance(response, TemplateResponse):
+            response.context_data = {**(response.context_data or {}), "cancel_url": page}
+            return response
+        if isinstance(response, HttpResponseBase):
+            return response
+        return redirect(page)
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """The list as filtered and searched on screen, with usage, as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        users = changelist.get_queryset(request)
+        return csv_response("users-with-usage.csv", USER_USAGE_HEADER, user_usage_rows(users))
 
     @staticmethod
     def _sub(obj: User) -> Subscription | None:
@@ -191,7 +256,7 @@ class UserAdmin(DjangoUserAdmin):
         sub = self._sub(obj)
         if sub is None:
             return "—"
-        return f"{sub.expires_at:%Y-%m-%d %H:%M}" if sub.expires_at else "never"
+        return local_time(sub.expires_at) if sub.expires_at else "never"
 
     @admin.display(description="current subscription")
     def current_subscription_summary(self, obj: User) -> SafeString | str:
@@ -199,17 +264,16 @@ class UserAdmin(DjangoUserAdmin):
             return "—"
         sub = self._sub(obj)
         if sub is None:
-            return "No plan. Use the “Assign the selected plan” action on the user list."
+            return "No plan. Assign one with the buttons above."
         return format_html(
             '<div class="subscription-summary" style="max-width:520px">'
             '<p style="margin:0 0 .4em"><strong style="font-size:1.1em">{}</strong> · {} · '
-            'expires {} · <a href="{}">subscription #{}</a></p>{}'
+            'expires {} · <a href="{}">subscription and history</a></p>{}'
             '<p style="margin:.4em 0 0">up {} · down {}</p></div>',
             sub.plan.name,
             sub.get_status_display(),
             self.plan_expires(obj),
             reverse("admin:plans_subscription_change", args=[sub.pk]),
-            sub.pk,
             subscription_usage_bar(sub),
             human_bytes(sub.bytes_up),
             human_bytes(sub.bytes_down),
@@ -228,73 +292,150 @@ class UserAdmin(DjangoUserAdmin):
             ),
         )
 
-    @admin.action(description="Assign the selected plan")
-    def assign_plan(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        try:
-            plan = action_value(UserActionForm, request, "plan")
-        except ValidationError:
-            plan = None
-        if plan is None:
-            self.message_user(request, "Choose a plan to assign.", messages.ERROR)
-            return
-        users = list(queryset)
-        for user in users:
-            plan_services.plan_assign(user_id=user.pk, plan=plan)
-        self.message_user(request, f"Assigned {plan.name} to {len(users)} user(s).")
-
     def _current_subscriptions(
-        self, request: HttpRequest, queryset: QuerySet[User]
-    ) -> list[Subscription]:
-        users = list(queryset)
+        self, request: HttpRequest, users: list[User]
+    ) -> list[tuple[User, Subscription]]:
+        """The users' current subscriptions (one plans query); users without one are named."""
         subs = plan_selectors.subscriptions_current_by_user(user_ids=[u.pk for u in users])
         missing = [u.username for u in users if u.pk not in subs]
         if missing:
             self.message_user(
                 request, f"Skipped (no plan): {', '.join(missing)}.", messages.WARNING
             )
-        return list(subs.values())
+        return [(u, subs[u.pk]) for u in users if u.pk in subs]
+
+    @admin.action(description="Assign the selected plan")
+    def assign_plan(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
+        try:
+            plan = chosen_plan(request)
+        except ActionInputError:
+            self.message_user(request, "Choose a plan to assign.", messages.ERROR)
+            return None
+        users = list(queryset)
+        replaced = plan_selectors.subscriptions_current_by_user(user_ids=[u.pk for u in users])
+        if replaced:
+            page = self.confirm(
+                request,
+                users,
+                title=f"Assign {plan.name}?",
+                question=f"{len(replaced)} of these users have a current plan: {plan.name} "
+                "replaces it and their usage starts again at zero.",
+                button=f"Yes, assign {plan.name}",
+            )
+            if page is not None:
+                return page
+        by = operator(request)
+        for user in users:
+            plan_services.plan_assign(user_id=user.pk, plan=plan, by=by)
+        self.audit(request, users, f"Assigned the {plan.name} plan.")
+        self.message_user(request, f"Assigned {plan.name} to {len(users)} user(s).")
+        return None
 
     @admin.action(description="Extend the subscription by N days")
     def extend_subscription(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        raw = request.POST.get("days", "").strip()
-        if not raw:
-            self.message_user(request, "Enter the number of days to extend by.", messages.ERROR)
-            return
         try:
-            days = forms.IntegerField(min_value=1, max_value=MAX_EXTEND_DAYS).clean(raw)
-        except ValidationError as exc:
-            self.message_user(request, f"Days: {' '.join(exc.messages)}", messages.ERROR)
-            return
-        done = 0
-        for sub in self._current_subscriptions(request, queryset):
+            days = chosen_days(request)
+        except ActionInputError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+        by = operator(request)
+        done: list[User] = []
+        for user, sub in self._current_subscriptions(request, list(queryset)):
             try:
-                plan_services.subscription_extend(subscription=sub, days=days)
-                done += 1
+                plan_services.subscription_extend(subscription=sub, days=days, by=by)
             except ValidationError as exc:
-                self.message_user(
-                    request, f"User {sub.user_id}: {' '.join(exc.messages)}", messages.WARNING
-                )
-        self.message_user(request, f"Extended {done} subscription(s) by {days} day(s).")
+                self.message_user(request, f"{user}: {' '.join(exc.messages)}", messages.WARNING)
+            else:
+                done.append(user)
+        self.audit(request, done, f"Extended the subscription by {days} day(s).")
+        self.message_user(request, f"Extended {len(done)} subscription(s) by {days} day(s).")
+        return None
+
+    @admin.action(description="Top up this period's traffic")
+    def top_up(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        try:
+            amount = chosen_top_up(request)
+        except ActionInputError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+        by = operator(request)
+        done: list[User] = []
+        for user, sub in self._current_subscriptions(request, list(queryset)):
+            try:
+                plan_services.subscription_top_up(subscription=sub, bytes_=amount, by=by)
+            except ValidationError as exc:
+                self.message_user(request, f"{user}: {' '.join(exc.messages)}", messages.WARNING)
+            else:
+                done.append(user)
+        self.audit(request, done, f"Topped up this period by {human_bytes(amount)}.")
+        self.message_user(
+            request, f"Topped up {len(done)} subscription(s) by {human_bytes(amount)}."
+        )
+        return None
 
     @admin.action(description="Reset traffic usage to zero")
-    def reset_usage(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        subs = self._current_subscriptions(request, queryset)
-        for sub in subs:
-            plan_services.subscription_reset_usage(subscription=sub)
+    def reset_usage(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
+        users = list(queryset)
+        page = self.confirm(
+            request,
+            users,
+            title="Reset usage?",
+            question="The current period's traffic goes to the reset log and the counters "
+            "start again at zero; limited users get full access back.",
+            button="Yes, reset usage",
+        )
+        if page is not None:
+            return page
+        by = operator(request)
+        subs = self._current_subscriptions(request, users)
+        for _, sub in subs:
+            plan_services.subscription_reset_usage(subscription=sub, by=by)
+        self.audit(request, [user for user, _ in subs], "Reset the traffic usage.")
         self.message_user(request, f"Reset the usage of {len(subs)} subscription(s).")
+        return None
 
     @admin.action(description="Revoke all proxy credentials")
-    def revoke_credentials(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        total = sum(services.credential_revoke_all(user=user) for user in queryset)
-        self.message_user(request, f"Revoked {total} credential(s).")
+    def revoke_credentials(
+        self, request: HttpRequest, queryset: QuerySet[User]
+    ) -> HttpResponse | None:
+        users = list(queryset)
+        page = self.confirm(
+            request,
+            users,
+            title="Revoke proxy credentials?",
+            question="Every proxy credential of these users stops working at once; they "
+            "need new ones to use the proxy again.",
+            button="Yes, revoke them",
+        )
+        if page is not None:
+            return page
+        revoked = {user: services.credential_revoke_all(user=user) for user in users}
+        self.audit(request, [u for u, n in revoked.items() if n], "Revoked all proxy credentials.")
+        self.message_user(request, f"Revoked {sum(revoked.values())} credential(s).")
+        return None
 
     @admin.action(description="Deactivate (revoke credentials, disable plan)")
-    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        count = 0
-        for user in queryset.filter(is_active=True):
-            services.user_deactivate(user=user)
-            count += 1
-        self.message_user(request, f"Deactivated {count} user(s).")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
+        users = list(queryset.filter(is_active=True))
+        if not users:
+            self.message_user(request, "These users are already inactive.", messages.WARNING)
+            return None
+        page = self.confirm(
+            request,
+            users,
+            title="Deactivate users?",
+            question="These users can no longer log in, every proxy credential of theirs is "
+            "revoked and their plan is disabled.",
+            button="Yes, deactivate",
+        )
+        if page is not None:
+            return page
+        by = operator(request)
+        for user in users:
+            services.user_deactivate(user=user, by=by)
+        self.audit(request, users, "Deactivated (credentials revoked, plan disabled).")
+        self.message_user(request, f"Deactivated {len(users)} user(s).")
+        return None
 
 
 class CredentialIssueForm(forms.ModelForm):
