@@ -123,15 +123,8 @@ class ProxyCredentialInline(admin.TabularInline):
 
 @admin.register(User)
 class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
-    list_display = [
-        "username",
-        "email",
-        "is_active",
-        "plan_name",
-        "plan_status",
-        "plan_usage",
-        "plan_expires",
-    ]
+    list_display = ["person", "plan_name", "plan_usage", "plan_expires"]
+    list_display_links = ["person"]
     list_filter = [SubscriptionStateFilter, "is_active", "is_staff", "date_joined"]
     search_fields = ["username", "email"]
     action_form = SubscriptionActionForm
@@ -237,15 +230,27 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
         sub: Subscription | None = cached[SUBSCRIPTION_ATTR]
         return sub
 
-    @admin.display(description="plan")
-    def plan_name(self, obj: User) -> str:
-        sub = self._sub(obj)
-        return sub.plan.name if sub else "—"
+    @admin.display(description="user", ordering="email")
+    def person(self, obj: User) -> SafeString:
+        """The e-mail, the username under it unless it is the same (portal signups), and
+        a mark on inactive users."""
+        name = obj.email or obj.username
+        other = "" if obj.username.lower() == name.lower() else obj.username
+        return format_html(
+            "{}{}{}",
+            name,
+            format_html('<br><span class="gp-muted">{}</span>', other) if other else "",
+            format_html(' <span class="gp-inactive">inactive</span>') if not obj.is_active else "",
+        )
 
-    @admin.display(description="status")
-    def plan_status(self, obj: User) -> str:
+    @admin.display(description="plan · status")
+    def plan_name(self, obj: User) -> SafeString | str:
         sub = self._sub(obj)
-        return sub.get_status_display() if sub else "no plan"
+        if sub is None:
+            return "no plan"
+        return format_html(
+            '{}<br><span class="gp-muted">{}</span>', sub.plan.name, sub.get_status_display()
+        )
 
     @admin.display(description="used / limit")
     def plan_usage(self, obj: User) -> str:
@@ -414,7 +419,7 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
         self.message_user(request, f"Revoked {sum(revoked.values())} credential(s).")
         return None
 
-    @admin.action(description="Deactivate (revoke credentials, disable plan)")
+    @admin.action(description="Deactivate (ends credentials and plan)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
         users = list(queryset.filter(is_active=True))
         if not users:

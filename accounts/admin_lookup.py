@@ -27,6 +27,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import lookup_spawns_duplicates
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Q, QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -69,6 +70,22 @@ def user_link_html(user_id: int, user: UserSummary | None) -> SafeString:
         user.username,
         user.label,
     )
+
+
+class ParentUserFormSet(BaseInlineFormSet):
+    """Inline rows of the parent's user (a subscription's history): they take the user
+    the parent page looked up, with no query of their own."""
+
+    def get_queryset(self) -> Any:
+        if not hasattr(self, "_rows_with_user"):
+            rows = list(super().get_queryset())
+            parent = vars(self.instance)
+            for row in rows:
+                for attr in (USER_ATTR, USER_LABEL_ATTR):
+                    if attr in parent:
+                        vars(row)[attr] = parent[attr]
+            self._rows_with_user = rows
+        return self._rows_with_user
 
 
 class UserLookupChangeList(ChangeList):

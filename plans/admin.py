@@ -23,11 +23,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from accounts.admin_lookup import UserLookupMixin
+from accounts.admin_lookup import ParentUserFormSet, UserLookupMixin
 from accounts.selectors import user_ids_matching
 from goproxy_site.admin_actions import AuditedActionsMixin
 from goproxy_site.csv_export import csv_response
-from goproxy_site.formatting import human_bytes, human_speed
+from goproxy_site.formatting import human_bit_rate, human_bytes, human_speed
 from goproxy_site.unit_fields import byte_size_field, speed_field
 
 from . import services
@@ -41,7 +41,7 @@ from .action_forms import (
 from .charts import subscription_usage_bar
 from .exports import USAGE_DAILY_HEADER, usage_daily_rows
 from .history import operator_by
-from .history_text import event_details, local_time
+from .history_text import event_details, local_time, local_time_short
 from .models import (
     Feature,
     FreePlanClaim,
@@ -71,8 +71,11 @@ def operator(request: HttpRequest) -> str:
     return operator_by(request.user.get_username())
 
 
-def when(moment: Any) -> str:
-    return local_time(moment) if moment else "—"
+def when(moment: Any) -> SafeString | str:
+    """A moment in the local zone, short, with the full form (and zone) as a tooltip."""
+    if not moment:
+        return "—"
+    return format_html('<time title="{}">{}</time>', local_time(moment), local_time_short(moment))
 
 
 @admin.register(Feature)
@@ -137,17 +140,15 @@ class PlanCounts(TypedDict):
 class PlanAdmin(admin.ModelAdmin):
     form = PlanForm
     list_display = [
-        "name",
+        "plan_name",
         "price_tag",
-        "limit",
-        "duration",
+        "allowance",
         "speed",
         "connection_limits",
         "lifecycle",
-        "feature_list",
-        "is_public",
         "subscribers",
     ]
+    list_display_links = ["plan_name"]
     list_filter = ["is_free", "is_public", "reset_cycle", "quota_action"]
     search_fields = ["name"]
     exclude = ["features"]
@@ -163,39 +164,40 @@ class PlanAdmin(admin.ModelAdmin):
             )
         )
 
+    @admin.display(description="plan", ordering="name")
+    def plan_name(self, obj: Plan) -> SafeString:
+        """The name, "not in the catalogue" for hidden plans, and the features."""
+        hidden = "" if obj.is_public else " · not in the catalogue"
+        features = ", ".join(f.name for f in obj.features.all())
+        return format_html(
+            '{}<br><span class="gp-muted">{}{}</span>', obj.name, features or "no features", hidden
+        )
+
     @admin.display(description="price", ordering="price")
     def price_tag(self, obj: Plan) -> str:
         return "free" if obj.is_free or not obj.price else f"{obj.price} {obj.currency}"
-
-    @admin.display(description="features")
-    def feature_list(self, obj: Plan) -> str:
-        return ", ".join(f.name for f in obj.features.all()) or "—"
 
     @admin.display(description="subscribers", ordering="current_subscribers")
     def subscribers(self, obj: WithAnnotations[Plan, PlanCounts]) -> int:
         return obj.current_subscribers
 
-    @admin.display(description="traffic", ordering="traffic_limit_bytes")
-    def limit(self, obj: Plan) -> str:
-        return human_bytes(obj.traffic_limit_bytes)
-
-    @admin.display(description="duration", ordering="duration_days")
-    def duration(self, obj: Plan) -> str:
+    @admin.display(description="allowance", ordering="traffic_limit_bytes")
+    def allowance(self, obj: Plan) -> str:
         if obj.duration_days is None:
-            return "no expiry"
-        return f"{obj.duration_days} day{'s' if obj.duration_days != 1 else ''}"
+            term = "no expiry"
+        else:
+            term = f"{obj.duration_days} day{'s' if obj.duration_days != 1 else ''}"
+        return f"{human_bytes(obj.traffic_limit_bytes)} · {term}"
 
-    @admin.display(description="speed limit", ordering="speed_limit_bps")
+    @admin.display(description="speed", ordering="speed_limit_bps")
     def speed(self, obj: Plan) -> str:
-        return human_speed(obj.speed_limit_bps)
+        return human_bit_rate(obj.speed_limit_bps)
 
-    @admin.display(description="connections / devices")
+    @admin.display(description="limits")
     def connection_limits(self, obj: Plan) -> str:
-        connections = obj.max_connections or "∞"
-        devices = obj.device_limit or "∞"
-        return f"{connections} / {devices}"
+        return f"{obj.max_connections or '∞'} conn. · {obj.device_limit or '∞'} devices"
 
-    @admin.display(description="reset · at quota")
+    @admin.display(description="cycle")
     def lifecycle(self, obj: Plan) -> str:
         cycle = (
             f"every {obj.reset_every_days} days"
@@ -203,7 +205,7 @@ class PlanAdmin(admin.ModelAdmin):
             else obj.get_reset_cycle_display().split(" (")[0].lower()
         )
         action = (
-            f"throttle to {human_speed(obj.throttle_speed_bps)}"
+            f"slow to {human_bit_rate(obj.throttle_speed_bps)}"
             if obj.throttles
             else obj.get_quota_action_display().lower()
         )
@@ -215,6 +217,7 @@ class HistoryInline(admin.TabularInline):
     the message names who made each change."""
 
     model = SubscriptionEvent
+    formset = ParentUserFormSet
     fields = readonly_fields = ("local_at", "kind", "message", "details")
     extra = 0
     can_delete = False
@@ -225,7 +228,7 @@ class HistoryInline(admin.TabularInline):
         return False
 
     @admin.display(description="at")
-    def local_at(self, obj: SubscriptionEvent) -> str:
+    def local_at(self, obj: SubscriptionEvent) -> SafeString | str:
         return when(obj.at)
 
     @admin.display(description="details")
@@ -235,6 +238,7 @@ class HistoryInline(admin.TabularInline):
 
 class ResetInline(admin.TabularInline):
     model = UsageReset
+    formset = ParentUserFormSet
     fields = readonly_fields = (
         "period_start",
         "period_end",
@@ -269,15 +273,7 @@ SubscriptionChange = Callable[[Subscription], object]
 
 @admin.register(Subscription)
 class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
-    list_display = [
-        "user_link",
-        "plan",
-        "status",
-        "usage",
-        "lifetime",
-        "expires",
-        "next_reset",
-    ]
+    list_display = ["user_link", "plan_status", "usage", "expires", "next_reset"]
     list_filter = ["status", "is_current", "plan"]
     search_fields = ["plan__name"]
     list_select_related = ["plan"]
@@ -305,7 +301,7 @@ class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
             "Traffic",
             {"fields": ["up", "down", "allowance", "top_ups", "lifetime_up", "lifetime_down"]},
         ),
-        ("Record", {"fields": ["period_started", "created_at", "updated_at"]}),
+        ("Record", {"fields": ["period_started", "created", "updated"]}),
     )
     readonly_fields = [
         "user_link",
@@ -324,8 +320,8 @@ class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
         "lifetime_up",
         "lifetime_down",
         "period_started",
-        "created_at",
-        "updated_at",
+        "created",
+        "updated",
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -341,28 +337,62 @@ class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
     def usage(self, obj: Subscription) -> str:
         return subscription_usage_bar(obj)
 
+    @admin.display(description="plan · status", ordering="plan__name")
+    def plan_status(self, obj: Subscription) -> SafeString:
+        current = "" if obj.is_current else " (past)"
+        return format_html(
+            '{}<br><span class="gp-muted">{}{}</span>',
+            obj.plan.name,
+            obj.get_status_display(),
+            current,
+        )
+
     @admin.display(description="lifetime")
     def lifetime(self, obj: Subscription) -> str:
         return human_bytes(obj.lifetime_bytes_used)
 
     @admin.display(description="started", ordering="started_at")
-    def started(self, obj: Subscription) -> str:
+    def started(self, obj: Subscription) -> SafeString | str:
         return when(obj.started_at)
 
     @admin.display(description="expires", ordering="expires_at")
-    def expires(self, obj: Subscription) -> str:
+    def expires(self, obj: Subscription) -> SafeString | str:
         return when(obj.expires_at) if obj.expires_at else "never"
 
     @admin.display(description="next reset", ordering="next_reset_at")
-    def next_reset(self, obj: Subscription) -> str:
+    def next_reset(self, obj: Subscription) -> SafeString | str:
         return when(obj.next_reset_at)
 
     @admin.display(description="on hold until")
-    def hold_until(self, obj: Subscription) -> str:
+    def hold_until(self, obj: Subscription) -> SafeString | str:
         return when(obj.hold_deadline)
 
+    @admin.display(description="created")
+    def created(self, obj: Subscription) -> SafeString | str:
+        return when(obj.created_at)
+
+    @admin.display(description="last changed")
+    def updated(self, obj: Subscription) -> SafeString | str:
+        return when(obj.updated_at)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # Every field is read-only: changes go through the actions, so no Save buttons.
+        context = {
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
     @admin.display(description="period started")
-    def period_started(self, obj: Subscription) -> str:
+    def period_started(self, obj: Subscription) -> SafeString | str:
         return when(obj.period_started_at)
 
     @admin.display(description="up (this period)")

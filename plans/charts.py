@@ -220,7 +220,7 @@ def ranked_bars_svg(
     Labels are cut to fit and kept whole in each bar's tooltip; the values are drawn in
     human units beside the bars.
     """
-    left, right, top = 190, 90, 8
+    left, right, top = 250, 80, 8
     gap = 6
     height = top * 2 + max(len(rows), 1) * (bar_height + gap)
     plot_w = width - left - right
@@ -246,7 +246,7 @@ def ranked_bars_svg(
     for i, (label, value) in enumerate(rows):
         y = top + i * (bar_height + gap)
         w = max(value * plot_w / peak, 1.0) if value > 0 else 0.0
-        short = label if len(label) <= 28 else label[:27] + "…"
+        short = label if len(label) <= 36 else label[:35] + "…"
         parts.append(
             f"<g><title>{escape(label)}: {escape(human_bytes(value))}</title>"
             f'<text x="{left - 8}" y="{y + bar_height - 5}" text-anchor="end" '

@@ -45,6 +45,11 @@ def local_time(moment: datetime) -> str:
     return f"{local.day} {local:%b %Y, %H:%M} {local.tzname()}"
 
 
+def local_time_short(moment: datetime) -> str:
+    """ "2026-01-15 11:00": the same moment in the local zone, for narrow columns."""
+    return f"{moment.astimezone(local_zone()):%Y-%m-%d %H:%M}"
+
+
 def _when(value: object) -> str:
     moment = parse_datetime(value) if isinstance(value, str) else None
     return local_time(moment) if moment else str(value)
