@@ -382,3 +382,117 @@ def test_operator_assigns_a_plan_and_sees_the_usage_bar(page: Any, live_server: 
     expect(chart.locator("rect.bar--down")).to_have_count(4)
     assert chart.bounding_box()["width"] > 600
     shot(page, "12-admin-user-page")
+
+
+# Pages an operator's morning goes through, each checked at 1280 px: nothing is cut off
+# (no horizontal scroll of the page, and no changelist table wider than its box).
+FITS_JS = """
+() => {
+  const problems = [];
+  const width = document.documentElement.scrollWidth;
+  if (width > window.innerWidth + 1) problems.push(`page scrolls sideways: ${width}px`);
+  for (const box of document.querySelectorAll(".results, #content-main")) {
+    if (box.scrollWidth > box.clientWidth + 1)
+      problems.push(`${box.className || box.id} is ${box.scrollWidth}px in ${box.clientWidth}px`);
+  }
+  return problems;
+}
+"""
+
+
+def operator_morning_data() -> dict[str, Any]:
+    operator = user_create(
+        username="operator",
+        email="op@example.org",
+        password=PASSWORD,
+        is_staff=True,
+        is_superuser=True,
+    )
+    pro = Plan.objects.create(
+        name="Pro 50 GB",
+        traffic_limit_bytes=50_000_000_000,
+        duration_days=30,
+        price="19.90",
+        speed_limit_bps=12_500_000,
+        max_connections=20,
+        device_limit=3,
+        reset_cycle="monthly",
+        quota_action="throttle",
+        throttle_speed_bps=125_000,
+    )
+    users = {}
+    for n, name in enumerate(["alice", "bob", "carol", "dave", "erin", "frank"]):
+        user = user_create(
+            username=name, email=f"{name}.longname@customer-example.org", password=PASSWORD
+        )
+        sub = plan_assign(user_id=user.pk, plan=pro, by="by operator")
+        add_usage(sub, days=5 + n, per_day=900_000_000 * (n + 1))
+        users[name] = user
+    return {"operator": operator, "users": users, "plan": pro}
+
+
+def fits(page: Any, name: str) -> None:
+    shot(page, name)
+    problems = page.evaluate(FITS_JS)
+    assert problems == [], f"{page.url}: {problems}"
+
+
+def test_admin_pages_fit_1280_px_and_speak_people(page: Any, live_server: Any) -> None:
+    data = operator_morning_data()
+    alice = data["users"]["alice"]
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto("/admin/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#site-name")).to_have_text("goproxy operations")
+    expect(page.locator("#content-main .app-internals")).to_contain_text("Outbox events")
+    fits(page, "20-admin-index-1280")
+
+    sub = Subscription.objects.get(user_id=alice.pk, is_current=True)
+    pages = {
+        "21-admin-users-1280": "/admin/accounts/user/",
+        "22-admin-user-page-1280": f"/admin/accounts/user/{alice.pk}/change/",
+        "23-admin-subscriptions-1280": "/admin/plans/subscription/",
+        "24-admin-subscription-page-1280": f"/admin/plans/subscription/{sub.pk}/change/",
+        "25-admin-usage-1280": "/admin/plans/usagebucket/",
+        "26-admin-history-1280": "/admin/plans/subscriptionevent/",
+        "27-admin-plans-1280": "/admin/plans/plan/",
+        "28-admin-plan-form-1280": f"/admin/plans/plan/{data['plan'].pk}/change/",
+        "29-admin-traffic-report-1280": "/admin/traffic/?period=30d",
+        "30-admin-restrictions-1280": "/admin/plans/userrestriction/",
+    }
+    for name, url in pages.items():
+        page.goto(url)
+        fits(page, name)
+
+    # The subscriptions list finds alice by her e-mail and names her on every row.
+    page.goto("/admin/plans/subscription/")
+    page.locator("#searchbar").fill("alice.longname")
+    page.locator("#searchbar").press("Enter")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(1)
+    expect(
+        rows.first.get_by_role("link", name="alice.longname@customer-example.org")
+    ).to_be_visible()
+
+    # The subscription page is titled by the person and shows sizes in units.
+    page.goto(f"/admin/plans/subscription/{sub.pk}/change/")
+    expect(page.locator("#content h2").first).to_have_text(
+        "alice.longname@customer-example.org — Pro 50 GB (active)"
+    )
+    page.goto(f"/admin/plans/plan/{data['plan'].pk}/change/")
+    expect(page.locator("input[name=traffic_limit_bytes_0]")).to_have_value("50")
+    expect(page.locator("select[name=speed_limit_bps_1] option:checked")).to_have_text("Mbit/s")
+
+    # Deactivate from the user page: a confirmation first, then the deed, in the log.
+    page.goto(f"/admin/accounts/user/{alice.pk}/change/")
+    page.get_by_role("button", name="Deactivate…").click()
+    expect(page.locator("#gp-confirm-question")).to_contain_text("can no longer log in")
+    fits(page, "31-admin-confirm-deactivate-1280")
+    page.get_by_role("button", name="Yes, deactivate").click()
+    expect(page.locator(".messagelist")).to_contain_text("Deactivated 1 user(s).")
+    page.goto("/admin/")
+    expect(page.locator("#recent-actions-module")).to_contain_text("alice")
+    alice.refresh_from_db()
+    assert alice.is_active is False
