@@ -24,20 +24,19 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from goproxy_site.admin_actions import AuditedActionsMixin
+from goproxy_site.admin_actions import AuditedActionsMixin, Confirmation
 from goproxy_site.csv_export import csv_response
 from goproxy_site.formatting import human_bytes
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.action_forms import (
-    ActionInputError,
     SubscriptionActionForm,
+    acting_operator,
     chosen_days,
     chosen_plan,
     chosen_top_up,
 )
 from plans.charts import daily_usage_svg, subscription_usage_bar
-from plans.history import operator_by
 from plans.history_text import local_time
 from plans.models import Subscription, SubscriptionStatus
 
@@ -56,8 +55,24 @@ USER_PAGE_ACTIONS = (
 )
 
 
-def operator(request: HttpRequest) -> str:
-    return operator_by(request.user.get_username())
+RESET_USAGE = Confirmation(
+    title="Reset usage?",
+    question="The current period's traffic goes to the reset log and the counters start "
+    "again at zero; limited users get full access back.",
+    button="Yes, reset usage",
+)
+REVOKE_CREDENTIALS = Confirmation(
+    title="Revoke proxy credentials?",
+    question="Every proxy credential of these users stops working at once; they need new "
+    "ones to use the proxy again.",
+    button="Yes, revoke them",
+)
+DEACTIVATE = Confirmation(
+    title="Deactivate users?",
+    question="These users can no longer log in, every proxy credential of theirs is "
+    "revoked and their plan is disabled.",
+    button="Yes, deactivate",
+)
 
 
 class SubscriptionStateFilter(admin.SimpleListFilter):
@@ -128,14 +143,8 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
     list_filter = [SubscriptionStateFilter, "is_active", "is_staff", "date_joined"]
     search_fields = ["username", "email"]
     action_form = SubscriptionActionForm
-    actions = [
-        "assign_plan",
-        "extend_subscription",
-        "top_up",
-        "reset_usage",
-        "revoke_credentials",
-        "deactivate",
-    ]
+    # The user page offers the same actions as buttons.
+    actions = list(USER_PAGE_ACTIONS)
     readonly_fields = ["current_subscription_summary", "usage_chart", "last_login", "date_joined"]
     fieldsets = (
         ("Plan and usage", {"fields": ["current_subscription_summary", "usage_chart"]}),
@@ -167,7 +176,7 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
         deactivating = change and "is_active" in form.changed_data and not obj.is_active
         super().save_model(request, obj, form, change)
         if deactivating:
-            services.user_deactivate(user=obj, by=operator(request))
+            services.user_deactivate(user=obj, by=acting_operator(request))
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         services.user_delete_account(user=obj)
@@ -240,7 +249,9 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
             "{}{}{}",
             name,
             format_html('<br><span class="gp-muted">{}</span>', other) if other else "",
-            format_html(' <span class="gp-inactive">inactive</span>') if not obj.is_active else "",
+            format_html(' <span class="gp-inactive">{}</span>', "inactive")
+            if not obj.is_active
+            else "",
         )
 
     @admin.display(description="plan · status")
@@ -311,92 +322,71 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
 
     @admin.action(description="Assign the selected plan")
     def assign_plan(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
-        try:
-            plan = chosen_plan(request)
-        except ActionInputError:
-            self.message_user(request, "Choose a plan to assign.", messages.ERROR)
+        plan, by = self.read_input(request, chosen_plan), acting_operator(request)
+        if plan is None:
             return None
         users = list(queryset)
         replaced = plan_selectors.subscriptions_current_by_user(user_ids=[u.pk for u in users])
-        if replaced:
-            page = self.confirm(
-                request,
-                users,
-                title=f"Assign {plan.name}?",
-                question=f"{len(replaced)} of these users have a current plan: {plan.name} "
-                "replaces it and their usage starts again at zero.",
-                button=f"Yes, assign {plan.name}",
-            )
-            if page is not None:
-                return page
-        by = operator(request)
-        for user in users:
-            plan_services.plan_assign(user_id=user.pk, plan=plan, by=by)
-        self.audit(request, users, f"Assigned the {plan.name} plan.")
-        self.message_user(request, f"Assigned {plan.name} to {len(users)} user(s).")
+        confirmation = Confirmation(
+            title=f"Assign {plan.name}?",
+            question=f"{len(replaced)} of these users have a current plan: {plan.name} "
+            "replaces it and their usage starts again at zero.",
+            button=f"Yes, assign {plan.name}",
+        )
+        if replaced and (page := self.confirm(request, users, confirmation)):
+            return page
+        self.run_each(
+            request,
+            users,
+            lambda user: plan_services.plan_assign(user_id=user.pk, plan=plan, by=by),
+            log=f"Assigned the {plan.name} plan.",
+            done=f"Assigned {plan.name} to {{count}} user(s).",
+        )
         return None
 
     @admin.action(description="Extend the subscription by N days")
     def extend_subscription(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        try:
-            days = chosen_days(request)
-        except ActionInputError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return None
-        by = operator(request)
-        done: list[User] = []
-        for user, sub in self._current_subscriptions(request, list(queryset)):
-            try:
-                plan_services.subscription_extend(subscription=sub, days=days, by=by)
-            except ValidationError as exc:
-                self.message_user(request, f"{user}: {' '.join(exc.messages)}", messages.WARNING)
-            else:
-                done.append(user)
-        self.audit(request, done, f"Extended the subscription by {days} day(s).")
-        self.message_user(request, f"Extended {len(done)} subscription(s) by {days} day(s).")
-        return None
+        days, by = self.read_input(request, chosen_days), acting_operator(request)
+        if days is not None:
+            self.run_each(
+                request,
+                self._current_subscriptions(request, list(queryset)),
+                lambda pair: plan_services.subscription_extend(
+                    subscription=pair[1], days=days, by=by
+                ),
+                row=lambda pair: pair[0],
+                log=f"Extended the subscription by {days} day(s).",
+                done=f"Extended {{count}} subscription(s) by {days} day(s).",
+            )
 
     @admin.action(description="Top up this period's traffic")
     def top_up(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        try:
-            amount = chosen_top_up(request)
-        except ActionInputError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return None
-        by = operator(request)
-        done: list[User] = []
-        for user, sub in self._current_subscriptions(request, list(queryset)):
-            try:
-                plan_services.subscription_top_up(subscription=sub, bytes_=amount, by=by)
-            except ValidationError as exc:
-                self.message_user(request, f"{user}: {' '.join(exc.messages)}", messages.WARNING)
-            else:
-                done.append(user)
-        self.audit(request, done, f"Topped up this period by {human_bytes(amount)}.")
-        self.message_user(
-            request, f"Topped up {len(done)} subscription(s) by {human_bytes(amount)}."
-        )
-        return None
+        amount, by = self.read_input(request, chosen_top_up), acting_operator(request)
+        if amount is not None:
+            self.run_each(
+                request,
+                self._current_subscriptions(request, list(queryset)),
+                lambda pair: plan_services.subscription_top_up(
+                    subscription=pair[1], bytes_=amount, by=by
+                ),
+                row=lambda pair: pair[0],
+                log=f"Topped up this period by {human_bytes(amount)}.",
+                done=f"Topped up {{count}} subscription(s) by {human_bytes(amount)}.",
+            )
 
     @admin.action(description="Reset traffic usage to zero")
     def reset_usage(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
-        users = list(queryset)
-        page = self.confirm(
-            request,
-            users,
-            title="Reset usage?",
-            question="The current period's traffic goes to the reset log and the counters "
-            "start again at zero; limited users get full access back.",
-            button="Yes, reset usage",
-        )
-        if page is not None:
+        users, by = list(queryset), acting_operator(request)
+        if page := self.confirm(request, users, RESET_USAGE):
             return page
-        by = operator(request)
-        subs = self._current_subscriptions(request, users)
-        for _, sub in subs:
-            plan_services.subscription_reset_usage(subscription=sub, by=by)
-        self.audit(request, [user for user, _ in subs], "Reset the traffic usage.")
-        self.message_user(request, f"Reset the usage of {len(subs)} subscription(s).")
+        self.run_each(
+            request,
+            self._current_subscriptions(request, users),
+            lambda pair: plan_services.subscription_reset_usage(subscription=pair[1], by=by),
+            row=lambda pair: pair[0],
+            log="Reset the traffic usage.",
+            done="Reset the usage of {count} subscription(s).",
+        )
         return None
 
     @admin.action(description="Revoke all proxy credentials")
@@ -404,15 +394,7 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
         self, request: HttpRequest, queryset: QuerySet[User]
     ) -> HttpResponse | None:
         users = list(queryset)
-        page = self.confirm(
-            request,
-            users,
-            title="Revoke proxy credentials?",
-            question="Every proxy credential of these users stops working at once; they "
-            "need new ones to use the proxy again.",
-            button="Yes, revoke them",
-        )
-        if page is not None:
+        if page := self.confirm(request, users, REVOKE_CREDENTIALS):
             return page
         revoked = {user: services.credential_revoke_all(user=user) for user in users}
         self.audit(request, [u for u, n in revoked.items() if n], "Revoked all proxy credentials.")
@@ -421,25 +403,19 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
 
     @admin.action(description="Deactivate (ends credentials and plan)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
-        users = list(queryset.filter(is_active=True))
+        users, by = list(queryset.filter(is_active=True)), acting_operator(request)
         if not users:
             self.message_user(request, "These users are already inactive.", messages.WARNING)
             return None
-        page = self.confirm(
+        if page := self.confirm(request, users, DEACTIVATE):
+            return page
+        self.run_each(
             request,
             users,
-            title="Deactivate users?",
-            question="These users can no longer log in, every proxy credential of theirs is "
-            "revoked and their plan is disabled.",
-            button="Yes, deactivate",
+            lambda user: services.user_deactivate(user=user, by=by),
+            log="Deactivated (credentials revoked, plan disabled).",
+            done="Deactivated {count} user(s).",
         )
-        if page is not None:
-            return page
-        by = operator(request)
-        for user in users:
-            services.user_deactivate(user=user, by=by)
-        self.audit(request, users, "Deactivated (credentials revoked, plan disabled).")
-        self.message_user(request, f"Deactivated {len(users)} user(s).")
         return None
 
 

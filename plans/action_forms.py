@@ -13,8 +13,10 @@ from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
+from goproxy_site.admin_actions import ActionInputError
 from goproxy_site.unit_fields import UnitField
 
+from .history import operator_by
 from .models import Plan
 from .selectors import plan_list
 
@@ -44,8 +46,9 @@ class SubscriptionActionForm(ActionForm):
     )
 
 
-class ActionInputError(Exception):
-    """An action's input is missing or wrong; the message says which and why."""
+def acting_operator(request: HttpRequest) -> str:
+    """The operator behind an action, as the subscription's history names them."""
+    return operator_by(request.user.get_username())
 
 
 def chosen_plan(request: HttpRequest) -> Plan:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase
@@ -25,22 +25,21 @@ from django.utils.safestring import SafeString
 
 from accounts.admin_lookup import ParentUserFormSet, UserLookupMixin
 from accounts.selectors import user_ids_matching
-from goproxy_site.admin_actions import AuditedActionsMixin
+from goproxy_site.admin_actions import AuditedActionsMixin, Confirmation
 from goproxy_site.csv_export import csv_response
 from goproxy_site.formatting import human_bit_rate, human_bytes, human_speed
 from goproxy_site.unit_fields import byte_size_field, speed_field
 
 from . import services
 from .action_forms import (
-    ActionInputError,
     SubscriptionActionForm,
+    acting_operator,
     chosen_days,
     chosen_plan,
     chosen_top_up,
 )
 from .charts import subscription_usage_bar
 from .exports import USAGE_DAILY_HEADER, usage_daily_rows
-from .history import operator_by
 from .history_text import event_details, local_time, local_time_short
 from .models import (
     Feature,
@@ -66,16 +65,34 @@ if TYPE_CHECKING:  # django-stubs' helper, for the annotated changelist rows onl
     from django_stubs_ext import WithAnnotations
 
 
-def operator(request: HttpRequest) -> str:
-    """The operator as history names them: "by op"."""
-    return operator_by(request.user.get_username())
-
-
 def when(moment: Any) -> SafeString | str:
     """A moment in the local zone, short, with the full form (and zone) as a tooltip."""
     if not moment:
         return "—"
     return format_html('<time title="{}">{}</time>', local_time(moment), local_time_short(moment))
+
+
+Column = Callable[[Any, Any], "SafeString | str"]
+
+
+def bytes_column(field: str, description: str, *, sortable: bool = False) -> Column:
+    """A read-only column of a byte count in human units (MB, GB)."""
+
+    @admin.display(description=description, ordering=field if sortable else None)
+    def column(model_admin: Any, obj: Any) -> str:
+        return human_bytes(getattr(obj, field))
+
+    return column
+
+
+def time_column(field: str, description: str, *, sortable: bool = False) -> Column:
+    """A read-only column of a moment in local time (see `when`)."""
+
+    @admin.display(description=description, ordering=field if sortable else None)
+    def column(model_admin: Any, obj: Any) -> SafeString | str:
+        return when(getattr(obj, field))
+
+    return column
 
 
 @admin.register(Feature)
@@ -227,9 +244,7 @@ class HistoryInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.display(description="at")
-    def local_at(self, obj: SubscriptionEvent) -> SafeString | str:
-        return when(obj.at)
+    local_at = time_column("at", "at")
 
     @admin.display(description="details")
     def details(self, obj: SubscriptionEvent) -> str:
@@ -255,20 +270,22 @@ class ResetInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.display(description="up")
-    def up(self, obj: UsageReset) -> str:
-        return human_bytes(obj.bytes_up)
-
-    @admin.display(description="down")
-    def down(self, obj: UsageReset) -> str:
-        return human_bytes(obj.bytes_down)
-
-    @admin.display(description="allowance")
-    def allowance(self, obj: UsageReset) -> str:
-        return human_bytes(obj.limit_bytes)
+    up = bytes_column("bytes_up", "up")
+    down = bytes_column("bytes_down", "down")
+    allowance = bytes_column("limit_bytes", "allowance")
 
 
-SubscriptionChange = Callable[[Subscription], object]
+RESET_USAGE = Confirmation(
+    title="Reset usage?",
+    question="The period's traffic goes to the reset log and the counters start again at "
+    "zero; limited users get full access back.",
+    button="Yes, reset usage",
+)
+DISABLE = Confirmation(
+    title="Disable subscriptions?",
+    question="The proxy refuses these users until an operator enables the subscription again.",
+    button="Yes, disable",
+)
 
 
 @admin.register(Subscription)
@@ -347,33 +364,22 @@ class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
             current,
         )
 
-    @admin.display(description="lifetime")
-    def lifetime(self, obj: Subscription) -> str:
-        return human_bytes(obj.lifetime_bytes_used)
-
-    @admin.display(description="started", ordering="started_at")
-    def started(self, obj: Subscription) -> SafeString | str:
-        return when(obj.started_at)
-
     @admin.display(description="expires", ordering="expires_at")
     def expires(self, obj: Subscription) -> SafeString | str:
         return when(obj.expires_at) if obj.expires_at else "never"
 
-    @admin.display(description="next reset", ordering="next_reset_at")
-    def next_reset(self, obj: Subscription) -> SafeString | str:
-        return when(obj.next_reset_at)
-
-    @admin.display(description="on hold until")
-    def hold_until(self, obj: Subscription) -> SafeString | str:
-        return when(obj.hold_deadline)
-
-    @admin.display(description="created")
-    def created(self, obj: Subscription) -> SafeString | str:
-        return when(obj.created_at)
-
-    @admin.display(description="last changed")
-    def updated(self, obj: Subscription) -> SafeString | str:
-        return when(obj.updated_at)
+    started = time_column("started_at", "started", sortable=True)
+    next_reset = time_column("next_reset_at", "next reset", sortable=True)
+    hold_until = time_column("hold_deadline", "on hold until")
+    period_started = time_column("period_started_at", "period started")
+    created = time_column("created_at", "created")
+    updated = time_column("updated_at", "last changed")
+    up = bytes_column("bytes_up", "up (this period)")
+    down = bytes_column("bytes_down", "down (this period)")
+    allowance = bytes_column("traffic_limit_bytes", "allowance (this period)")
+    top_ups = bytes_column("topup_bytes", "top-ups (this period)")
+    lifetime_up = bytes_column("lifetime_bytes_up", "lifetime up")
+    lifetime_down = bytes_column("lifetime_bytes_down", "lifetime down")
 
     def change_view(
         self,
@@ -391,104 +397,38 @@ class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context=context)
 
-    @admin.display(description="period started")
-    def period_started(self, obj: Subscription) -> SafeString | str:
-        return when(obj.period_started_at)
-
-    @admin.display(description="up (this period)")
-    def up(self, obj: Subscription) -> str:
-        return human_bytes(obj.bytes_up)
-
-    @admin.display(description="down (this period)")
-    def down(self, obj: Subscription) -> str:
-        return human_bytes(obj.bytes_down)
-
-    @admin.display(description="allowance (this period)")
-    def allowance(self, obj: Subscription) -> str:
-        return human_bytes(obj.traffic_limit_bytes)
-
-    @admin.display(description="top-ups (this period)")
-    def top_ups(self, obj: Subscription) -> str:
-        return human_bytes(obj.topup_bytes)
-
-    @admin.display(description="lifetime up")
-    def lifetime_up(self, obj: Subscription) -> str:
-        return human_bytes(obj.lifetime_bytes_up)
-
-    @admin.display(description="lifetime down")
-    def lifetime_down(self, obj: Subscription) -> str:
-        return human_bytes(obj.lifetime_bytes_down)
-
-    def _apply(
-        self,
-        request: HttpRequest,
-        subs: list[Subscription],
-        change: SubscriptionChange,
-        *,
-        log: str,
-        done: str,
-    ) -> None:
-        """Run `change` on each subscription; log the ones it changed, warn about the rest."""
-        changed: list[Subscription] = []
-        for sub in subs:
-            try:
-                change(sub)
-            except ValidationError as exc:
-                self.message_user(request, f"{sub}: {' '.join(exc.messages)}", messages.WARNING)
-            else:
-                changed.append(sub)
-        self.audit(request, changed, log)
-        self.message_user(request, done.format(count=len(changed)))
-
     @admin.action(description="Extend by N days")
     def extend(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        try:
-            days = chosen_days(request)
-        except ActionInputError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return None
-        by = operator(request)
-        self._apply(
-            request,
-            self.with_users(queryset),
-            lambda sub: services.subscription_extend(subscription=sub, days=days, by=by),
-            log=f"Extended by {days} day(s).",
-            done=f"Extended {{count}} subscription(s) by {days} day(s).",
-        )
+        days, by = self.read_input(request, chosen_days), acting_operator(request)
+        if days is not None:
+            self.run_each(
+                request,
+                self.with_users(queryset),
+                lambda sub: services.subscription_extend(subscription=sub, days=days, by=by),
+                log=f"Extended by {days} day(s).",
+                done=f"Extended {{count}} subscription(s) by {days} day(s).",
+            )
 
     @admin.action(description="Top up this period by an amount")
     def top_up(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        try:
-            amount = chosen_top_up(request)
-        except ActionInputError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return None
-        by = operator(request)
-        self._apply(
-            request,
-            self.with_users(queryset),
-            lambda sub: services.subscription_top_up(subscription=sub, bytes_=amount, by=by),
-            log=f"Topped up by {human_bytes(amount)}.",
-            done=f"Topped up {{count}} subscription(s) by {human_bytes(amount)}.",
-        )
+        amount, by = self.read_input(request, chosen_top_up), acting_operator(request)
+        if amount is not None:
+            self.run_each(
+                request,
+                self.with_users(queryset),
+                lambda sub: services.subscription_top_up(subscription=sub, bytes_=amount, by=by),
+                log=f"Topped up by {human_bytes(amount)}.",
+                done=f"Topped up {{count}} subscription(s) by {human_bytes(amount)}.",
+            )
 
     @admin.action(description="Reset usage (closes the period now)")
     def reset_usage(
         self, request: HttpRequest, queryset: QuerySet[Subscription]
     ) -> HttpResponse | None:
-        subs = self.with_users(queryset)
-        page = self.confirm(
-            request,
-            subs,
-            title="Reset usage?",
-            question="The period's traffic goes to the reset log and the counters start "
-            "again at zero; limited users get full access back.",
-            button="Yes, reset usage",
-        )
-        if page is not None:
+        subs, by = self.with_users(queryset), acting_operator(request)
+        if page := self.confirm(request, subs, RESET_USAGE):
             return page
-        by = operator(request)
-        self._apply(
+        self.run_each(
             request,
             subs,
             lambda sub: services.subscription_reset_usage(subscription=sub, by=by),
@@ -499,24 +439,19 @@ class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
 
     @admin.action(description="Switch to the chosen plan (keeps usage)")
     def switch(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> HttpResponse | None:
-        try:
-            plan = chosen_plan(request)
-        except ActionInputError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+        plan, by = self.read_input(request, chosen_plan), acting_operator(request)
+        if plan is None:
             return None
         subs = self.with_users(queryset)
-        page = self.confirm(
-            request,
-            subs,
+        confirmation = Confirmation(
             title=f"Switch to {plan.name}?",
             question=f"These subscriptions move to {plan.name} now: its limit, speed and "
             "expiry apply from the original start; usage is kept.",
             button=f"Yes, switch to {plan.name}",
         )
-        if page is not None:
+        if page := self.confirm(request, subs, confirmation):
             return page
-        by = operator(request)
-        self._apply(
+        self.run_each(
             request,
             subs,
             lambda sub: services.subscription_switch(subscription=sub, plan=plan, by=by),
@@ -527,37 +462,24 @@ class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
 
     @admin.action(description="Queue the chosen plan as the next one")
     def queue_next(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        try:
-            plan = chosen_plan(request)
-        except ActionInputError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return None
-        by = operator(request)
-        self._apply(
-            request,
-            self.with_users(queryset),
-            lambda sub: services.plan_queue(user_id=sub.user_id, plan=plan, by=by),
-            log=f"Queued {plan.name} as the next plan.",
-            done=f"Queued {plan.name} for {{count}} user(s).",
-        )
+        plan, by = self.read_input(request, chosen_plan), acting_operator(request)
+        if plan is not None:
+            self.run_each(
+                request,
+                self.with_users(queryset),
+                lambda sub: services.plan_queue(user_id=sub.user_id, plan=plan, by=by),
+                log=f"Queued {plan.name} as the next plan.",
+                done=f"Queued {plan.name} for {{count}} user(s).",
+            )
 
     @admin.action(description="Disable (the proxy refuses the user)")
     def disable(
         self, request: HttpRequest, queryset: QuerySet[Subscription]
     ) -> HttpResponse | None:
-        subs = self.with_users(queryset)
-        page = self.confirm(
-            request,
-            subs,
-            title="Disable subscriptions?",
-            question="The proxy refuses these users until an operator enables the "
-            "subscription again.",
-            button="Yes, disable",
-        )
-        if page is not None:
+        subs, by = self.with_users(queryset), acting_operator(request)
+        if page := self.confirm(request, subs, DISABLE):
             return page
-        by = operator(request)
-        self._apply(
+        self.run_each(
             request,
             subs,
             lambda sub: services.subscription_disable(subscription=sub, reason="disabled", by=by),
@@ -568,8 +490,8 @@ class SubscriptionAdmin(UserLookupMixin, AuditedActionsMixin, admin.ModelAdmin):
 
     @admin.action(description="Enable (undo disable)")
     def enable(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        by = operator(request)
-        self._apply(
+        by = acting_operator(request)
+        self.run_each(
             request,
             self.with_users(queryset),
             lambda sub: services.subscription_enable(subscription=sub, by=by),
@@ -667,13 +589,8 @@ class UsageBucketAdmin(UserLookupMixin, ReadOnlyAdmin):
     def plan(self, obj: UsageBucket) -> str:
         return obj.subscription.plan.name
 
-    @admin.display(description="up", ordering="bytes_up")
-    def up(self, obj: UsageBucket) -> str:
-        return human_bytes(obj.bytes_up)
-
-    @admin.display(description="down", ordering="bytes_down")
-    def down(self, obj: UsageBucket) -> str:
-        return human_bytes(obj.bytes_down)
+    up = bytes_column("bytes_up", "up", sortable=True)
+    down = bytes_column("bytes_down", "down", sortable=True)
 
     @admin.display(description="total")
     def total(self, obj: UsageBucket) -> str:
@@ -738,13 +655,8 @@ class UsageResetAdmin(UserLookupMixin, ReadOnlyAdmin):
     ]
     list_filter = ["manual", "was_limited"]
 
-    @admin.display(description="up", ordering="bytes_up")
-    def up(self, obj: UsageReset) -> str:
-        return human_bytes(obj.bytes_up)
-
-    @admin.display(description="down", ordering="bytes_down")
-    def down(self, obj: UsageReset) -> str:
-        return human_bytes(obj.bytes_down)
+    up = bytes_column("bytes_up", "up", sortable=True)
+    down = bytes_column("bytes_down", "down", sortable=True)
 
 
 @admin.register(QueuedPlan)
@@ -761,11 +673,11 @@ class QueuedPlanAdmin(UserLookupMixin, admin.ModelAdmin):
         return False
 
     def delete_model(self, request: HttpRequest, obj: QueuedPlan) -> None:
-        services.plan_queue_cancel(user_id=obj.user_id, by=operator(request))
+        services.plan_queue_cancel(user_id=obj.user_id, by=acting_operator(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[QueuedPlan]) -> None:
         for queued in queryset:
-            services.plan_queue_cancel(user_id=queued.user_id, by=operator(request))
+            services.plan_queue_cancel(user_id=queued.user_id, by=acting_operator(request))
 
 
 @admin.register(Notification)

@@ -99,7 +99,7 @@ class UserActionTests(AdminTestCase):
 
     def test_assign_without_plan_says_so(self) -> None:
         response = self.act("assign_plan", [self.charlie])
-        self.assertContains(response, "Choose a plan to assign.")
+        self.assertContains(response, "Choose a plan.")
         self.assertIs(Subscription.objects.filter(user_id=self.charlie.pk).exists(), False)
 
     def test_extend_by_days_skipping_users_without_plan(self) -> None:
