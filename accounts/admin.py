@@ -67,6 +67,17 @@ REVOKE_CREDENTIALS = Confirmation(
     "ones to use the proxy again.",
     button="Yes, revoke them",
 )
+REVOKE_SELECTED = Confirmation(
+    title="Revoke credentials?",
+    question="These credentials stop working at once, on every proxy.",
+    button="Yes, revoke",
+)
+ROTATE_SELECTED = Confirmation(
+    title="Rotate secrets?",
+    question="The current secrets stop working at once; the new ones are shown once, on "
+    "the next page.",
+    button="Yes, rotate",
+)
 DEACTIVATE = Confirmation(
     title="Deactivate users?",
     question="These users can no longer log in, every proxy credential of theirs is "
@@ -438,7 +449,7 @@ class CredentialIssueForm(forms.ModelForm):
 
 
 @admin.register(ProxyCredential)
-class ProxyCredentialAdmin(admin.ModelAdmin):
+class ProxyCredentialAdmin(AuditedActionsMixin, admin.ModelAdmin):
     list_display = ["login", "user", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["login", "user__username", "user__email"]
@@ -490,17 +501,34 @@ class ProxyCredentialAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Revoke selected credentials")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ProxyCredential]) -> None:
-        for credential in queryset:
-            services.credential_revoke(credential=credential)
-        self.message_user(request, f"Revoked {queryset.count()} credential(s).")
+    def revoke(
+        self, request: HttpRequest, queryset: QuerySet[ProxyCredential]
+    ) -> HttpResponse | None:
+        credentials = list(queryset.filter(revoked_at__isnull=True))
+        if page := self.confirm(request, credentials, REVOKE_SELECTED):
+            return page
+        self.run_each(
+            request,
+            credentials,
+            lambda credential: services.credential_revoke(credential=credential),
+            log="Revoked.",
+            done="Revoked {count} credential(s).",
+        )
+        return None
 
     @admin.action(description="Rotate secret (shown once)")
-    def rotate(self, request: HttpRequest, queryset: QuerySet[ProxyCredential]) -> None:
-        for credential in queryset.filter(revoked_at__isnull=True):
+    def rotate(
+        self, request: HttpRequest, queryset: QuerySet[ProxyCredential]
+    ) -> HttpResponse | None:
+        credentials = list(queryset.filter(revoked_at__isnull=True))
+        if page := self.confirm(request, credentials, ROTATE_SELECTED):
+            return page
+        for credential in credentials:
             issued = services.credential_rotate(credential=credential)
             self.message_user(
                 request,
                 f"New secret for {credential.login} (shown once): {issued.secret}",
                 messages.WARNING,
             )
+        self.audit(request, credentials, "Rotated the secret.")
+        return None

@@ -354,3 +354,37 @@ class AdminWritesGoThroughServicesTests(AdminTestCase):
         )
         sub = Subscription.objects.get(pk=self.alice_sub.pk)
         self.assertEqual(sub.status, SubscriptionStatus.DISABLED)
+
+
+class CredentialActionTests(AdminTestCase):
+    URL = reverse("admin:accounts_proxycredential_changelist")
+
+    def post(self, action: str, *, confirmed: bool = False) -> Any:
+        credential = ProxyCredential.objects.get(login="alice-proxy")
+        data = {"action": action, "_selected_action": [str(credential.pk)]}
+        if confirmed:
+            data[CONFIRM_FIELD] = "yes"
+        return self.client.post(self.URL, data, follow=True)
+
+    def test_revoke_asks_first_and_is_logged(self) -> None:
+        page = self.post("revoke")
+        self.assertContains(page, "Revoke credentials?")
+        self.assertContains(page, "<li>alice-proxy</li>", html=True)
+        self.assertIs(ProxyCredential.objects.get(login="alice-proxy").is_revoked, False)
+        self.assertContains(self.post("revoke", confirmed=True), "Revoked 1 credential(s).")
+        credential = ProxyCredential.objects.get(login="alice-proxy")
+        self.assertIs(credential.is_revoked, True)
+        self.assertEqual(len(logged(credential, "Revoked.")), 1)
+
+    def test_rotate_asks_first_then_shows_the_new_secret_once(self) -> None:
+        self.assertContains(self.post("rotate"), "Rotate secrets?")
+        self.assertIsNotNone(
+            credential_authenticate(login="alice-proxy", secret=self.alice_cred.secret)
+        )
+        done = self.post("rotate", confirmed=True)
+        self.assertContains(done, "New secret for alice-proxy (shown once):")
+        self.assertIsNone(
+            credential_authenticate(login="alice-proxy", secret=self.alice_cred.secret)
+        )
+        credential = ProxyCredential.objects.get(login="alice-proxy")
+        self.assertEqual(len(logged(credential, "Rotated the secret.")), 1)
