@@ -25,8 +25,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from goproxy_site.admin_actions import AuditedActionsMixin, Confirmation
+from goproxy_site.admin_columns import time_column
 from goproxy_site.csv_export import csv_response
-from goproxy_site.formatting import human_bytes
+from goproxy_site.formatting import human_bytes, local_time
 from plans import selectors as plan_selectors
 from plans import services as plan_services
 from plans.action_forms import (
@@ -37,7 +38,6 @@ from plans.action_forms import (
     chosen_top_up,
 )
 from plans.charts import daily_usage_svg, subscription_usage_bar
-from plans.history_text import local_time
 from plans.models import Subscription, SubscriptionStatus
 
 from . import selectors, services
@@ -450,7 +450,10 @@ class CredentialIssueForm(forms.ModelForm):
 
 @admin.register(ProxyCredential)
 class ProxyCredentialAdmin(AuditedActionsMixin, admin.ModelAdmin):
-    list_display = ["login", "user", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["login", "user", "created", "last_used", "revoked"]
+    created = time_column("created_at", "created", sortable=True)
+    last_used = time_column("last_used_at", "last used", sortable=True)
+    revoked = time_column("revoked_at", "revoked", sortable=True)
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["login", "user__username", "user__email"]
     list_select_related = ["user"]

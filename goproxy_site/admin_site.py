@@ -23,10 +23,9 @@ from django.urls import URLPattern, URLResolver, path, reverse
 
 from accounts import selectors as account_selectors
 from accounts.admin_lookup import user_link_html
-from goproxy_site.formatting import human_bytes
+from goproxy_site.formatting import human_bytes, local_time
 from plans import selectors as plan_selectors
 from plans.charts import daily_usage_svg, ranked_bars_svg, subscription_usage_bar
-from plans.history_text import local_time
 from plans.models import SubscriptionStatus
 
 TRAFFIC_CHART_DAYS = 14

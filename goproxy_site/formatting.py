@@ -2,10 +2,16 @@
 
 Sizes are decimal (1 MB = 1,000,000 bytes), as plan limits are sold; speeds are stored
 in bytes per second and shown as bit rates (how links are sold) with bytes per second
-beside them.
+beside them. Moments are shown in the service's local time zone, PLANS_TIME_ZONE (the
+one whose midnight resets plans), named.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
 
 UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 BIT_RATE_UNITS = ("bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s")
@@ -67,3 +73,18 @@ def user_label(row: object) -> str:
     looked it up, else "user <id>"."""
     label = vars(row).get(USER_LABEL_ATTR)
     return label if label else f"user {getattr(row, 'user_id', '?')}"
+
+
+def local_zone() -> ZoneInfo:
+    return ZoneInfo(settings.PLANS_TIME_ZONE)
+
+
+def local_time(moment: datetime) -> str:
+    """ "15 Jan 2026, 11:00 CET": a moment in the local zone, named."""
+    local = moment.astimezone(local_zone())
+    return f"{local.day} {local:%b %Y, %H:%M} {local.tzname()}"
+
+
+def local_time_short(moment: datetime) -> str:
+    """ "2026-01-15 11:00": the same moment in the local zone, for narrow columns."""
+    return f"{moment.astimezone(local_zone()):%Y-%m-%d %H:%M}"

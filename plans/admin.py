@@ -10,7 +10,6 @@ them under "Internals", other staff do not see them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -26,6 +25,7 @@ from django.utils.safestring import SafeString
 from accounts.admin_lookup import ParentUserFormSet, UserLookupMixin
 from accounts.selectors import user_ids_matching
 from goproxy_site.admin_actions import AuditedActionsMixin, Confirmation
+from goproxy_site.admin_columns import bytes_column, text_column, time_column, when
 from goproxy_site.csv_export import csv_response
 from goproxy_site.formatting import human_bit_rate, human_bytes, human_speed
 from goproxy_site.unit_fields import byte_size_field, speed_field
@@ -40,7 +40,7 @@ from .action_forms import (
 )
 from .charts import subscription_usage_bar
 from .exports import USAGE_DAILY_HEADER, usage_daily_rows
-from .history_text import event_details, local_time, local_time_short
+from .history_text import event_details
 from .models import (
     Feature,
     FreePlanClaim,
@@ -63,36 +63,6 @@ from .selectors import day_start
 
 if TYPE_CHECKING:  # django-stubs' helper, for the annotated changelist rows only
     from django_stubs_ext import WithAnnotations
-
-
-def when(moment: Any) -> SafeString | str:
-    """A moment in the local zone, short, with the full form (and zone) as a tooltip."""
-    if not moment:
-        return "—"
-    return format_html('<time title="{}">{}</time>', local_time(moment), local_time_short(moment))
-
-
-Column = Callable[[Any, Any], "SafeString | str"]
-
-
-def bytes_column(field: str, description: str, *, sortable: bool = False) -> Column:
-    """A read-only column of a byte count in human units (MB, GB)."""
-
-    @admin.display(description=description, ordering=field if sortable else None)
-    def column(model_admin: Any, obj: Any) -> str:
-        return human_bytes(getattr(obj, field))
-
-    return column
-
-
-def time_column(field: str, description: str, *, sortable: bool = False) -> Column:
-    """A read-only column of a moment in local time (see `when`)."""
-
-    @admin.display(description=description, ordering=field if sortable else None)
-    def column(model_admin: Any, obj: Any) -> SafeString | str:
-        return when(getattr(obj, field))
-
-    return column
 
 
 @admin.register(Feature)
@@ -549,7 +519,7 @@ class UsageExportForm(forms.Form):
 
 @admin.register(UsageBucket)
 class UsageBucketAdmin(UserLookupMixin, ReadOnlyAdmin):
-    list_display = ["hour", "user_link", "plan", "up", "down", "total"]
+    list_display = ["hour_local", "user_link", "plan", "up", "down", "total"]
     date_hierarchy = "hour"
     list_select_related = ["subscription__plan"]
     change_list_template = "admin/plans/usagebucket/change_list.html"
@@ -589,6 +559,7 @@ class UsageBucketAdmin(UserLookupMixin, ReadOnlyAdmin):
     def plan(self, obj: UsageBucket) -> str:
         return obj.subscription.plan.name
 
+    hour_local = time_column("hour", "hour", sortable=True)
     up = bytes_column("bytes_up", "up", sortable=True)
     down = bytes_column("bytes_down", "down", sortable=True)
 
@@ -601,8 +572,9 @@ class UsageBucketAdmin(UserLookupMixin, ReadOnlyAdmin):
 class FreePlanClaimAdmin(UserLookupMixin, admin.ModelAdmin):
     """Deleting a claim lets the user claim a free plan once more."""
 
-    list_display = ["user_link", "plan", "claimed_at"]
+    list_display = ["user_link", "plan", "claimed"]
     list_select_related = ["plan"]
+    claimed = time_column("claimed_at", "claimed", sortable=True)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Claims are written by plan_claim_free together with the subscription.
@@ -614,7 +586,7 @@ class FreePlanClaimAdmin(UserLookupMixin, admin.ModelAdmin):
 
 @admin.register(SubscriptionEvent)
 class SubscriptionEventAdmin(UserLookupMixin, ReadOnlyAdmin):
-    list_display = ["at", "user_link", "plan", "kind", "message"]
+    list_display = ["at_local", "user_link", "plan", "kind", "message"]
     list_filter = ["kind"]
     search_fields = ["message"]
     date_hierarchy = "at"
@@ -627,6 +599,8 @@ class SubscriptionEventAdmin(UserLookupMixin, ReadOnlyAdmin):
         "message",
         "details",
     )
+
+    at_local = time_column("at", "at", sortable=True)
 
     @admin.display(description="plan", ordering="subscription__plan__name")
     def plan(self, obj: SubscriptionEvent) -> str:
@@ -644,26 +618,28 @@ class SubscriptionEventAdmin(UserLookupMixin, ReadOnlyAdmin):
 
 @admin.register(UsageReset)
 class UsageResetAdmin(UserLookupMixin, ReadOnlyAdmin):
-    list_display = [
-        "user_link",
-        "period_start",
-        "period_end",
-        "up",
-        "down",
-        "was_limited",
-        "manual",
-    ]
+    list_display = ["user_link", "period", "up", "down", "how"]
     list_filter = ["manual", "was_limited"]
 
     up = bytes_column("bytes_up", "up", sortable=True)
     down = bytes_column("bytes_down", "down", sortable=True)
 
+    @admin.display(description="period", ordering="period_end")
+    def period(self, obj: UsageReset) -> SafeString:
+        return format_html("{} → {}", when(obj.period_start), when(obj.period_end))
+
+    @admin.display(description="reset")
+    def how(self, obj: UsageReset) -> str:
+        how = "by an operator" if obj.manual else "cycle"
+        return f"{how} · was limited" if obj.was_limited else how
+
 
 @admin.register(QueuedPlan)
 class QueuedPlanAdmin(UserLookupMixin, admin.ModelAdmin):
-    list_display = ["user_link", "plan", "queued_at", "queued_by"]
+    list_display = ["user_link", "plan", "queued", "queued_by"]
     list_select_related = ["plan"]
     search_fields = ["plan__name"]
+    queued = time_column("queued_at", "queued", sortable=True)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Queue through the subscription action, which takes over at once when due.
@@ -682,8 +658,11 @@ class QueuedPlanAdmin(UserLookupMixin, admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(UserLookupMixin, ReadOnlyAdmin):
-    list_display = ["created_at", "user_link", "what", "emailed_at", "email_error"]
+    list_display = ["created", "user_link", "what", "emailed", "error"]
     list_filter = ["kind"]
+    created = time_column("created_at", "created", sortable=True)
+    emailed = time_column("emailed_at", "e-mailed")
+    error = text_column("email_error", "e-mail error")
 
     @admin.display(description="reminder", ordering="kind")
     def what(self, obj: Notification) -> str:
@@ -692,8 +671,9 @@ class NotificationAdmin(UserLookupMixin, ReadOnlyAdmin):
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
-    list_display = ["name", "url", "is_active", "created_at"]
+    list_display = ["name", "url", "is_active", "created"]
     list_filter = ["is_active"]
+    created = time_column("created_at", "created", sortable=True)
 
 
 @admin.register(WebhookDelivery)
@@ -701,23 +681,27 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     """The delivery log: every notification sent to every endpoint, with its outcome."""
 
     list_display = [
-        "created_at",
+        "created",
         "endpoint",
-        "event_id",
         "status",
         "attempts",
         "response_status",
-        "last_error",
-        "delivered_at",
+        "error",
+        "delivered",
     ]
     list_filter = ["status", "endpoint"]
     list_select_related = ["endpoint"]
+    search_fields = ["=event_id"]
+    created = time_column("created_at", "created", sortable=True)
+    delivered = time_column("delivered_at", "delivered")
+    error = text_column("last_error", "last error")
 
 
 @admin.register(UserRestriction)
 class UserRestrictionAdmin(UserLookupMixin, InternalAdmin):
-    list_display = ["user_link", "reason", "throttle", "version", "updated_at"]
+    list_display = ["user_link", "reason", "throttle", "version", "updated"]
     list_filter = ["reason"]
+    updated = time_column("updated_at", "updated", sortable=True)
 
     @admin.display(description="throttled to", ordering="throttle_bps")
     def throttle(self, obj: UserRestriction) -> str:
@@ -726,12 +710,15 @@ class UserRestrictionAdmin(UserLookupMixin, InternalAdmin):
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(InternalAdmin):
-    list_display = ["id", "event_id", "topic", "key", "created_at", "sent_at"]
+    list_display = ["id", "topic", "key", "created", "sent"]
     list_filter = ["topic"]
     search_fields = ["=key", "=event_id"]
+    created = time_column("created_at", "created", sortable=True)
+    sent = time_column("sent_at", "sent")
 
 
 @admin.register(TrafficSequence)
 class TrafficSequenceAdmin(UserLookupMixin, InternalAdmin):
-    list_display = ["instance_id", "user_link", "last_seq", "updated_at"]
+    list_display = ["instance_id", "user_link", "last_seq", "updated"]
     search_fields = ["instance_id"]
+    updated = time_column("updated_at", "updated", sortable=True)

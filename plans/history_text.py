@@ -9,13 +9,9 @@ entry's message, which names who made the change, with its details in the same u
 
 from __future__ import annotations
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
-from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from goproxy_site.formatting import human_bytes
+from goproxy_site.formatting import human_bytes, local_time
 
 from .history import BY_USER
 from .models import SubscriptionEvent, SubscriptionEventKind, hours_in_words
@@ -33,21 +29,6 @@ _DISABLE_REASONS = {
     "user deactivated": "Your account was deactivated, which disabled the plan.",
     "account deleted": "The account was deleted, which disabled the plan.",
 }
-
-
-def local_zone() -> ZoneInfo:
-    return ZoneInfo(settings.PLANS_TIME_ZONE)
-
-
-def local_time(moment: datetime) -> str:
-    """ "15 Jan 2026, 11:00 CET": a moment in the local zone, named."""
-    local = moment.astimezone(local_zone())
-    return f"{local.day} {local:%b %Y, %H:%M} {local.tzname()}"
-
-
-def local_time_short(moment: datetime) -> str:
-    """ "2026-01-15 11:00": the same moment in the local zone, for narrow columns."""
-    return f"{moment.astimezone(local_zone()):%Y-%m-%d %H:%M}"
 
 
 def _when(value: object) -> str:

@@ -34,10 +34,9 @@ from django.utils import timezone
 
 from accounts.selectors import user_get
 from goproxy_site.db_routers import PLANS_DB
-from goproxy_site.formatting import human_bytes
+from goproxy_site.formatting import human_bytes, local_time
 
 from .history import history_add
-from .history_text import local_time
 from .models import (
     DeliveryStatus,
     Notification,

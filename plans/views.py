@@ -16,11 +16,11 @@ from django.urls import reverse
 from django.views.generic import TemplateView, View
 
 from accounts.requests import AuthenticatedHttpRequest
-from goproxy_site.formatting import human_bit_rate, human_bytes
+from goproxy_site.formatting import human_bit_rate, human_bytes, local_time, local_zone
 
 from . import selectors, services
 from .history import BY_USER
-from .history_text import event_sentence, local_time, local_zone
+from .history_text import event_sentence
 from .links import subscription_url
 from .models import Plan, Subscription
 

@@ -22,8 +22,8 @@ from accounts.models import ProxyCredential, User
 from accounts.selectors import credential_authenticate
 from accounts.services import user_create
 from goproxy_site.admin_actions import CONFIRM_FIELD
+from goproxy_site.formatting import local_time
 from goproxy_site.tests.base import AdminTestCase
-from plans.history_text import local_time
 from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
 from plans.services import plan_assign
 

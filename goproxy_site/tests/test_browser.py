@@ -13,22 +13,35 @@ import shlex
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.db import connections
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
 from accounts.models import ProxyCredential, User
-from accounts.services import user_create
+from accounts.services import credential_issue, user_create
 from goproxy_site.tests.support.net import free_port
-from plans.models import Plan, Subscription, UsageBucket
-from plans.services import plan_assign
+from plans.models import (
+    Feature,
+    FreePlanClaim,
+    Notification,
+    Plan,
+    Subscription,
+    TrafficSequence,
+    UsageBucket,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from plans.services import plan_assign, plan_queue, subscription_reset_usage
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -385,15 +398,16 @@ def test_operator_assigns_a_plan_and_sees_the_usage_bar(page: Any, live_server: 
 
 
 # Pages an operator's morning goes through, each checked at 1280 px: nothing is cut off
-# (no horizontal scroll of the page, and no changelist table wider than its box).
+# (no horizontal scroll of the page, and no table wider than the box it is in).
 FITS_JS = """
 () => {
   const problems = [];
   const width = document.documentElement.scrollWidth;
   if (width > window.innerWidth + 1) problems.push(`page scrolls sideways: ${width}px`);
-  for (const box of document.querySelectorAll(".results, #content-main")) {
-    if (box.scrollWidth > box.clientWidth + 1)
-      problems.push(`${box.className || box.id} is ${box.scrollWidth}px in ${box.clientWidth}px`);
+  for (const table of document.querySelectorAll("#content table")) {
+    const room = table.parentElement.clientWidth;
+    if (table.offsetWidth > room + 1)
+      problems.push(`table ${table.id || table.className} is ${table.offsetWidth}px in ${room}px`);
   }
   return problems;
 }
@@ -427,7 +441,37 @@ def operator_morning_data() -> dict[str, Any]:
         )
         sub = plan_assign(user_id=user.pk, plan=pro, by="by operator")
         add_usage(sub, days=5 + n, per_day=900_000_000 * (n + 1))
+        credential_issue(user=user)
         users[name] = user
+    endpoint = WebhookEndpoint.objects.create(
+        name="billing-hook", url="https://hooks.customer-example.org/goproxy/events", secret="s"
+    )
+    for name in ("alice", "frank"):
+        sub = Subscription.objects.get(user_id=users[name].pk, is_current=True)
+        note = Notification.objects.create(
+            subscription=sub,
+            user_id=sub.user_id,
+            kind="quota",
+            threshold=80,
+            period_start=timezone.now(),
+            email_error="SMTPRecipientsRefused: {'x@customer-example.org': (550, 'no such user')}",
+        )
+        WebhookDelivery.objects.create(
+            endpoint=endpoint,
+            notification=note,
+            event_id=uuid.uuid4(),
+            payload="{}",
+            attempts=6,
+            response_status=503,
+            last_error="HTTP 503: Service Unavailable from the receiving end, retried",
+        )
+        TrafficSequence.objects.create(
+            instance_id="proxy-eu-1.example:8888", user_id=sub.user_id, last_seq=123456
+        )
+        subscription_reset_usage(subscription=sub, by="by operator")
+        FreePlanClaim.objects.create(user_id=sub.user_id, plan=free_plan())
+    plan_queue(user_id=users["bob"].pk, plan=free_plan(), by="by operator")
+    Feature.objects.create(name="Priority support", description="Answers within one business day")
     return {"operator": operator, "users": users, "plan": pro}
 
 
@@ -465,6 +509,13 @@ def test_admin_pages_fit_1280_px_and_speak_people(page: Any, live_server: Any) -
     for name, url in pages.items():
         page.goto(url)
         fits(page, name)
+    # And every other list, each with rows in it.
+    listed = set(pages.values())
+    for model in admin.site._registry:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        if url not in listed:
+            page.goto(url)
+            fits(page, f"39-admin-list-{model._meta.app_label}-{model._meta.model_name}-1280")
 
     # The subscriptions list finds alice by her e-mail and names her on every row.
     page.goto("/admin/plans/subscription/")
