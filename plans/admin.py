@@ -496,6 +496,8 @@ class InternalAdmin(ReadOnlyAdmin):
 
 
 MAX_EXPORT_DAYS = 400
+# Users a search may narrow an export to (their ids go into one IN list).
+MAX_EXPORT_USERS = 5000
 
 
 class UsageExportForm(forms.Form):
@@ -551,7 +553,13 @@ class UsageBucketAdmin(UserLookupMixin, ReadOnlyAdmin):
             form.cleaned_data["last"],
             form.cleaned_data["q"],
         )
-        user_ids = user_ids_matching(term=term, limit=10**6) if term else None
+        user_ids = user_ids_matching(term=term, limit=MAX_EXPORT_USERS) if term else None
+        if user_ids is not None and len(user_ids) > MAX_EXPORT_USERS:
+            return HttpResponseBadRequest(
+                f"Cannot export: “{term}” matches more than {MAX_EXPORT_USERS} users; "
+                "narrow it, or leave it out to export everyone.\n",
+                content_type="text/plain; charset=utf-8",
+            )
         rows = usage_daily_rows(first=first, last=last, user_ids=user_ids)
         return csv_response(f"usage-per-day-{first}-to-{last}.csv", USAGE_DAILY_HEADER, rows)
 

@@ -4,6 +4,8 @@ pipeline pages.
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
@@ -23,6 +25,7 @@ from goproxy_site.events import schemas
 from goproxy_site.tests.base import AdminTestCase, ApiTestCase
 from plans import services
 from plans.admin import SubscriptionAdmin
+from plans.exports import USAGE_DAILY_HEADER
 from plans.models import (
     Feature,
     FreePlanClaim,
@@ -376,3 +379,99 @@ class PlanFormUnitsTests(AdminTestCase):
         self.client.post(reverse("admin:plans_plan_add"), data)
         team = Plan.objects.get(name="Team")
         self.assertEqual((team.traffic_limit_bytes, team.speed_limit_bps), (1_500_000_000, None))
+
+
+EXPORT = reverse("admin:plans_usagebucket_export_daily")
+
+
+class UsagePerDayExportTests(AdminTestCase):
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        day = datetime(2026, 3, 2, tzinfo=UTC)
+        for sub, hour, up, down in (
+            (cls.alice_sub, day.replace(hour=1), 100, 200),
+            (cls.alice_sub, day.replace(hour=23), 10, 20),
+            (cls.alice_sub, day + timedelta(days=1), 5, 5),
+            (cls.bob_sub, day.replace(hour=5), 1_000, 0),
+        ):
+            UsageBucket.objects.create(
+                user_id=sub.user_id, subscription=sub, hour=hour, bytes_up=up, bytes_down=down
+            )
+
+    def rows(self, **params: str) -> list[list[str]]:
+        response = self.client.get(EXPORT, params)
+        self.assertEqual(response.status_code, 200)
+        body = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
+        return list(csv.reader(io.StringIO(body)))
+
+    def test_traffic_per_day_user_and_plan(self) -> None:
+        rows = self.rows(first="2026-03-01", last="2026-03-31")
+        self.assertEqual(rows[0], list(USAGE_DAILY_HEADER))
+        self.assertEqual(
+            rows[1:],
+            [
+                [
+                    "2026-03-02",
+                    str(self.alice.pk),
+                    "alice",
+                    "alice@example.org",
+                    "Basic",
+                    "110",
+                    "220",
+                    "330",
+                ],
+                [
+                    "2026-03-02",
+                    str(self.bob.pk),
+                    "bob",
+                    "bob@example.org",
+                    "Basic",
+                    "1000",
+                    "0",
+                    "1000",
+                ],
+                [
+                    "2026-03-03",
+                    str(self.alice.pk),
+                    "alice",
+                    "alice@example.org",
+                    "Basic",
+                    "5",
+                    "5",
+                    "10",
+                ],
+            ],
+        )
+
+    def test_narrowed_by_day_and_user(self) -> None:
+        only_bob = self.rows(first="2026-03-01", last="2026-03-31", q="bob@")
+        self.assertEqual([row[2] for row in only_bob[1:]], ["bob"])
+        one_day = self.rows(first="2026-03-03", last="2026-03-03")
+        self.assertEqual([row[0] for row in one_day[1:]], ["2026-03-03"])
+
+    def test_bad_input_is_explained(self) -> None:
+        cases = {
+            "first=yesterday": "first: Enter a valid date.",
+            "first=2026-03-05&last=2026-03-01": "The first day must not be after the last day.",
+            "first=2020-01-01&last=2026-01-01": "Export at most 400 days at a time.",
+        }
+        for query, message in cases.items():
+            with self.subTest(query=query):
+                response = self.client.get(f"{EXPORT}?{query}")
+                self.assertEqual(response.status_code, 400)
+                self.assertIn(message, response.content.decode())
+        with mock.patch("plans.admin.MAX_EXPORT_USERS", 1):
+            response = self.client.get(EXPORT, {"q": "example.org"})
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("matches more than 1 users", response.content.decode())
+
+    def test_users_are_looked_up_once_per_chunk(self) -> None:
+        with CaptureQueriesContext(connections["default"]) as queries:
+            self.rows(first="2026-03-01", last="2026-03-31")
+        lookups = [q["sql"] for q in queries if 'FROM "accounts_user"' in q["sql"]]
+        self.assertEqual(len(lookups), 2)  # the session's user, then the rows' users
+
+    def test_the_usage_list_links_to_it(self) -> None:
+        page = self.client.get(reverse("admin:plans_usagebucket_changelist"), {"q": "alice"})
+        self.assertContains(page, f"{EXPORT}?q=alice")
