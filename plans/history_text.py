@@ -69,8 +69,9 @@ def event_sentence(event: SubscriptionEvent) -> str:
         until = f"; it runs until {_when(expires)}" if expires else "; it does not expire"
         return f"The plan started{until}."
     if kind == kinds.RESET:
+        up, down = data.get("bytes_up"), data.get("bytes_down")
         used = human_bytes(
-            sum(v for k in ("bytes_up", "bytes_down") if isinstance(v := data.get(k), int))
+            (up if isinstance(up, int) else 0) + (down if isinstance(down, int) else 0)
         )
         if data.get("manual"):
             return f"The operator reset your traffic; the closed period used {used}."
