@@ -12,48 +12,78 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ActionForm
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from goproxy_site.formatting import human_bytes
+from goproxy_site.admin_actions import AuditedActionsMixin, Confirmation
+from goproxy_site.admin_columns import time_column
+from goproxy_site.csv_export import csv_response
+from goproxy_site.formatting import human_bytes, local_time
 from plans import selectors as plan_selectors
 from plans import services as plan_services
+from plans.action_forms import (
+    SubscriptionActionForm,
+    acting_operator,
+    chosen_days,
+    chosen_plan,
+    chosen_top_up,
+)
 from plans.charts import daily_usage_svg, subscription_usage_bar
-from plans.models import Plan, Subscription, SubscriptionStatus
+from plans.models import Subscription, SubscriptionStatus
 
 from . import selectors, services
+from .exports import USER_USAGE_HEADER, user_usage_rows
 from .models import ProxyCredential, User, login_validator
 
-MAX_EXTEND_DAYS = 3650
+# Actions the user page offers as buttons (each runs the list action on this one user).
+USER_PAGE_ACTIONS = (
+    "assign_plan",
+    "extend_subscription",
+    "top_up",
+    "reset_usage",
+    "revoke_credentials",
+    "deactivate",
+)
 
 
-class UserActionForm(ActionForm):
-    plan = forms.ModelChoiceField(
-        queryset=Plan.objects.all(), required=False, label="Plan", empty_label="(plan)"
-    )
-    # A CharField: an invalid action form makes the changelist say "No action selected",
-    # so the number is checked by the action, which can say what is wrong.
-    days = forms.CharField(
-        required=False,
-        label="Days",
-        widget=forms.NumberInput(attrs={"min": 1, "max": MAX_EXTEND_DAYS, "style": "width:5em"}),
-    )
-
-
-def action_value(form_class: type[forms.Form], request: HttpRequest, name: str) -> Any:
-    """Clean one extra field of an admin action form.
-
-    The whole ActionForm cannot be validated outside the changelist, whose view fills
-    in the choices of its `action` field.
-    """
-    return form_class.base_fields[name].clean(request.POST.get(name) or None)
+RESET_USAGE = Confirmation(
+    title="Reset usage?",
+    question="The current period's traffic goes to the reset log and the counters start "
+    "again at zero; limited users get full access back.",
+    button="Yes, reset usage",
+)
+REVOKE_CREDENTIALS = Confirmation(
+    title="Revoke proxy credentials?",
+    question="Every proxy credential of these users stops working at once; they need new "
+    "ones to use the proxy again.",
+    button="Yes, revoke them",
+)
+REVOKE_SELECTED = Confirmation(
+    title="Revoke credentials?",
+    question="These credentials stop working at once, on every proxy.",
+    button="Yes, revoke",
+)
+ROTATE_SELECTED = Confirmation(
+    title="Rotate secrets?",
+    question="The current secrets stop working at once; the new ones are shown once, on "
+    "the next page.",
+    button="Yes, rotate",
+)
+DEACTIVATE = Confirmation(
+    title="Deactivate users?",
+    question="These users can no longer log in, every proxy credential of theirs is "
+    "revoked and their plan is disabled.",
+    button="Yes, deactivate",
+)
 
 
 class SubscriptionStateFilter(admin.SimpleListFilter):
@@ -118,32 +148,37 @@ class ProxyCredentialInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
-    list_display = [
-        "username",
-        "email",
-        "is_active",
-        "plan_name",
-        "plan_status",
-        "plan_usage",
-        "plan_expires",
-    ]
+class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
+    list_display = ["person", "plan_name", "plan_usage", "plan_expires"]
+    list_display_links = ["person"]
     list_filter = [SubscriptionStateFilter, "is_active", "is_staff", "date_joined"]
     search_fields = ["username", "email"]
-    action_form = UserActionForm
-    actions = [
-        "assign_plan",
-        "extend_subscription",
-        "reset_usage",
-        "revoke_credentials",
-        "deactivate",
-    ]
+    action_form = SubscriptionActionForm
+    # The user page offers the same actions as buttons.
+    actions = list(USER_PAGE_ACTIONS)
     readonly_fields = ["current_subscription_summary", "usage_chart", "last_login", "date_joined"]
     fieldsets = (
         ("Plan and usage", {"fields": ["current_subscription_summary", "usage_chart"]}),
         *(DjangoUserAdmin.fieldsets or ()),
     )
     inlines = [ProxyCredentialInline]
+    change_form_template = "admin/accounts/user/change_form.html"
+    change_list_template = "admin/accounts/user/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                "export.csv",
+                self.admin_site.admin_view(self.export_view),
+                name="accounts_user_export",
+            ),
+            path(
+                "<path:object_id>/act/<str:action>/",
+                self.admin_site.admin_view(self.user_action_view),
+                name="accounts_user_act",
+            ),
+        ]
+        return [*own, *super().get_urls()]
 
     def save_model(
         self, request: HttpRequest, obj: User, form: forms.ModelForm[User], change: bool
@@ -152,7 +187,7 @@ class UserAdmin(DjangoUserAdmin):
         deactivating = change and "is_active" in form.changed_data and not obj.is_active
         super().save_model(request, obj, form, change)
         if deactivating:
-            services.user_deactivate(user=obj)
+            services.user_deactivate(user=obj, by=acting_operator(request))
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         services.user_delete_account(user=obj)
@@ -164,6 +199,49 @@ class UserAdmin(DjangoUserAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return UserChangeList
 
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {"action_plans": plan_selectors.plan_list(), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def user_action_view(
+        self, request: HttpRequest, object_id: str, action: str
+    ) -> HttpResponseBase:
+        """One of the list's actions on this user, from the buttons of the user page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        user = self.get_object(request, unquote(object_id))
+        if user is None:
+            self.message_user(request, f"There is no user with id “{object_id}”.", messages.ERROR)
+            return redirect("admin:accounts_user_changelist")
+        if not self.has_change_permission(request, user):
+            raise PermissionDenied
+        page = reverse("admin:accounts_user_change", args=[user.pk])
+        entry = self.get_actions(request).get(action) if action in USER_PAGE_ACTIONS else None
+        if entry is None:
+            self.message_user(request, f"There is no action “{action}”.", messages.ERROR)
+            return redirect(page)
+        response = entry[0](self, request, self.get_queryset(request).filter(pk=user.pk))
+        if isinstance(response, TemplateResponse):
+            response.context_data = {**(response.context_data or {}), "cancel_url": page}
+            return response
+        if isinstance(response, HttpResponseBase):
+            return response
+        return redirect(page)
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """The list as filtered and searched on screen, with usage, as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        users = changelist.get_queryset(request)
+        return csv_response("users-with-usage.csv", USER_USAGE_HEADER, user_usage_rows(users))
+
     @staticmethod
     def _sub(obj: User) -> Subscription | None:
         cached = vars(obj)
@@ -172,15 +250,29 @@ class UserAdmin(DjangoUserAdmin):
         sub: Subscription | None = cached[SUBSCRIPTION_ATTR]
         return sub
 
-    @admin.display(description="plan")
-    def plan_name(self, obj: User) -> str:
-        sub = self._sub(obj)
-        return sub.plan.name if sub else "—"
+    @admin.display(description="user", ordering="email")
+    def person(self, obj: User) -> SafeString:
+        """The e-mail, the username under it unless it is the same (portal signups), and
+        a mark on inactive users."""
+        name = obj.email or obj.username
+        other = "" if obj.username.lower() == name.lower() else obj.username
+        return format_html(
+            "{}{}{}",
+            name,
+            format_html('<br><span class="gp-muted">{}</span>', other) if other else "",
+            format_html(' <span class="gp-inactive">{}</span>', "inactive")
+            if not obj.is_active
+            else "",
+        )
 
-    @admin.display(description="status")
-    def plan_status(self, obj: User) -> str:
+    @admin.display(description="plan · status")
+    def plan_name(self, obj: User) -> SafeString | str:
         sub = self._sub(obj)
-        return sub.get_status_display() if sub else "no plan"
+        if sub is None:
+            return "no plan"
+        return format_html(
+            '{}<br><span class="gp-muted">{}</span>', sub.plan.name, sub.get_status_display()
+        )
 
     @admin.display(description="used / limit")
     def plan_usage(self, obj: User) -> str:
@@ -191,7 +283,7 @@ class UserAdmin(DjangoUserAdmin):
         sub = self._sub(obj)
         if sub is None:
             return "—"
-        return f"{sub.expires_at:%Y-%m-%d %H:%M}" if sub.expires_at else "never"
+        return local_time(sub.expires_at) if sub.expires_at else "never"
 
     @admin.display(description="current subscription")
     def current_subscription_summary(self, obj: User) -> SafeString | str:
@@ -199,17 +291,16 @@ class UserAdmin(DjangoUserAdmin):
             return "—"
         sub = self._sub(obj)
         if sub is None:
-            return "No plan. Use the “Assign the selected plan” action on the user list."
+            return "No plan. Assign one with the buttons above."
         return format_html(
             '<div class="subscription-summary" style="max-width:520px">'
             '<p style="margin:0 0 .4em"><strong style="font-size:1.1em">{}</strong> · {} · '
-            'expires {} · <a href="{}">subscription #{}</a></p>{}'
+            'expires {} · <a href="{}">subscription and history</a></p>{}'
             '<p style="margin:.4em 0 0">up {} · down {}</p></div>',
             sub.plan.name,
             sub.get_status_display(),
             self.plan_expires(obj),
             reverse("admin:plans_subscription_change", args=[sub.pk]),
-            sub.pk,
             subscription_usage_bar(sub),
             human_bytes(sub.bytes_up),
             human_bytes(sub.bytes_down),
@@ -228,73 +319,115 @@ class UserAdmin(DjangoUserAdmin):
             ),
         )
 
-    @admin.action(description="Assign the selected plan")
-    def assign_plan(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        try:
-            plan = action_value(UserActionForm, request, "plan")
-        except ValidationError:
-            plan = None
-        if plan is None:
-            self.message_user(request, "Choose a plan to assign.", messages.ERROR)
-            return
-        users = list(queryset)
-        for user in users:
-            plan_services.plan_assign(user_id=user.pk, plan=plan)
-        self.message_user(request, f"Assigned {plan.name} to {len(users)} user(s).")
-
     def _current_subscriptions(
-        self, request: HttpRequest, queryset: QuerySet[User]
-    ) -> list[Subscription]:
-        users = list(queryset)
+        self, request: HttpRequest, users: list[User]
+    ) -> list[tuple[User, Subscription]]:
+        """The users' current subscriptions (one plans query); users without one are named."""
         subs = plan_selectors.subscriptions_current_by_user(user_ids=[u.pk for u in users])
         missing = [u.username for u in users if u.pk not in subs]
         if missing:
             self.message_user(
                 request, f"Skipped (no plan): {', '.join(missing)}.", messages.WARNING
             )
-        return list(subs.values())
+        return [(u, subs[u.pk]) for u in users if u.pk in subs]
+
+    @admin.action(description="Assign the selected plan")
+    def assign_plan(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
+        plan, by = self.read_input(request, chosen_plan), acting_operator(request)
+        if plan is None:
+            return None
+        users = list(queryset)
+        replaced = plan_selectors.subscriptions_current_by_user(user_ids=[u.pk for u in users])
+        confirmation = Confirmation(
+            title=f"Assign {plan.name}?",
+            question=f"{len(replaced)} of these users have a current plan: {plan.name} "
+            "replaces it and their usage starts again at zero.",
+            button=f"Yes, assign {plan.name}",
+        )
+        if replaced and (page := self.confirm(request, users, confirmation)):
+            return page
+        self.run_each(
+            request,
+            users,
+            lambda user: plan_services.plan_assign(user_id=user.pk, plan=plan, by=by),
+            log=f"Assigned the {plan.name} plan.",
+            done=f"Assigned {plan.name} to {{count}} user(s).",
+        )
+        return None
 
     @admin.action(description="Extend the subscription by N days")
     def extend_subscription(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        raw = request.POST.get("days", "").strip()
-        if not raw:
-            self.message_user(request, "Enter the number of days to extend by.", messages.ERROR)
-            return
-        try:
-            days = forms.IntegerField(min_value=1, max_value=MAX_EXTEND_DAYS).clean(raw)
-        except ValidationError as exc:
-            self.message_user(request, f"Days: {' '.join(exc.messages)}", messages.ERROR)
-            return
-        done = 0
-        for sub in self._current_subscriptions(request, queryset):
-            try:
-                plan_services.subscription_extend(subscription=sub, days=days)
-                done += 1
-            except ValidationError as exc:
-                self.message_user(
-                    request, f"User {sub.user_id}: {' '.join(exc.messages)}", messages.WARNING
-                )
-        self.message_user(request, f"Extended {done} subscription(s) by {days} day(s).")
+        days, by = self.read_input(request, chosen_days), acting_operator(request)
+        if days is not None:
+            self.run_each(
+                request,
+                self._current_subscriptions(request, list(queryset)),
+                lambda pair: plan_services.subscription_extend(
+                    subscription=pair[1], days=days, by=by
+                ),
+                row=lambda pair: pair[0],
+                log=f"Extended the subscription by {days} day(s).",
+                done=f"Extended {{count}} subscription(s) by {days} day(s).",
+            )
+
+    @admin.action(description="Top up this period's traffic")
+    def top_up(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        amount, by = self.read_input(request, chosen_top_up), acting_operator(request)
+        if amount is not None:
+            self.run_each(
+                request,
+                self._current_subscriptions(request, list(queryset)),
+                lambda pair: plan_services.subscription_top_up(
+                    subscription=pair[1], bytes_=amount, by=by
+                ),
+                row=lambda pair: pair[0],
+                log=f"Topped up this period by {human_bytes(amount)}.",
+                done=f"Topped up {{count}} subscription(s) by {human_bytes(amount)}.",
+            )
 
     @admin.action(description="Reset traffic usage to zero")
-    def reset_usage(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        subs = self._current_subscriptions(request, queryset)
-        for sub in subs:
-            plan_services.subscription_reset_usage(subscription=sub)
-        self.message_user(request, f"Reset the usage of {len(subs)} subscription(s).")
+    def reset_usage(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
+        users, by = list(queryset), acting_operator(request)
+        if page := self.confirm(request, users, RESET_USAGE):
+            return page
+        self.run_each(
+            request,
+            self._current_subscriptions(request, users),
+            lambda pair: plan_services.subscription_reset_usage(subscription=pair[1], by=by),
+            row=lambda pair: pair[0],
+            log="Reset the traffic usage.",
+            done="Reset the usage of {count} subscription(s).",
+        )
+        return None
 
     @admin.action(description="Revoke all proxy credentials")
-    def revoke_credentials(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        total = sum(services.credential_revoke_all(user=user) for user in queryset)
-        self.message_user(request, f"Revoked {total} credential(s).")
+    def revoke_credentials(
+        self, request: HttpRequest, queryset: QuerySet[User]
+    ) -> HttpResponse | None:
+        users = list(queryset)
+        if page := self.confirm(request, users, REVOKE_CREDENTIALS):
+            return page
+        revoked = {user: services.credential_revoke_all(user=user) for user in users}
+        self.audit(request, [u for u, n in revoked.items() if n], "Revoked all proxy credentials.")
+        self.message_user(request, f"Revoked {sum(revoked.values())} credential(s).")
+        return None
 
-    @admin.action(description="Deactivate (revoke credentials, disable plan)")
-    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        count = 0
-        for user in queryset.filter(is_active=True):
-            services.user_deactivate(user=user)
-            count += 1
-        self.message_user(request, f"Deactivated {count} user(s).")
+    @admin.action(description="Deactivate (ends credentials and plan)")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
+        users, by = list(queryset.filter(is_active=True)), acting_operator(request)
+        if not users:
+            self.message_user(request, "These users are already inactive.", messages.WARNING)
+            return None
+        if page := self.confirm(request, users, DEACTIVATE):
+            return page
+        self.run_each(
+            request,
+            users,
+            lambda user: services.user_deactivate(user=user, by=by),
+            log="Deactivated (credentials revoked, plan disabled).",
+            done="Deactivated {count} user(s).",
+        )
+        return None
 
 
 class CredentialIssueForm(forms.ModelForm):
@@ -316,8 +449,11 @@ class CredentialIssueForm(forms.ModelForm):
 
 
 @admin.register(ProxyCredential)
-class ProxyCredentialAdmin(admin.ModelAdmin):
-    list_display = ["login", "user", "created_at", "last_used_at", "revoked_at"]
+class ProxyCredentialAdmin(AuditedActionsMixin, admin.ModelAdmin):
+    list_display = ["login", "user", "created", "last_used", "revoked"]
+    created = time_column("created_at", "created", sortable=True)
+    last_used = time_column("last_used_at", "last used", sortable=True)
+    revoked = time_column("revoked_at", "revoked", sortable=True)
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["login", "user__username", "user__email"]
     list_select_related = ["user"]
@@ -368,17 +504,34 @@ class ProxyCredentialAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Revoke selected credentials")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ProxyCredential]) -> None:
-        for credential in queryset:
-            services.credential_revoke(credential=credential)
-        self.message_user(request, f"Revoked {queryset.count()} credential(s).")
+    def revoke(
+        self, request: HttpRequest, queryset: QuerySet[ProxyCredential]
+    ) -> HttpResponse | None:
+        credentials = list(queryset.filter(revoked_at__isnull=True))
+        if page := self.confirm(request, credentials, REVOKE_SELECTED):
+            return page
+        self.run_each(
+            request,
+            credentials,
+            lambda credential: services.credential_revoke(credential=credential),
+            log="Revoked.",
+            done="Revoked {count} credential(s).",
+        )
+        return None
 
     @admin.action(description="Rotate secret (shown once)")
-    def rotate(self, request: HttpRequest, queryset: QuerySet[ProxyCredential]) -> None:
-        for credential in queryset.filter(revoked_at__isnull=True):
+    def rotate(
+        self, request: HttpRequest, queryset: QuerySet[ProxyCredential]
+    ) -> HttpResponse | None:
+        credentials = list(queryset.filter(revoked_at__isnull=True))
+        if page := self.confirm(request, credentials, ROTATE_SELECTED):
+            return page
+        for credential in credentials:
             issued = services.credential_rotate(credential=credential)
             self.message_user(
                 request,
                 f"New secret for {credential.login} (shown once): {issued.secret}",
                 messages.WARNING,
             )
+        self.audit(request, credentials, "Rotated the secret.")
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet
 
@@ -14,6 +15,25 @@ from .models import ProxyCredential, User
 
 # A hash no real secret maps to, so unknown logins cost the same work as known ones.
 _DUMMY_HASH = "0" * 64
+
+
+# Users a search term may match before plans-side lists ask for a narrower term (the ids
+# go into one `user_id IN (...)` on the plans DB).
+USER_SEARCH_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    """What a plans-side page shows of a user: enough to name and link them."""
+
+    id: int
+    username: str
+    email: str
+    is_active: bool
+
+    @property
+    def label(self) -> str:
+        return self.email or self.username
 
 
 def user_get(*, user_id: int) -> User | None:
@@ -28,6 +48,29 @@ def user_ids_existing(*, user_ids: Iterable[int]) -> set[int]:
         chunk = ids[start : start + 10_000]
         found.update(User.objects.filter(pk__in=chunk).values_list("pk", flat=True))
     return found
+
+
+def users_by_id(*, user_ids: Iterable[int]) -> dict[int, UserSummary]:
+    """Summaries of many users in one accounts-DB query, keyed by id (missing ids absent).
+
+    Plans rows hold `user_id` only; a page of them asks here once for all its users
+    instead of once per row, and never joins across the two databases.
+    """
+    ids = {int(i) for i in user_ids}
+    if not ids:
+        return {}
+    rows = User.objects.filter(pk__in=ids).values_list("pk", "username", "email", "is_active")
+    return {pk: UserSummary(pk, username, email, active) for pk, username, email, active in rows}
+
+
+def user_ids_matching(*, term: str, limit: int = USER_SEARCH_LIMIT) -> list[int]:
+    """Ids of users whose username or e-mail contains `term` (case-insensitive), at most
+    `limit` + 1 of them, so a caller can tell that the term matched too many."""
+    term = term.strip()
+    if not term:
+        return []
+    qs = User.objects.filter(Q(username__icontains=term) | Q(email__icontains=term))
+    return list(qs.order_by("pk").values_list("pk", flat=True)[: limit + 1])
 
 
 def credential_list(*, user: User, include_revoked: bool = True) -> QuerySet[ProxyCredential]:

@@ -75,14 +75,16 @@ def user_create(
     return user
 
 
-def user_deactivate(*, user: User) -> User:
-    """Deactivate a user: no web login, every credential revoked, subscription disabled."""
+def user_deactivate(*, user: User, by: str = "") -> User:
+    """Deactivate a user: no web login, every credential revoked, subscription disabled.
+
+    `by` names the operator in the subscription's history ("by op")."""
     with transaction.atomic(using=ACCOUNTS_DB):
         user.is_active = False
         user.save(update_fields=["is_active"])
         credential_revoke_all(user=user)
         outbox_add(model=OutboxEvent, event=schemas.UserDeactivated(user_id=user.pk))
-    subscription_disable_current(user_id=user.pk, reason="user deactivated")
+    subscription_disable_current(user_id=user.pk, reason="user deactivated", by=by)
     return user
 
 

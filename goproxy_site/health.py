@@ -1,15 +1,25 @@
 """`/healthz`: the web process can reach both databases and both brokers (else 503), and
-the plan-controller keeps up (else "degraded", still 200: the web itself serves)."""
+the plan-controller keeps up (else "degraded", still 200: the web itself serves);
+`/metrics`:
+its Prometheus metrics, for staff and scrapers holding WEB_METRICS_TOKEN only.
+
+The metrics name views, response codes and database timings, which the public port
+should not hand to anyone: a signed-in staff user sees them in the browser, and
+Prometheus sends the token as a bearer credential (`authorization: {credentials: ...}`
+in its scrape config). Everyone else gets 401 (no credential) or 403 (a wrong one).
+"""
 
 from __future__ import annotations
 
+import hmac
 import socket
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connections
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
+from django_prometheus.exports import ExportToDjangoView
 
 from plans.selectors import controller_lag
 
@@ -67,3 +77,33 @@ def healthz(request: HttpRequest) -> JsonResponse:
         if lag.problem and healthy:
             status = "degraded"
     return JsonResponse({"status": status, "checks": checks}, status=200 if healthy else 503)
+
+
+def _metrics_token_ok(request: HttpRequest) -> bool | None:
+    """True/False for a right/wrong bearer token, None when none was sent."""
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        return None
+    expected = settings.WEB_METRICS_TOKEN
+    return bool(expected) and hmac.compare_digest(credential.strip(), expected)
+
+
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    token = _metrics_token_ok(request)
+    if token or (request.user.is_authenticated and request.user.is_staff):
+        return ExportToDjangoView(request)
+    how = "log in as staff, or send Authorization: Bearer <WEB_METRICS_TOKEN>"
+    if token is None and not request.user.is_authenticated:
+        response = HttpResponse(
+            f"Metrics need credentials: {how}.\n",
+            status=401,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(
+        f"These credentials may not read metrics: {how}.\n",
+        status=403,
+        content_type="text/plain; charset=utf-8",
+    )

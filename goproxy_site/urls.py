@@ -4,11 +4,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from .health import healthz
+from .health import healthz, metrics
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics, name="prometheus-django-metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("goproxy_site.api_router")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -205,3 +205,63 @@ def daily_usage_svg(
     parts.append("</svg>")
     # Every interpolated value above is a number or passed through escape().
     return mark_safe("".join(parts))  # noqa: S308
+
+
+def ranked_bars_svg(
+    rows: Sequence[tuple[str, int]],
+    *,
+    chart_id: str,
+    title: str,
+    width: int = 720,
+    bar_height: int = 18,
+) -> SafeString:
+    """Horizontal bars, largest first, one per (label, bytes): top users, plans.
+
+    Labels are cut to fit and kept whole in each bar's tooltip; the values are drawn in
+    human units beside the bars.
+    """
+    left, right, top = 250, 80, 8
+    gap = 6
+    height = top * 2 + max(len(rows), 1) * (bar_height + gap)
+    plot_w = width - left - right
+    peak = max((value for _, value in rows), default=0) or 1
+    total = sum(value for _, value in rows)
+    if rows:
+        leader, most = rows[0]
+        desc = (
+            f"{len(rows)} bars, {human_bytes(total)} in all; "
+            f"largest {leader} with {human_bytes(most)}."
+        )
+    else:
+        desc = "No traffic in this period."
+    cid = escape(chart_id)
+    parts: list[str] = [
+        f'<svg class="chart chart--ranked" id="{cid}" viewBox="0 0 {width} {height}" '
+        f'width="100%" preserveAspectRatio="xMinYMin meet" role="img" '
+        f'aria-labelledby="{cid}-title {cid}-desc" xmlns="http://www.w3.org/2000/svg" '
+        f'font-family="system-ui, sans-serif" font-size="12" style="max-width:100%;height:auto">',
+        f'<title id="{cid}-title">{escape(title)}</title>',
+        f'<desc id="{cid}-desc">{escape(desc)}</desc>',
+    ]
+    for i, (label, value) in enumerate(rows):
+        y = top + i * (bar_height + gap)
+        w = max(value * plot_w / peak, 1.0) if value > 0 else 0.0
+        short = label if len(label) <= 36 else label[:35] + "…"
+        parts.append(
+            f"<g><title>{escape(label)}: {escape(human_bytes(value))}</title>"
+            f'<text x="{left - 8}" y="{y + bar_height - 5}" text-anchor="end" '
+            f'fill="{TEXT_COLOUR}">{escape(short)}</text>'
+            f'<rect class="bar bar--ranked" x="{left}" y="{y}" width="{w:.1f}" '
+            f'height="{bar_height}" fill="{DOWN_COLOUR if i == 0 else UP_COLOUR}" '
+            f'data-bytes="{value}"/>'
+            f'<text x="{left + w + 6:.1f}" y="{y + bar_height - 5}" fill="{TEXT_COLOUR}">'
+            f"{escape(human_bytes(value))}</text></g>"
+        )
+    if not rows:
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{top + bar_height - 5}" text-anchor="middle" '
+            f'fill="{TEXT_COLOUR}">{escape(desc)}</text>'
+        )
+    parts.append("</svg>")
+    # Every interpolated value above is a number or passed through escape().
+    return mark_safe("".join(parts))  # noqa: S308

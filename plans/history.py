@@ -11,6 +11,15 @@ from .models import Subscription, SubscriptionEvent
 
 HistoryValue = str | int | None
 
+# The `by` of changes users make themselves (portal, the `me/` API); every other change an
+# operator makes names them (`operator_by`), and a change with no `by` was automatic.
+BY_USER = "by the user"
+
+
+def operator_by(name: str, *, via: str = "") -> str:
+    """How history names an operator: "by op", "by op via the API"."""
+    return f"by {name}" + (f" via {via}" if via else "")
+
 
 def history_add(
     sub: Subscription, kind: str, at: datetime, message: str = "", /, **data: HistoryValue

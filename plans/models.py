@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from goproxy_site.formatting import user_label
 from goproxy_site.outbox import AbstractOutboxEvent
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
@@ -246,7 +247,7 @@ class Subscription(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"user {self.user_id} on {self.plan_id} ({self.status})"
+        return f"{user_label(self)} — {self.plan.name} ({self.get_status_display().lower()})"
 
     @property
     def bytes_used(self) -> int:
@@ -298,7 +299,7 @@ class UsageBucket(models.Model):
         indexes = [models.Index(fields=["user_id", "hour"], name="plans_usage_user_hour")]
 
     def __str__(self) -> str:
-        return f"user {self.user_id} @ {self.hour:%Y-%m-%d %H:00}"
+        return f"{user_label(self)} @ {self.hour:%Y-%m-%d %H:00}"
 
 
 class FreePlanClaim(models.Model):
@@ -309,7 +310,7 @@ class FreePlanClaim(models.Model):
     claimed_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"user {self.user_id} claimed {self.plan_id}"
+        return f"{user_label(self)} claimed {self.plan.name}"
 
 
 class RestrictionReason(models.TextChoices):
@@ -341,7 +342,10 @@ class UserRestriction(models.Model):
         indexes = [models.Index(fields=["reason"], name="plans_restriction_reason")]
 
     def __str__(self) -> str:
-        return f"user {self.user_id}: {self.reason or 'not restricted'} (v{self.version})"
+        state = self.get_reason_display().lower() if self.reason else "not restricted"
+        if not self.reason and self.throttle_bps is not None:
+            state = "throttled"
+        return f"{user_label(self)}: {state} (v{self.version})"
 
     @property
     def is_restricted(self) -> bool:
@@ -374,7 +378,7 @@ class TrafficSequence(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.instance_id}/user {self.user_id} @ {self.last_seq}"
+        return f"{self.instance_id}/{user_label(self)} @ {self.last_seq}"
 
 
 class UnplannedUsage(models.Model):
@@ -392,7 +396,7 @@ class UnplannedUsage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"user {self.user_id} without plan @ {self.hour:%Y-%m-%d %H:00}"
+        return f"{user_label(self)} without plan @ {self.hour:%Y-%m-%d %H:00}"
 
 
 class OutboxEvent(AbstractOutboxEvent):
@@ -439,7 +443,7 @@ class SubscriptionEvent(models.Model):
         indexes = [models.Index(fields=["subscription", "at"], name="plans_subevent_sub_at")]
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} (user {self.user_id})"
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.get_kind_display()} ({user_label(self)})"
 
 
 class UsageReset(models.Model):
@@ -470,7 +474,7 @@ class UsageReset(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"user {self.user_id}: period ending {self.period_end:%Y-%m-%d %H:%M}"
+        return f"{user_label(self)}: period ending {self.period_end:%Y-%m-%d %H:%M}"
 
 
 class QueuedPlan(models.Model):
@@ -482,12 +486,20 @@ class QueuedPlan(models.Model):
     queued_by = models.CharField(max_length=100, blank=True)
 
     def __str__(self) -> str:
-        return f"user {self.user_id} next: {self.plan_id}"
+        return f"{user_label(self)} next: {self.plan.name}"
 
 
 class NotificationKind(models.TextChoices):
     QUOTA = "quota", "Quota threshold"
-    EXPIRY = "expiry", "Days before expiry"
+    EXPIRY = "expiry", "Before expiry"
+
+
+def hours_in_words(hours: int) -> str:
+    """A reminder lead time: whole days as days ("3 days"), anything else as hours."""
+    if hours % 24 == 0:
+        days = hours // 24
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
 class Notification(models.Model):
@@ -498,7 +510,9 @@ class Notification(models.Model):
     )
     user_id = models.BigIntegerField(db_index=True)
     kind = models.CharField(max_length=10, choices=NotificationKind.choices)
-    threshold = models.PositiveIntegerField(help_text="Percent of the quota, or days left.")
+    threshold = models.PositiveIntegerField(
+        help_text="Percent of the quota, or hours before expiry."
+    )
     period_start = models.DateTimeField(help_text="The period (or expiry) it belongs to.")
     created_at = models.DateTimeField(auto_now_add=True)
     emailed_at = models.DateTimeField(null=True, blank=True)
@@ -514,8 +528,13 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        unit = "%" if self.kind == NotificationKind.QUOTA else " day(s) left"
-        return f"user {self.user_id}: {self.kind} {self.threshold}{unit}"
+        return f"{user_label(self)}: {self.describe()}"
+
+    def describe(self) -> str:
+        """The reminder in words: "80 % of the traffic used", "ends in 2 hours"."""
+        if self.kind == NotificationKind.QUOTA:
+            return f"{self.threshold} % of the traffic used"
+        return f"ends in {hours_in_words(self.threshold)}"
 
 
 class WebhookEndpoint(models.Model):
@@ -634,3 +653,4 @@ class QuotaGrantLedger(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id}/user {self.user_id}: {self.held_bytes} B held"
+        return f"{user_label(self)} subscription URL"

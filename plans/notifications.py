@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from accounts.selectors import user_get
 from goproxy_site.db_routers import PLANS_DB
-from goproxy_site.formatting import human_bytes
+from goproxy_site.formatting import human_bytes, local_time
 
 from .history import history_add
 from .models import (
@@ -46,6 +46,7 @@ from .models import (
     SubscriptionStatus,
     WebhookDelivery,
     WebhookEndpoint,
+    hours_in_words,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def _create(sub: Subscription, kind: str, threshold: int, period_start: datetime
         sub,
         SubscriptionEventKind.NOTIFIED,
         timezone.now(),
-        str(note),
+        note.describe(),
         kind=kind,
         threshold=threshold,
         notification_id=note.pk,
@@ -118,27 +119,49 @@ def quota_crossed(*, subscription: Subscription, used_before: int) -> list[int]:
     return sent
 
 
+def expiry_thresholds(term: timedelta) -> list[int]:
+    """Hours before the end at which a subscription lasting `term` is reminded.
+
+    A reminder falls in the second half of the term: the configured days that fit
+    (PLANS_NOTIFY_EXPIRY_DAYS), or, for a term too short for any of them, the configured
+    hours that fit (PLANS_NOTIFY_EXPIRY_HOURS). So a 30-day plan hears 3 days and 1 day
+    before its end, a 1-day plan 2 hours before, and none at the minute it starts.
+    """
+    half = term / 2
+    days = [d * 24 for d in settings.PLANS_NOTIFY_EXPIRY_DAYS if timedelta(days=d) <= half]
+    if days:
+        return sorted(days)
+    return sorted(h for h in settings.PLANS_NOTIFY_EXPIRY_HOURS if timedelta(hours=h) <= half)
+
+
 def expiry_due(*, now: datetime | None = None) -> list[tuple[int, int]]:
-    """Remind users whose plan ends within the configured days (the nearest reminder
-    only; an extension gives a new expiry and so new reminders)."""
+    """Remind users whose plan ends within one of its thresholds (expiry_thresholds):
+    the nearest one only, once per expiry date, so an extension brings new reminders.
+
+    Returns (user id, hours before the end) of each reminder decided."""
     now = now or timezone.now()
-    days = sorted(settings.PLANS_NOTIFY_EXPIRY_DAYS)
-    if not days:
+    longest = max(
+        [d * 24 for d in settings.PLANS_NOTIFY_EXPIRY_DAYS]
+        + list(settings.PLANS_NOTIFY_EXPIRY_HOURS),
+        default=0,
+    )
+    if not longest:
         return []
     sent = []
     subs = Subscription.objects.filter(
         is_current=True,
         status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.LIMITED],
         expires_at__gt=now,
-        expires_at__lte=now + timedelta(days=days[-1]),
+        expires_at__lte=now + timedelta(hours=longest),
     )
     with transaction.atomic(using=PLANS_DB):
         for sub in subs:
             assert sub.expires_at is not None
+            term = sub.expires_at - (sub.started_at or sub.created_at)
             left = sub.expires_at - now
-            nearest = next(d for d in days if left <= timedelta(days=d))
-            if _create(sub, NotificationKind.EXPIRY, nearest, sub.expires_at):
-                sent.append((sub.user_id, nearest))
+            due = [h for h in expiry_thresholds(term) if left <= timedelta(hours=h)]
+            if due and _create(sub, NotificationKind.EXPIRY, min(due), sub.expires_at):
+                sent.append((sub.user_id, min(due)))
     return sent
 
 
@@ -157,8 +180,8 @@ def _text(note: Notification) -> tuple[str, str]:
                 else " The proxy refuses new traffic until the period resets or you top up."
             )
     else:
-        subject = f"Your {sub.plan.name} plan ends in {note.threshold} day(s)"
-        body = f"It expires at {sub.expires_at:%Y-%m-%d %H:%M} UTC."
+        subject = f"Your {sub.plan.name} plan ends in {hours_in_words(note.threshold)}"
+        body = f"It expires on {local_time(sub.expires_at)}." if sub.expires_at else ""
     return subject, body
 
 
@@ -171,6 +194,7 @@ def payload(note: Notification) -> dict[str, object]:
         "subscription_id": sub.pk,
         "plan": sub.plan.name,
         "threshold": note.threshold,
+        "threshold_unit": "percent" if note.kind == NotificationKind.QUOTA else "hours",
         "status": sub.status,
         "bytes_used": sub.bytes_used,
         "traffic_limit_bytes": sub.traffic_limit_bytes,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, NotRequired, TypedDict
 
-from django.db.models import Count, F, QuerySet, Sum
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
 from .models import (
@@ -123,16 +123,26 @@ def usage_for_user(
     ]
 
 
+def day_start(now: datetime | None = None) -> datetime:
+    """Midnight of today in the current time zone (UTC by default): where usage days begin."""
+    now = now or timezone.now()
+    return now.astimezone(timezone.get_current_timezone()).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+
+
+def days_back(days: int, *, now: datetime | None = None) -> datetime:
+    """The start of the last `days` calendar days, today included."""
+    if days < 1:
+        raise ValueError(f"days must be at least 1, not {days!r}")
+    return day_start(now) - timedelta(days=days - 1)
+
+
 def _daily_series(
     qs: QuerySet[UsageBucket], *, days: int, now: datetime | None
 ) -> list[UsagePoint]:
-    if days < 1:
-        raise ValueError(f"days must be at least 1, not {days!r}")
-    now = now or timezone.now()
-    today = now.astimezone(timezone.get_current_timezone()).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
-    start = today - timedelta(days=days - 1)
+    start = days_back(days, now=now)
+    today = day_start(now)
     rows = (
         qs.filter(hour__gte=start, hour__lt=today + timedelta(days=1))
         .annotate(period=TruncDay("hour"))
@@ -368,3 +378,152 @@ def grants_held(*, user_id: int, now: datetime | None = None) -> list[QuotaGrant
     now = now or timezone.now()
     rows = list(QuotaGrantLedger.objects.filter(user_id=user_id))
     return sorted(rows, key=lambda r: (not (r.expires_at and r.expires_at > now), r.instance_id))
+
+
+# ---------------------------------------------------------------------------------------
+# Operator reports: top users, traffic per plan, users near their limit, exports.
+# ---------------------------------------------------------------------------------------
+_TOTAL = F("bytes_up") + F("bytes_down")
+
+
+class UsageWindows(TypedDict):
+    """A user's traffic (up + down) today, in the last 7 days and in the last 30 days."""
+
+    today: int
+    week: int
+    month: int
+
+
+def usage_windows_by_user(
+    *, user_ids: Iterable[int], now: datetime | None = None
+) -> dict[int, UsageWindows]:
+    """Traffic windows of many users in one query (users without traffic are absent)."""
+    ids = list(user_ids)
+    if not ids:
+        return {}
+    today, week, month = (days_back(n, now=now) for n in (1, 7, 30))
+    rows = (
+        UsageBucket.objects.filter(user_id__in=ids, hour__gte=month)
+        .values("user_id")
+        .annotate(
+            today=Coalesce(Sum(_TOTAL, filter=Q(hour__gte=today)), 0),
+            week=Coalesce(Sum(_TOTAL, filter=Q(hour__gte=week)), 0),
+            month=Sum(_TOTAL),
+        )
+        .order_by()
+    )
+    return {
+        r["user_id"]: UsageWindows(today=r["today"], week=r["week"], month=r["month"]) for r in rows
+    }
+
+
+class UserTraffic(TypedDict):
+    user_id: int
+    bytes_up: int
+    bytes_down: int
+    total: int
+
+
+def usage_top_users(*, since: datetime, limit: int = 20) -> list[UserTraffic]:
+    """The users with the most traffic (up + down) since `since`, busiest first."""
+    rows = (
+        UsageBucket.objects.filter(hour__gte=since)
+        .values("user_id")
+        .annotate(up=Sum("bytes_up"), down=Sum("bytes_down"), total=Sum(_TOTAL))
+        .order_by("-total", "user_id")[:limit]
+    )
+    return [
+        UserTraffic(user_id=r["user_id"], bytes_up=r["up"], bytes_down=r["down"], total=r["total"])
+        for r in rows
+    ]
+
+
+class PlanTraffic(TypedDict):
+    plan_id: int
+    plan: str
+    users: int
+    bytes_up: int
+    bytes_down: int
+    total: int
+
+
+def usage_by_plan(*, since: datetime) -> list[PlanTraffic]:
+    """Traffic since `since` per plan of the subscription it was billed to, largest first."""
+    rows = (
+        UsageBucket.objects.filter(hour__gte=since)
+        .values("subscription__plan_id", "subscription__plan__name")
+        .annotate(
+            users=Count("user_id", distinct=True),
+            up=Sum("bytes_up"),
+            down=Sum("bytes_down"),
+            total=Sum(_TOTAL),
+        )
+        .order_by("-total", "subscription__plan__name")
+    )
+    return [
+        PlanTraffic(
+            plan_id=r["subscription__plan_id"],
+            plan=r["subscription__plan__name"],
+            users=r["users"],
+            bytes_up=r["up"],
+            bytes_down=r["down"],
+            total=r["total"],
+        )
+        for r in rows
+    ]
+
+
+def usage_total_since(*, since: datetime) -> int:
+    """All users' traffic (up + down) since `since`."""
+    total = UsageBucket.objects.filter(hour__gte=since).aggregate(total=Sum(_TOTAL))["total"]
+    return int(total or 0)
+
+
+def subscriptions_near_limit(
+    *, ratio: float = NEAR_LIMIT_RATIO, limit: int = 50
+) -> list[Subscription]:
+    """Current subscriptions that used at least `ratio` of their limit, fullest first."""
+    return list(
+        Subscription.objects.select_related("plan")
+        .filter(is_current=True, traffic_limit_bytes__isnull=False)
+        .annotate(
+            used=_TOTAL,
+            fill=ExpressionWrapper(_TOTAL * 1.0 / F("traffic_limit_bytes"), FloatField()),
+        )
+        .filter(used__gte=F("traffic_limit_bytes") * ratio)
+        .order_by("-fill", "user_id")[:limit]
+    )
+
+
+class DailyUserUsage(TypedDict):
+    day: datetime
+    user_id: int
+    plan: str
+    bytes_up: int
+    bytes_down: int
+
+
+def usage_daily_by_user(
+    *, start: datetime, end: datetime, user_ids: Iterable[int] | None = None
+) -> Iterator[DailyUserUsage]:
+    """Traffic per day, user and plan in [start, end), oldest day first (CSV export).
+
+    Streamed from the database in chunks, so a long range never sits in memory.
+    """
+    qs = UsageBucket.objects.filter(hour__gte=start, hour__lt=end)
+    if user_ids is not None:
+        qs = qs.filter(user_id__in=list(user_ids))
+    rows = (
+        qs.annotate(day=TruncDay("hour"))
+        .values("day", "user_id", "subscription__plan__name")
+        .annotate(bytes_up=Sum("bytes_up"), bytes_down=Sum("bytes_down"))
+        .order_by("day", "user_id", "subscription__plan__name")
+    )
+    for r in rows.iterator(chunk_size=2000):
+        yield DailyUserUsage(
+            day=r["day"],
+            user_id=r["user_id"],
+            plan=r["subscription__plan__name"],
+            bytes_up=r["bytes_up"],
+            bytes_down=r["bytes_down"],
+        )

@@ -16,11 +16,13 @@ from django.urls import reverse
 from django.views.generic import TemplateView, View
 
 from accounts.requests import AuthenticatedHttpRequest
-from goproxy_site.formatting import human_bytes
+from goproxy_site.formatting import human_bit_rate, human_bytes, local_time, local_zone
 
 from . import selectors, services
+from .history import BY_USER
+from .history_text import event_sentence
 from .links import subscription_url
-from .models import Plan, Subscription, SubscriptionEvent
+from .models import Plan, Subscription
 
 HISTORY_ROWS = 10
 
@@ -40,6 +42,8 @@ def plan_catalogue(*, user_id: int | None) -> list[dict[str, Any]]:
         {
             "plan": plan,
             "limit": human_bytes(plan.traffic_limit_bytes),
+            "speed": human_bit_rate(plan.speed_limit_bps),
+            "throttle_speed": human_bit_rate(plan.throttle_speed_bps) if plan.throttles else None,
             "claimable": plan.is_free and may_claim,
             "queueable": plan.pk in queueable,
         }
@@ -47,35 +51,25 @@ def plan_catalogue(*, user_id: int | None) -> list[dict[str, Any]]:
     ]
 
 
-_BYTE_KEYS = frozenset({"bytes", "allowance", "used", "limit"})
-
-
-def _event_details(event: SubscriptionEvent) -> str:
-    extra = ", ".join(
-        f"{key.replace('_', ' ')}: "
-        + (human_bytes(value) if key in _BYTE_KEYS and isinstance(value, int) else str(value))
-        for key, value in event.data.items()
-        if value not in (None, "")
-    )
-    return " · ".join(part for part in (event.message, extra) if part)
-
-
 def lifecycle_panel(*, user_id: int) -> dict[str, Any]:
     """Dashboard context: the private subscription URL, recent history and the queued plan.
 
     The URL is built like the API's (PLANS_SUBSCRIPTION_URL_BASE, default SITE_URL), so
     the portal and `me/subscription-url/` always show the same address. A user who never
-    had a plan has none yet; the page offers a POST that creates it.
+    had a plan has none yet; the page offers a POST that creates it. History entries are
+    sentences in local time; the "Next plan" card names only plans the user may queue.
     """
     token = selectors.subscription_token_of_user(user_id=user_id)
     events = selectors.user_history(user_id=user_id, limit=HISTORY_ROWS)
     return {
         "subscription_url": subscription_url(token) if token else None,
         "history_rows": [
-            {"at": e.at, "what": e.get_kind_display(), "details": _event_details(e)}
+            {"at": e.at, "when": local_time(e.at), "what": event_sentence(e)}
             for e in reversed(events)
         ],
+        "history_zone": local_zone().key,
         "queued": selectors.queued_plan_get(user_id=user_id),
+        "queueable_names": list(self_queueable_plans().values_list("name", flat=True)),
     }
 
 
@@ -127,7 +121,7 @@ class QueuePlanView(LoginRequiredMixin, View):
                 "paid plans are queued by the operator.",
             )
             return redirect("dashboard")
-        result = services.plan_queue(user_id=request.user.pk, plan=plan, by="by the user")
+        result = services.plan_queue(user_id=request.user.pk, plan=plan, by=BY_USER)
         if isinstance(result, Subscription):
             messages.success(request, f"The {plan.name} plan is now your plan.")
         else:
@@ -143,7 +137,7 @@ class QueueCancelView(LoginRequiredMixin, View):
     http_method_names = ["post"]
 
     def post(self, request: AuthenticatedHttpRequest) -> HttpResponse:
-        if services.plan_queue_cancel(user_id=request.user.pk, by="by the user"):
+        if services.plan_queue_cancel(user_id=request.user.pk, by=BY_USER):
             messages.success(request, "Your queued plan is cancelled.")
         else:
             messages.error(request, "You have no queued plan.")

@@ -324,6 +324,13 @@ CELERY_BEAT_SCHEDULE_FILENAME = env(
 WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=None)
 WORKER_METRICS_ADDR = env("WORKER_METRICS_ADDR", default="127.0.0.1")
 
+# METRICS
+# ------------------------------------------------------------------------------
+# The web's /metrics answers staff sessions and requests with this bearer token (what
+# Prometheus sends with `authorization: {credentials: ...}`); empty: staff only.
+# https://prometheus.io/docs/prometheus/latest/configuration/configuration/#scrape_config
+WEB_METRICS_TOKEN = env("WEB_METRICS_TOKEN", default="")
+
 # LOGGING
 # ------------------------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/topics/logging/
@@ -372,9 +379,12 @@ PLANS_MAX_LAG_SECONDS = env.float("PLANS_MAX_LAG_SECONDS", default=30.0)
 # Time zone of calendar reset cycles (daily/weekly/monthly boundaries at local midnight).
 PLANS_TIME_ZONE = env("PLANS_TIME_ZONE", default="UTC")
 # Notifications, each sent once per period: percentages of the quota, and days before
-# expiry (only the nearest applicable reminder is sent).
+# expiry (only the nearest applicable reminder is sent). An expiry reminder falls in the
+# second half of a plan's term: terms too short for any day reminder (a 1-day plan) are
+# reminded the given hours before their end instead.
 PLANS_NOTIFY_QUOTA_PERCENTS = env.list("PLANS_NOTIFY_QUOTA_PERCENTS", cast=int, default=[80, 100])
 PLANS_NOTIFY_EXPIRY_DAYS = env.list("PLANS_NOTIFY_EXPIRY_DAYS", cast=int, default=[3, 1])
+PLANS_NOTIFY_EXPIRY_HOURS = env.list("PLANS_NOTIFY_EXPIRY_HOURS", cast=int, default=[2])
 PLANS_NOTIFY_EMAIL = env.bool("PLANS_NOTIFY_EMAIL", default=True)
 # Webhooks (endpoints are configured in the admin): seconds per attempt, attempts before
 # a delivery is marked failed, and the first retry delay (doubling, capped at 1 h).

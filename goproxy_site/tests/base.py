@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from accounts.services import IssuedCredential, api_token_issue, credential_issue, user_create
+from goproxy_site.admin_actions import CONFIRM_FIELD
 from plans.models import Plan, Subscription, SubscriptionStatus
 from plans.services import plan_assign
 
@@ -104,11 +105,15 @@ class AdminTestCase(BaseTestCase):
     def setUp(self) -> None:
         self.client.force_login(self.operator)
 
-    def act(self, action: str, users: list[User], **extra: str) -> _MonkeyPatchedWSGIResponse:
-        """Run a user-admin action on `users` from the user changelist."""
+    def act(
+        self, action: str, users: list[User], *, confirmed: bool = False, **extra: str
+    ) -> _MonkeyPatchedWSGIResponse:
+        """Run a user-admin action on `users` from the user changelist; `confirmed`
+        answers the confirmation page of a destructive action in the same POST."""
         data = {
             "action": action,
             helpers.ACTION_CHECKBOX_NAME: [str(u.pk) for u in users],
+            **({CONFIRM_FIELD: "yes"} if confirmed else {}),
             **extra,
         }
         return self.client.post(reverse("admin:accounts_user_changelist"), data, follow=True)

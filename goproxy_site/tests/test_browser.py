@@ -13,22 +13,35 @@ import shlex
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.db import connections
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
 from accounts.models import ProxyCredential, User
-from accounts.services import user_create
+from accounts.services import credential_issue, user_create
 from goproxy_site.tests.support.net import free_port
-from plans.models import Plan, Subscription, UsageBucket
-from plans.services import plan_assign
+from plans.models import (
+    Feature,
+    FreePlanClaim,
+    Notification,
+    Plan,
+    Subscription,
+    TrafficSequence,
+    UsageBucket,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from plans.services import plan_assign, plan_queue, subscription_reset_usage
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -382,3 +395,155 @@ def test_operator_assigns_a_plan_and_sees_the_usage_bar(page: Any, live_server: 
     expect(chart.locator("rect.bar--down")).to_have_count(4)
     assert chart.bounding_box()["width"] > 600
     shot(page, "12-admin-user-page")
+
+
+# Pages an operator's morning goes through, each checked at 1280 px: nothing is cut off
+# (no horizontal scroll of the page, and no table wider than the box it is in).
+FITS_JS = """
+() => {
+  const problems = [];
+  const width = document.documentElement.scrollWidth;
+  if (width > window.innerWidth + 1) problems.push(`page scrolls sideways: ${width}px`);
+  for (const table of document.querySelectorAll("#content table")) {
+    const room = table.parentElement.clientWidth;
+    if (table.offsetWidth > room + 1)
+      problems.push(`table ${table.id || table.className} is ${table.offsetWidth}px in ${room}px`);
+  }
+  return problems;
+}
+"""
+
+
+def operator_morning_data() -> dict[str, Any]:
+    operator = user_create(
+        username="operator",
+        email="op@example.org",
+        password=PASSWORD,
+        is_staff=True,
+        is_superuser=True,
+    )
+    pro = Plan.objects.create(
+        name="Pro 50 GB",
+        traffic_limit_bytes=50_000_000_000,
+        duration_days=30,
+        price="19.90",
+        speed_limit_bps=12_500_000,
+        max_connections=20,
+        device_limit=3,
+        reset_cycle="monthly",
+        quota_action="throttle",
+        throttle_speed_bps=125_000,
+    )
+    users = {}
+    for n, name in enumerate(["alice", "bob", "carol", "dave", "erin", "frank"]):
+        user = user_create(
+            username=name, email=f"{name}.longname@customer-example.org", password=PASSWORD
+        )
+        sub = plan_assign(user_id=user.pk, plan=pro, by="by operator")
+        add_usage(sub, days=5 + n, per_day=900_000_000 * (n + 1))
+        credential_issue(user=user)
+        users[name] = user
+    endpoint = WebhookEndpoint.objects.create(
+        name="billing-hook", url="https://hooks.customer-example.org/goproxy/events", secret="s"
+    )
+    for name in ("alice", "frank"):
+        sub = Subscription.objects.get(user_id=users[name].pk, is_current=True)
+        note = Notification.objects.create(
+            subscription=sub,
+            user_id=sub.user_id,
+            kind="quota",
+            threshold=80,
+            period_start=timezone.now(),
+            email_error="SMTPRecipientsRefused: {'x@customer-example.org': (550, 'no such user')}",
+        )
+        WebhookDelivery.objects.create(
+            endpoint=endpoint,
+            notification=note,
+            event_id=uuid.uuid4(),
+            payload="{}",
+            attempts=6,
+            response_status=503,
+            last_error="HTTP 503: Service Unavailable from the receiving end, retried",
+        )
+        TrafficSequence.objects.create(
+            instance_id="proxy-eu-1.example:8888", user_id=sub.user_id, last_seq=123456
+        )
+        subscription_reset_usage(subscription=sub, by="by operator")
+        FreePlanClaim.objects.create(user_id=sub.user_id, plan=free_plan())
+    plan_queue(user_id=users["bob"].pk, plan=free_plan(), by="by operator")
+    Feature.objects.create(name="Priority support", description="Answers within one business day")
+    return {"operator": operator, "users": users, "plan": pro}
+
+
+def fits(page: Any, name: str) -> None:
+    shot(page, name)
+    problems = page.evaluate(FITS_JS)
+    assert problems == [], f"{page.url}: {problems}"
+
+
+def test_admin_pages_fit_1280_px_and_speak_people(page: Any, live_server: Any) -> None:
+    data = operator_morning_data()
+    alice = data["users"]["alice"]
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto("/admin/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#site-name")).to_have_text("goproxy operations")
+    expect(page.locator("#content-main .app-internals")).to_contain_text("Outbox events")
+    fits(page, "20-admin-index-1280")
+
+    sub = Subscription.objects.get(user_id=alice.pk, is_current=True)
+    pages = {
+        "21-admin-users-1280": "/admin/accounts/user/",
+        "22-admin-user-page-1280": f"/admin/accounts/user/{alice.pk}/change/",
+        "23-admin-subscriptions-1280": "/admin/plans/subscription/",
+        "24-admin-subscription-page-1280": f"/admin/plans/subscription/{sub.pk}/change/",
+        "25-admin-usage-1280": "/admin/plans/usagebucket/",
+        "26-admin-history-1280": "/admin/plans/subscriptionevent/",
+        "27-admin-plans-1280": "/admin/plans/plan/",
+        "28-admin-plan-form-1280": f"/admin/plans/plan/{data['plan'].pk}/change/",
+        "29-admin-traffic-report-1280": "/admin/traffic/?period=30d",
+        "30-admin-restrictions-1280": "/admin/plans/userrestriction/",
+    }
+    for name, url in pages.items():
+        page.goto(url)
+        fits(page, name)
+    # And every other list, each with rows in it.
+    listed = set(pages.values())
+    for model in admin.site._registry:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        if url not in listed:
+            page.goto(url)
+            fits(page, f"39-admin-list-{model._meta.app_label}-{model._meta.model_name}-1280")
+
+    # The subscriptions list finds alice by her e-mail and names her on every row.
+    page.goto("/admin/plans/subscription/")
+    page.locator("#searchbar").fill("alice.longname")
+    page.locator("#searchbar").press("Enter")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(1)
+    expect(
+        rows.first.get_by_role("link", name="alice.longname@customer-example.org")
+    ).to_be_visible()
+
+    # The subscription page is titled by the person and shows sizes in units.
+    page.goto(f"/admin/plans/subscription/{sub.pk}/change/")
+    expect(page.locator("#content h2").first).to_have_text(
+        "alice.longname@customer-example.org — Pro 50 GB (active)"
+    )
+    page.goto(f"/admin/plans/plan/{data['plan'].pk}/change/")
+    expect(page.locator("input[name=traffic_limit_bytes_0]")).to_have_value("50")
+    expect(page.locator("select[name=speed_limit_bps_1] option:checked")).to_have_text("Mbit/s")
+
+    # Deactivate from the user page: a confirmation first, then the deed, in the log.
+    page.goto(f"/admin/accounts/user/{alice.pk}/change/")
+    page.get_by_role("button", name="Deactivate…").click()
+    expect(page.locator("#gp-confirm-question")).to_contain_text("can no longer log in")
+    fits(page, "31-admin-confirm-deactivate-1280")
+    page.get_by_role("button", name="Yes, deactivate").click()
+    expect(page.locator(".messagelist")).to_contain_text("Deactivated 1 user(s).")
+    page.goto("/admin/")
+    expect(page.locator("#recent-actions-module")).to_contain_text("alice")
+    alice.refresh_from_db()
+    assert alice.is_active is False

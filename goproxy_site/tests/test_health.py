@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.test import TestCase, override_settings
 from django.utils import timezone
 
+from accounts.services import user_create
 from plans import services
 from plans.models import ControllerHeartbeat
 
@@ -89,8 +90,38 @@ class HealthzTests(TestCase):
 
 
 class MetricsEndpointTests(TestCase):
-    def test_web_metrics_are_in_prometheus_format(self) -> None:
+    """The web's /metrics answers staff and the configured scraper token only."""
+
+    databases = {"default"}
+
+    def test_staff_read_prometheus_metrics(self) -> None:
+        staff = user_create(username="olga", email="olga@example.org", is_staff=True)
+        self.client.force_login(staff)
         self.client.get("/healthz")
         response = self.client.get("/metrics")
         self.assertEqual(response.status_code, 200)
         self.assertIn(b"django_http_requests_total_by_method_total", response.content)
+
+    def test_anyone_else_is_refused_with_a_reason(self) -> None:
+        anonymous = self.client.get("/metrics")
+        self.assertEqual(anonymous.status_code, 401)
+        self.assertEqual(anonymous["WWW-Authenticate"], 'Bearer realm="metrics"')
+        self.assertIn(b"log in as staff", anonymous.content)
+        self.assertNotIn(b"django_http", anonymous.content)
+        user = user_create(username="ursula", email="ursula@example.org")
+        self.client.force_login(user)
+        self.assertEqual(self.client.get("/metrics").status_code, 403)
+
+    @override_settings(WEB_METRICS_TOKEN="scrape-me-0123456789")
+    def test_prometheus_scrapes_with_the_bearer_token(self) -> None:
+        ok = self.client.get("/metrics", headers={"Authorization": "Bearer scrape-me-0123456789"})
+        self.assertEqual(ok.status_code, 200)
+        self.assertIn(b"# TYPE", ok.content)
+        wrong = self.client.get("/metrics", headers={"Authorization": "Bearer guess"})
+        self.assertEqual(wrong.status_code, 403)
+
+    def test_no_token_configured_means_no_token_works(self) -> None:
+        response = self.client.get("/metrics", headers={"Authorization": "Bearer "})
+        self.assertEqual(response.status_code, 401)
+        response = self.client.get("/metrics", headers={"Authorization": "Bearer anything"})
+        self.assertEqual(response.status_code, 403)

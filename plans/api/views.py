@@ -21,6 +21,7 @@ from accounts.requests import AuthenticatedRequest
 from goproxy_site.api.exceptions import Conflict
 from goproxy_site.api.permissions import IsOwner
 from plans import selectors, services
+from plans.history import BY_USER, operator_by
 from plans.links import subscription_url
 from plans.models import Plan, QueuedPlan, Subscription
 
@@ -43,6 +44,11 @@ from .serializers import (
 )
 
 ID_REGEX = r"[0-9]+"
+
+
+def api_by(request: Request) -> str:
+    """The operator behind an API call, as the subscription's history names them."""
+    return operator_by(request.user.get_username(), via="the API")
 
 
 def history_response(subscription: Subscription) -> Response:
@@ -164,7 +170,9 @@ class SubscriptionViewSet(
         payload = SubscriptionAssignSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         subscription = services.plan_assign(
-            user_id=payload.validated_data["user_id"], plan=payload.validated_data["plan"]
+            user_id=payload.validated_data["user_id"],
+            plan=payload.validated_data["plan"],
+            by=api_by(request),
         )
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
@@ -181,21 +189,23 @@ class SubscriptionViewSet(
         payload = SubscriptionExtendSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         subscription = services.subscription_extend(
-            subscription=subscription, days=payload.validated_data["days"]
+            subscription=subscription, days=payload.validated_data["days"], by=api_by(request)
         )
         return Response(SubscriptionSerializer(subscription).data)
 
     @extend_schema(request=None, responses=SubscriptionSerializer)
     @action(detail=True, methods=["post"], url_path="reset-usage", url_name="reset-usage")
     def reset_usage(self, request: Request, pk: str | None = None) -> Response:
-        subscription = services.subscription_reset_usage(subscription=self._current())
+        subscription = services.subscription_reset_usage(
+            subscription=self._current(), by=api_by(request)
+        )
         return Response(SubscriptionSerializer(subscription).data)
 
     @extend_schema(request=None, responses=SubscriptionSerializer)
     @action(detail=True, methods=["post"])
     def disable(self, request: Request, pk: str | None = None) -> Response:
         subscription = services.subscription_disable(
-            subscription=self._current(), reason=f"disabled via API by {request.user.pk}"
+            subscription=self._current(), reason="disabled", by=api_by(request)
         )
         return Response(SubscriptionSerializer(subscription).data)
 
@@ -203,7 +213,7 @@ class SubscriptionViewSet(
     @action(detail=True, methods=["post"])
     def enable(self, request: Request, pk: str | None = None) -> Response:
         subscription = services.subscription_enable(
-            subscription=self._current(), by=f"via API by {request.user.pk}"
+            subscription=self._current(), by=api_by(request)
         )
         return Response(SubscriptionSerializer(subscription).data)
 
@@ -220,7 +230,7 @@ class SubscriptionViewSet(
         subscription = services.subscription_top_up(
             subscription=subscription,
             bytes_=payload.validated_data["bytes"],
-            by=f"via API by {request.user.pk}",
+            by=api_by(request),
         )
         return Response(SubscriptionSerializer(subscription).data)
 
@@ -237,7 +247,7 @@ class SubscriptionViewSet(
         subscription = services.subscription_switch(
             subscription=subscription,
             plan=payload.validated_data["plan"],
-            by=f"via API by {request.user.pk}",
+            by=api_by(request),
         )
         return Response(SubscriptionSerializer(subscription).data)
 
@@ -259,7 +269,7 @@ class SubscriptionViewSet(
         result = services.plan_queue(
             user_id=payload.validated_data["user_id"],
             plan=payload.validated_data["plan"],
-            by=f"via API by {request.user.pk}",
+            by=api_by(request),
         )
         return _queued(result)
 
@@ -293,13 +303,13 @@ class MyLifecycleActions:
     @action(detail=False, methods=["post", "delete"], url_path="subscription/queue")
     def queue(self, request: AuthenticatedRequest) -> Response:
         if request.method == "DELETE":
-            if not services.plan_queue_cancel(user_id=request.user.pk, by="by the user"):
+            if not services.plan_queue_cancel(user_id=request.user.pk, by=BY_USER):
                 raise NotFound("You have no queued plan.")
             return Response(status=status.HTTP_204_NO_CONTENT)
         payload = MyQueueSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         result = services.plan_queue(
-            user_id=request.user.pk, plan=payload.validated_data["plan"], by="by the user"
+            user_id=request.user.pk, plan=payload.validated_data["plan"], by=BY_USER
         )
         return _queued(result)
 

@@ -69,7 +69,7 @@ def clock_start(sub: Subscription, at: datetime, *, why: str) -> None:
 
 
 def subscription_new(
-    *, user_id: int, plan: Plan, now: datetime, on_hold: bool, message: str
+    *, user_id: int, plan: Plan, now: datetime, on_hold: bool, message: str, by: str = ""
 ) -> Subscription:
     """Create the user's new current subscription, current from `now` (the caller retired
     the old one); the row is written once."""
@@ -87,7 +87,7 @@ def subscription_new(
         _clock_fields(sub, now)
     sub.full_clean(validate_constraints=False)
     sub.save()
-    history_add(sub, SubscriptionEventKind.ASSIGNED, now, message, plan=plan.name)
+    history_add(sub, SubscriptionEventKind.ASSIGNED, now, message, plan=plan.name, by=by or None)
     if on_hold:
         history_add(
             sub,
@@ -103,9 +103,13 @@ def subscription_new(
     return sub
 
 
-def period_close(sub: Subscription, boundary: datetime, *, manual: bool = False) -> UsageReset:
+def period_close(
+    sub: Subscription, boundary: datetime, *, manual: bool = False, by: str = ""
+) -> UsageReset:
     """Close the period at `boundary`: a reset record keeps its usage, the counters and
-    top-ups go back to zero, lifetime totals stay, `limited` becomes `active`."""
+    top-ups go back to zero, lifetime totals stay, `limited` becomes `active`.
+
+    A manual reset (an operator's) names them with `by`."""
     record = UsageReset.objects.create(
         subscription=sub,
         user_id=sub.user_id,
@@ -130,11 +134,15 @@ def period_close(sub: Subscription, boundary: datetime, *, manual: bool = False)
         sub,
         SubscriptionEventKind.RESET,
         boundary,
-        "reset by an operator" if manual else f"{sub.plan.reset_cycle} reset",
+        (f"reset {by}".strip() if by else "reset by an operator")
+        if manual
+        else f"{sub.plan.get_reset_cycle_display().lower()} reset",
         bytes_up=record.bytes_up,
         bytes_down=record.bytes_down,
         period_start=iso(record.period_start),
         next_reset_at=iso(sub.next_reset_at),
+        manual=int(manual),
+        by=by or None,
     )
     return record
 
@@ -172,7 +180,14 @@ def renew_from_queue(sub: Subscription, at: datetime, why: str) -> Subscription 
     sub.is_current = False
     sub.current_until = at
     sub.save()
-    history_add(sub, SubscriptionEventKind.RENEWED, at, f"{why}: {queued.plan.name} took over")
+    history_add(
+        sub,
+        SubscriptionEventKind.RENEWED,
+        at,
+        f"{why}: {queued.plan.name} took over",
+        plan=queued.plan.name,
+        reason=why,
+    )
     new = subscription_new(
         user_id=sub.user_id,
         plan=queued.plan,

@@ -63,13 +63,21 @@ def plan_assign(
             previous.is_current = False
             previous.current_until = now
             previous.save(update_fields=["is_current", "current_until", "updated_at"])
-            history_add(previous, SubscriptionEventKind.REPLACED, now, f"replaced by {plan.name}")
+            history_add(
+                previous,
+                SubscriptionEventKind.REPLACED,
+                now,
+                f"replaced by {plan.name} {by}".strip(),
+                plan=plan.name,
+                by=by or None,
+            )
         subscription = subscription_new(
             user_id=user_id,
             plan=plan,
             now=now,
             on_hold=plan.start_on_first_use,
             message=f"assigned {by}".strip(),
+            by=by,
         )
         restriction_lift(subscription=subscription)
         subscription_token_get_or_create(user_id=user_id)
@@ -108,8 +116,11 @@ def plan_claim_free(*, user_id: int, plan: Plan, public_only: bool = False) -> S
             raise FreePlanAlreadyClaimed("This user has already claimed a free plan.") from exc
 
 
-def subscription_extend(*, subscription: Subscription, days: int) -> Subscription:
-    """Add days to a subscription; an expired one is extended from now and reactivated."""
+def subscription_extend(*, subscription: Subscription, days: int, by: str = "") -> Subscription:
+    """Add days to a subscription; an expired one is extended from now and reactivated.
+
+    `by` names who did it in the history ("by alice@example.org"), as in every service
+    an operator can call."""
     if days < 1:
         raise ValidationError({"days": "Extend by at least one day."})
     now = timezone.now()
@@ -134,16 +145,17 @@ def subscription_extend(*, subscription: Subscription, days: int) -> Subscriptio
             sub,
             SubscriptionEventKind.EXTENDED,
             now,
-            f"+{days} day(s)",
+            f"+{days} day(s) {by}".strip(),
             days=days,
             old_expires_at=iso(old),
             expires_at=iso(sub.expires_at),
+            by=by or None,
         )
         restriction_sync(subscription=sub)
     return sub
 
 
-def subscription_reset_usage(*, subscription: Subscription) -> Subscription:
+def subscription_reset_usage(*, subscription: Subscription, by: str = "") -> Subscription:
     """Close the current period now (operator reset): usage goes to a reset record and
     back to zero, lifetime totals stay, a limited subscription becomes active. The plan's
     reset cycle keeps its own boundaries."""
@@ -152,14 +164,18 @@ def subscription_reset_usage(*, subscription: Subscription) -> Subscription:
         sub = (
             Subscription.objects.select_for_update().select_related("plan").get(pk=subscription.pk)
         )
-        period_close(sub, now, manual=True)
+        period_close(sub, now, manual=True, by=by)
         sub.save()
         restriction_sync(subscription=sub)
     return sub
 
 
-def subscription_disable(*, subscription: Subscription, reason: str = "") -> Subscription:
-    """Disable a subscription (operator action); the user is refused by the proxy."""
+def subscription_disable(
+    *, subscription: Subscription, reason: str = "", by: str = ""
+) -> Subscription:
+    """Disable a subscription (operator action); the user is refused by the proxy.
+
+    `reason` says why ("user deactivated"), `by` who ("by op")."""
     with transaction.atomic(using=PLANS_DB):
         sub = Subscription.objects.select_for_update().get(pk=subscription.pk)
         before = sub.status
@@ -167,19 +183,27 @@ def subscription_disable(*, subscription: Subscription, reason: str = "") -> Sub
         sub.save(update_fields=["status", "updated_at"])
         if before != SubscriptionStatus.DISABLED:
             history_add(
-                sub, SubscriptionEventKind.DISABLED, timezone.now(), reason, previous=before
+                sub,
+                SubscriptionEventKind.DISABLED,
+                timezone.now(),
+                f"{reason} {by}".strip(),
+                previous=before,
+                reason=reason or None,
+                by=by or None,
             )
         restriction_sync(subscription=sub)
     return sub
 
 
-def subscription_disable_current(*, user_id: int, reason: str = "") -> Subscription | None:
+def subscription_disable_current(
+    *, user_id: int, reason: str = "", by: str = ""
+) -> Subscription | None:
     """Disable the user's current subscription, if any (deactivation, account deletion)."""
     with transaction.atomic(using=PLANS_DB):
         current = current_for_update(user_id)
         if current is None:
             return None
-        return subscription_disable(subscription=current, reason=reason)
+        return subscription_disable(subscription=current, reason=reason, by=by)
 
 
 def subscription_enable(*, subscription: Subscription, by: str = "") -> Subscription:
@@ -193,7 +217,7 @@ def subscription_enable(*, subscription: Subscription, by: str = "") -> Subscrip
             sub.status = SubscriptionStatus.ON_HOLD
         else:
             sub.status = SubscriptionStatus.ACTIVE
-        history_add(sub, SubscriptionEventKind.ENABLED, now, by)
+        history_add(sub, SubscriptionEventKind.ENABLED, now, by, by=by or None)
         periods_roll(sub, now)
         current = settle(sub, now)
         current.save()
@@ -228,6 +252,7 @@ def subscription_top_up(*, subscription: Subscription, bytes_: int, by: str = ""
             by,
             bytes=bytes_,
             allowance=sub.traffic_limit_bytes,
+            by=by or None,
         )
         if lifted:
             history_add(sub, SubscriptionEventKind.LIFTED, now, "topped up")
@@ -267,6 +292,7 @@ def subscription_switch(*, subscription: Subscription, plan: Plan, by: str = "")
             old_plan=old_plan.name,
             plan=plan.name,
             expires_at=iso(sub.expires_at),
+            by=by or None,
         )
         if sub.status == SubscriptionStatus.EXPIRED and (
             sub.expires_at is None or sub.expires_at > now
@@ -296,7 +322,7 @@ def plan_queue(*, user_id: int, plan: Plan, by: str = "") -> QueuedPlan | Subscr
             queued.delete()
             return plan_assign(user_id=user_id, plan=plan, now=now, by=by)
         current = Subscription.objects.select_related("plan").get(pk=current.pk)
-        history_add(current, SubscriptionEventKind.QUEUED, now, by, plan=plan.name)
+        history_add(current, SubscriptionEventKind.QUEUED, now, by, plan=plan.name, by=by or None)
         ended = current.status == SubscriptionStatus.EXPIRED or (
             current.status == SubscriptionStatus.LIMITED and not current.plan.throttles
         )
@@ -321,6 +347,7 @@ def plan_queue_cancel(*, user_id: int, by: str = "") -> bool:
                 timezone.now(),
                 by,
                 plan=queued.plan.name,
+                by=by or None,
             )
         queued.delete()
     return True

@@ -99,7 +99,7 @@ class QuotaNotificationTests(BaseTestCase):
         self.assertIsNotNone(note.emailed_at)
 
 
-@override_settings(PLANS_NOTIFY_EXPIRY_DAYS=[3, 1])
+@override_settings(PLANS_NOTIFY_EXPIRY_DAYS=[3, 1], PLANS_NOTIFY_EXPIRY_HOURS=[2])
 class ExpiryNotificationTests(BaseTestCase):
     def setUp(self) -> None:
         services.subscription_disable(subscription=self.bob_sub)  # only alice expires
@@ -111,13 +111,56 @@ class ExpiryNotificationTests(BaseTestCase):
         with time_machine.travel(expires - timedelta(days=4), tick=False):
             self.assertEqual(notifications.expiry_due(), [])
         with time_machine.travel(expires - timedelta(days=2), tick=False):
-            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 3)])
+            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 72)])
             self.assertEqual(notifications.expiry_due(), [])
         with time_machine.travel(expires - timedelta(hours=5), tick=False):
-            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 1)])
+            # A 30-day plan is reminded in days; the 2-hour reminder is for short plans.
+            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 24)])
             # One more day: 1 day 5 h left, a new expiry, so the 3-day reminder again.
             services.subscription_extend(subscription=sub, days=1)
-            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 3)])
+            self.assertEqual(notifications.expiry_due(), [(self.alice.pk, 72)])
+        reminders = [n.describe() for n in Notification.objects.order_by("pk")]
+        self.assertEqual(reminders, ["ends in 3 days", "ends in 1 day", "ends in 3 days"])
+
+    def _assign(self, days: int) -> Subscription:
+        plan = Plan.objects.create(
+            name=f"{days}-day", traffic_limit_bytes=10**9, duration_days=days
+        )
+        with time_machine.travel(T0, tick=False):
+            return services.plan_assign(user_id=self.charlie.pk, plan=plan)
+
+    def test_a_one_day_plan_is_reminded_hours_before_its_end_not_at_its_start(self) -> None:
+        sub = self._assign(1)
+        for at in (T0, T0 + timedelta(minutes=1), T0 + timedelta(hours=21)):
+            with self.subTest(at=at), time_machine.travel(at, tick=False):
+                self.assertEqual(notifications.expiry_due(), [])
+        with time_machine.travel(T0 + timedelta(hours=22, minutes=30), tick=False):
+            self.assertEqual(notifications.expiry_due(), [(self.charlie.pk, 2)])
+        note = Notification.objects.get(subscription=sub)
+        self.assertEqual(note.describe(), "ends in 2 hours")
+        self.assertIs(notifications.notification_email(notification=note), True)
+        self.assertEqual(mail.outbox[-1].subject, "Your 1-day plan ends in 2 hours")
+        self.assertIn("It expires on 16 Jan 2026, 10:00 UTC.", mail.outbox[-1].body)
+
+    def test_a_three_day_plan_gets_the_one_day_reminder_only(self) -> None:
+        self._assign(3)
+        with time_machine.travel(T0 + timedelta(hours=1), tick=False):
+            self.assertEqual(notifications.expiry_due(), [])
+        with time_machine.travel(T0 + timedelta(days=2, hours=1), tick=False):
+            self.assertEqual(notifications.expiry_due(), [(self.charlie.pk, 24)])
+
+    def test_thresholds_follow_the_term(self) -> None:
+        cases = {
+            timedelta(days=30): [24, 72],
+            timedelta(days=3): [24],
+            timedelta(days=1): [2],
+            timedelta(hours=3): [],
+        }
+        for term, hours in cases.items():
+            with self.subTest(term=term):
+                self.assertEqual(notifications.expiry_thresholds(term), hours)
+        with override_settings(PLANS_NOTIFY_EXPIRY_HOURS=[]):
+            self.assertEqual(notifications.expiry_thresholds(timedelta(days=1)), [])
 
 
 @override_settings(PLANS_WEBHOOK_MAX_ATTEMPTS=3, PLANS_WEBHOOK_TIMEOUT=2.0)

@@ -4,11 +4,15 @@ the URL itself), history and the queued plan on the dashboard.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import time_machine
 from django.conf import settings
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from goproxy_site.tests.base import BaseTestCase
+from plans.history import operator_by
 from plans.models import (
     FreePlanClaim,
     Plan,
@@ -20,7 +24,14 @@ from plans.models import (
     SubscriptionToken,
 )
 from plans.selectors import subscription_get_current
-from plans.services import subscription_token_get_or_create, subscription_top_up
+from plans.services import (
+    plan_assign,
+    subscription_disable,
+    subscription_extend,
+    subscription_reset_usage,
+    subscription_token_get_or_create,
+    subscription_top_up,
+)
 
 
 def sub_url(token: str) -> str:
@@ -178,22 +189,48 @@ class SubscriptionUrlPanelTests(LifecyclePortalCase):
 class HistoryPanelTests(LifecyclePortalCase):
     def test_latest_ten_events_newest_first_and_only_ones_own(self) -> None:
         for n in range(1, 13):
-            subscription_top_up(subscription=self.alice_sub, bytes_=n * 1000, by=f"top-up {n}")
-        subscription_top_up(subscription=self.bob_sub, bytes_=5, by="bob-only top-up")
+            subscription_top_up(subscription=self.alice_sub, bytes_=n * 1000, by="by op-anna")
+        subscription_top_up(subscription=self.bob_sub, bytes_=5, by="by op-anna")
         self.client.force_login(self.alice)
         response = self.client.get(reverse("dashboard"))
         rows = response.context["history_rows"]
         self.assertEqual(len(rows), 10)
-        self.assertTrue(all(row["what"] == "Topped up" for row in rows))
-        self.assertIn("top-up 12", rows[0]["details"])
-        self.assertIn("top-up 3", rows[-1]["details"])
+        self.assertEqual(
+            rows[0]["what"],
+            "12.0 KB added to this period's traffic by the operator (1.1 MB in all).",
+        )
+        self.assertTrue(rows[-1]["what"].startswith("3.0 KB added"))
         self.assertContains(response, 'id="subscription-history"')
-        self.assertContains(response, "top-up 12")
-        self.assertContains(response, "top-up 3 · bytes: 3.0 KB")
-        self.assertNotContains(response, "top-up 2 ·")
-        self.assertNotContains(response, "top-up 1 ·")
-        self.assertNotContains(response, "bob-only top-up")
-        self.assertContains(response, "<td>Topped up</td>", count=10)
+        self.assertNotContains(response, "<td>2.0 KB added")
+        self.assertNotContains(response, "<td>5 B added")  # bob's
+        self.assertNotContains(response, "op-anna")  # operators stay "the operator"
+
+    @override_settings(PLANS_TIME_ZONE="Europe/Berlin")
+    def test_history_reads_as_sentences_in_local_time_without_ids(self) -> None:
+        pro = Plan.objects.create(name="Pro", traffic_limit_bytes=10**9, duration_days=30)
+        with time_machine.travel(datetime(2026, 1, 15, 10, 0, tzinfo=UTC), tick=False):
+            sub = plan_assign(user_id=self.charlie.pk, plan=pro, by=operator_by("op"))
+            subscription_extend(subscription=sub, days=3, by=operator_by("op"))
+            subscription_reset_usage(subscription=sub, by=operator_by("op"))
+            subscription_disable(subscription=sub, reason="disabled", by=operator_by("op"))
+        self.client.force_login(self.charlie)
+        response = self.client.get(reverse("dashboard"))
+        sentences = [row["what"] for row in response.context["history_rows"]]
+        self.assertEqual(
+            sentences,
+            [
+                "The operator disabled the plan.",
+                "The operator reset your traffic; the closed period used 0 B.",
+                "The plan was extended by 3 days by the operator; it now runs until "
+                "17 Feb 2026, 11:00 CET.",
+                "The plan started; it runs until 14 Feb 2026, 11:00 CET.",
+                "The operator gave you the Pro plan.",
+            ],
+        )
+        self.assertContains(response, "15 Jan 2026, 11:00 CET")
+        self.assertContains(response, "times in Europe/Berlin")
+        self.assertNotContains(response, f"user {self.charlie.pk}")
+        self.assertNotContains(response, "by op")
 
     def test_user_without_plan_sees_no_changes_yet(self) -> None:
         self.client.force_login(self.charlie)
@@ -225,7 +262,9 @@ class QueuedPlanTests(LifecyclePortalCase):
         self.assertContains(response, 'id="queued-plan"')
         self.assertContains(response, f'action="{reverse("plans:queue-cancel")}"')
         self.assertContains(response, "Queued as your next plan")
-        self.assertContains(response, "<td>Next plan queued</td>")
+        self.assertContains(
+            response, "<td>The Starter plan was queued as your next plan by you.</td>"
+        )
         # The current plan is untouched.
         self.assertEqual(
             Subscription.objects.get(user_id=self.alice.pk, is_current=True).plan, self.plan
@@ -280,3 +319,38 @@ class FreePlanNeverQueueableTests(LifecyclePortalCase):
         self.client.post(reverse("plans:queue", args=[self.claimable.pk]), follow=True)
         self.assertFalse(QueuedPlan.objects.filter(user_id=self.charlie.pk).exists())
         self.assertIsNone(subscription_get_current(user_id=self.charlie.pk))
+
+
+class PortalCardsTests(LifecyclePortalCase):
+    def test_next_plan_card_offers_only_what_can_be_queued(self) -> None:
+        self.client.force_login(self.alice)
+        response = self.client.get(reverse("dashboard"))
+        self.assertContains(
+            response,
+            "No plan is queued. You can queue Starter as your next plan from the list below.",
+        )
+        self.assertNotContains(response, "queue a free plan")
+        Plan.objects.filter(pk=self.free.pk).update(is_public=False)
+        response = self.client.get(reverse("dashboard"))
+        self.assertContains(
+            response, "No plan is queued. Your next plan is queued by the operator."
+        )
+        self.assertNotContains(response, "Queue as next plan")
+
+    def test_plan_cards_show_speed_connection_and_device_limits(self) -> None:
+        Plan.objects.filter(pk=self.plan.pk).update(
+            speed_limit_bps=12_500_000,
+            max_connections=8,
+            device_limit=3,
+            quota_action="throttle",
+            throttle_speed_bps=125_000,
+        )
+        response = self.client.get(reverse("plans:catalogue"))
+        self.assertContains(response, "Speed up to <strong>100 Mbit/s</strong>")
+        self.assertContains(response, "Up to 8 connections at once")
+        self.assertContains(response, "Up to 3 devices (IP addresses) at once")
+        self.assertContains(response, "After the traffic: slowed to 1 Mbit/s, not cut off")
+        # The Starter plan has no limits and says so.
+        self.assertContains(response, "No speed limit")
+        self.assertContains(response, "Unlimited connections")
+        self.assertContains(response, "Any number of devices")
