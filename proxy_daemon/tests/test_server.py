@@ -259,13 +259,20 @@ class PlanLimitTests:
         r = extra.response()
         assert r.status == 429 and b"concurrent connections" in r.body
         extra.close()
+
+        def slot_free() -> bool:
+            probe = proxied_get(proxy, u, origin.url("/hello"))
+            try:
+                return probe.response().status == 200
+            finally:
+                probe.close()  # a probe left open would hold a slot for the next test
+
         held[0].close()
         # The slot is released when the connection closes.
-        assert wait_for(
-            lambda: proxied_get(proxy, u, origin.url("/hello")).response().status == 200
-        )
+        assert wait_for(slot_free)
         for c in held[1:]:
             c.close()
+        assert wait_for(slot_free)
 
     def test_speed_limit_from_plan_throttles_downloads(self, proxy, proxy_users, origin) -> None:
         u = proxy_users["px-limited"]
