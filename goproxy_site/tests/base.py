@@ -1,7 +1,9 @@
 """Shared test bases with named personas (healthchecks' hc/test.py shape).
 
-alice: on a plan with room left; bob: over his limit; charlie: no plan. ApiTestCase adds
-olga (staff) and API tokens; AdminTestCase adds a logged-in superuser.
+alice: on a plan with room left; bob: over his limit; charlie: no plan. Their e-mail
+addresses are verified (dora, in the portal tests, is the one who has not verified hers).
+ApiTestCase adds olga (staff) and API tokens; AdminTestCase adds a logged-in superuser.
+Rate-limit counters live in the cache, so every test starts with an empty one.
 """
 
 from __future__ import annotations
@@ -40,10 +42,17 @@ class BaseTestCase(TestCase):
         cls.plan = Plan.objects.create(
             name="Basic", traffic_limit_bytes=1_000_000, duration_days=30, price="5.00"
         )
-        cls.alice = user_create(username="alice", email="alice@example.org", password="pw-alice-1")
-        cls.bob = user_create(username="bob", email="bob@example.org", password="pw-bob-1")
+        cls.alice = user_create(
+            username="alice", email="alice@example.org", password="pw-alice-1", email_verified=True
+        )
+        cls.bob = user_create(
+            username="bob", email="bob@example.org", password="pw-bob-1", email_verified=True
+        )
         cls.charlie = user_create(
-            username="charlie", email="charlie@example.org", password="pw-charlie-1"
+            username="charlie",
+            email="charlie@example.org",
+            password="pw-charlie-1",
+            email_verified=True,
         )
         cls.alice_sub = plan_assign(user_id=cls.alice.pk, plan=cls.plan)
         cls.bob_sub = plan_assign(user_id=cls.bob.pk, plan=cls.plan)
@@ -51,6 +60,10 @@ class BaseTestCase(TestCase):
             bytes_up=400_000, bytes_down=600_000, status=SubscriptionStatus.LIMITED
         )
         cls.alice_cred = credential_issue(user=cls.alice, login="alice-proxy")
+
+    def setUp(self) -> None:
+        super().setUp()
+        cache.clear()
 
 
 class ApiTestCase(BaseTestCase):
@@ -65,16 +78,16 @@ class ApiTestCase(BaseTestCase):
     def setUpTestData(cls) -> None:
         super().setUpTestData()
         cls.olga = user_create(
-            username="olga", email="olga@example.org", password="pw-olga-1", is_staff=True
+            username="olga",
+            email="olga@example.org",
+            password="pw-olga-1",
+            is_staff=True,
+            email_verified=True,
         )
         cls.tokens = {
             user.pk: api_token_issue(user=user)[0]
             for user in (cls.alice, cls.bob, cls.charlie, cls.olga)
         }
-
-    def setUp(self) -> None:
-        # Throttle counters live in the cache; each test starts from zero.
-        cache.clear()
 
     def login(self, user: User | None) -> None:
         """Send the user's token on every request (None = anonymous)."""
@@ -102,6 +115,7 @@ class AdminTestCase(BaseTestCase):
         )
 
     def setUp(self) -> None:
+        super().setUp()
         self.client.force_login(self.operator)
 
     def act(self, action: str, users: list[User], **extra: str) -> _MonkeyPatchedWSGIResponse:
