@@ -41,13 +41,13 @@ def shared_databases(
     """Both test databases. pytest-django creates those that collected `django_db`
     tests ask for; a run of `shared_db` tests alone asks for none, so any still missing
     are created here (and dropped at the end)."""
-    missing = [
-        alias
+    missing = {
+        alias: False  # not serialized
         for alias in SHARED_ALIASES
         if connections[alias].settings_dict["NAME"]
-        != connections[alias].creation._get_test_db_name()
-    ]
-    config = []
+        != connections[alias].settings_dict["TEST"]["NAME"]
+    }
+    config: list[Any] = []
     if missing:
         with django_db_blocker.unblock():
             config = setup_databases(

@@ -137,10 +137,15 @@ class FailureThrottleTests:
     def test_others_failures_do_not_lock_a_login_out_of_a_shared_address(self) -> None:
         lookups: list = []
         good = Principal(user_id=7, login="me", credential_id=1)
+
+        def lookup(login: str, secret: str) -> Principal | None:
+            lookups.append(login)
+            return good if secret == "s" else None
+
         auth = Authenticator(
             cache=AuthCache(key=b"k", ttl=60),
             throttle=FailureThrottle(limit=3, window=60),
-            lookup=lambda login, secret: lookups.append(login) or (good if secret == "s" else None),
+            lookup=lookup,
         )
         for _ in range(3):
             with pytest.raises(ProxyAuthRequired):
