@@ -1,8 +1,12 @@
-"""Who gets into the admin: operators who signed in through the portal's login, and,
-with ADMIN_REQUIRE_2FA, only after a TOTP or recovery-code check in this session.
+"""Middleware around allauth.
 
-The admin's own login form would skip allauth's rate limits and second factor, so it
-sends people to the portal's login instead (allauth's `secure_admin_login`).
+AdminAccessMiddleware: who gets into the admin. Operators sign in through the portal's
+login (the admin's own form would skip allauth's rate limits and second factor, so it
+sends people there: allauth's `secure_admin_login`), and with ADMIN_REQUIRE_2FA only
+after a TOTP or recovery-code check in this session.
+
+SocialAppMissingMiddleware: Google sign-in is off until it is configured; its URLs then
+answer 404 instead of allauth's error (500).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from allauth.account.authentication import get_authentication_records
 from allauth.account.decorators import secure_admin_login
 from allauth.mfa.models import Authenticator
 from allauth.mfa.utils import is_mfa_enabled
+from allauth.socialaccount.models import SocialApp
 from django.conf import settings
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 ADMIN_NAMESPACE = "admin"
@@ -72,3 +77,15 @@ class AdminAccessMiddleware:
             return _redirect("mfa_activate_totp", request)
         messages.info(request, CONFIRM_MESSAGE)
         return _redirect("mfa_reauthenticate", request)
+
+
+class SocialAppMissingMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        if isinstance(exception, SocialApp.DoesNotExist):
+            raise Http404("This sign-in provider is not configured.") from exception
