@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ProxyCredential, User
-from accounts.selectors import credential_authenticate
+from accounts.selectors import credential_authenticate, user_email_verified
+from accounts.services import user_create
 from goproxy_site.tests.base import AdminTestCase
 from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
 
@@ -97,6 +98,20 @@ class UserActionTests(AdminTestCase):
         self.alice_sub.refresh_from_db()
         self.assertIs(self.alice.is_active, False)
         self.assertEqual(self.alice_sub.status, SubscriptionStatus.DISABLED)
+
+    def test_mark_email_verified(self) -> None:
+        dora = user_create(username="dora", email="dora@example.org", password="pw-dora-123")
+        self.assertIs(user_email_verified(user_id=dora.pk), False)
+        response = self.act("mark_email_verified", [dora, self.alice])
+        self.assertContains(response, "Marked 1 e-mail address(es) verified.")  # alice was
+        self.assertIs(user_email_verified(user_id=dora.pk), True)
+
+    def test_the_list_shows_who_has_verified(self) -> None:
+        user_create(username="dora", email="dora@example.org")
+        response = self.client.get(USERS)
+        self.assertContains(response, "E-mail verified")
+        # Every persona and the operator have, dora has not.
+        self.assertContains(response, 'alt="False"', count=2)  # dora, and op (unverified)
 
 
 class UserPageTests(AdminTestCase):
