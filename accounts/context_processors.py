@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -12,14 +11,15 @@ from . import selectors
 
 
 def portal(request: HttpRequest) -> dict[str, Any]:
-    """`support_email`, and `email_verified` (a callable: the query runs only on pages that
-    show it)."""
+    """`support_email`, and `email_verified`: a callable, so the query runs only on the
+    pages that show it (views may pass the value instead)."""
     user = getattr(request, "user", None)
 
     def email_verified() -> bool:
         return bool(
-            user and user.is_authenticated and selectors.user_email_verified(user_id=user.pk)
+            user is not None
+            and user.is_authenticated
+            and selectors.user_email_verified(user_id=user.pk)
         )
 
-    verified: Callable[[], bool] = email_verified
-    return {"support_email": settings.SUPPORT_EMAIL, "email_verified": verified}
+    return {"support_email": settings.SUPPORT_EMAIL, "email_verified": email_verified}

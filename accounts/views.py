@@ -6,8 +6,8 @@ allauth's views (`allauth.urls`) with the portal's templates in `templates/accou
 `templates/mfa/` and `templates/allauth/`.
 
 Every form that changes state answers with a redirect (Post/Redirect/Get): a freshly
-issued secret waits in the session for the one GET that shows it, so reloading never
-issues or rotates again.
+issued secret waits in the session, sealed, for the one GET that shows it, so reloading
+never issues or rotates again.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from plans.charts import daily_usage_svg, usage_bar_html
 from plans.views import lifecycle_panel, plan_catalogue
 
 from . import selectors, services
+from .crypto import secret_seal, secret_unseal
 from .forms import AccountDeleteForm, CredentialIssueForm
 from .guards import VerifiedEmailRequiredMixin
 from .models import ProxyCredential
@@ -162,7 +163,7 @@ def _secret_hold(request: HttpRequest, issued: services.IssuedCredential, *, act
     token = secrets.token_urlsafe(16)
     waiting[token] = {
         "credential_id": issued.credential.pk,
-        "secret": issued.secret,
+        "secret": secret_seal(issued.secret),
         "action": action,
         "until": now + ISSUED_SECRET_TTL,
     }
@@ -173,10 +174,14 @@ def _secret_hold(request: HttpRequest, issued: services.IssuedCredential, *, act
 def _secret_take(request: HttpRequest, token: str) -> dict[str, Any] | None:
     waiting: dict[str, dict[str, Any]] = request.session.get(ISSUED_SESSION_KEY, {})
     entry = waiting.pop(token, None)
-    request.session[ISSUED_SESSION_KEY] = waiting
+    if waiting:
+        request.session[ISSUED_SESSION_KEY] = waiting
+    else:
+        request.session.pop(ISSUED_SESSION_KEY, None)
     if entry is None or entry["until"] <= time.time():
         return None
-    return entry
+    secret = secret_unseal(entry["secret"])
+    return None if secret is None else {**entry, "secret": secret}
 
 
 @method_decorator(never_cache, name="dispatch")

@@ -22,6 +22,8 @@ from plans.models import Subscription, SubscriptionStatus
 from plans.selectors import subscription_get_current
 
 USERNAME_TAKEN = "A user with that username already exists."
+# Fields of a user that both operators (users/) and the user (me/) see.
+PROFILE_FIELDS = ["id", "username", "email", "email_verified", "first_name", "last_name"]
 EMAIL_TAKEN = "A user with this e-mail address already exists."
 
 
@@ -68,12 +70,7 @@ class UserSerializer(_ProfileValidation):
     class Meta:
         model = User
         fields = [
-            "id",
-            "username",
-            "email",
-            "email_verified",
-            "first_name",
-            "last_name",
+            *PROFILE_FIELDS,
             "is_active",
             "is_staff",
             "date_joined",
@@ -140,16 +137,7 @@ class MeSerializer(_ProfileValidation):
 
     class Meta:
         model = User
-        fields = [
-            "id",
-            "username",
-            "email",
-            "email_verified",
-            "first_name",
-            "last_name",
-            "is_staff",
-            "date_joined",
-        ]
+        fields = [*PROFILE_FIELDS, "is_staff", "date_joined"]
         read_only_fields = ["id", "username", "is_staff", "date_joined"]
         extra_kwargs = {"email": {"allow_blank": False}}
 

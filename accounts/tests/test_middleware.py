@@ -17,11 +17,9 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import User
-from accounts.services import user_create
-from goproxy_site.tests.base import BaseTestCase
+from goproxy_site.tests.base import OPERATOR_PASSWORD, AdminTestCase
 
-PASSWORD = "pw-operator-123"
+PASSWORD = OPERATOR_PASSWORD
 
 
 def totp(secret: str, at: float | None = None) -> str:
@@ -38,20 +36,10 @@ def path_of(response) -> str:
     return urlsplit(response["Location"]).path
 
 
-class AdminLoginTests(BaseTestCase):
-    operator: User
-
-    @classmethod
-    def setUpTestData(cls) -> None:
-        super().setUpTestData()
-        cls.operator = user_create(
-            username="op",
-            email="op@example.org",
-            password=PASSWORD,
-            is_staff=True,
-            is_superuser=True,
-            email_verified=True,
-        )
+class AdminLoginTests(AdminTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.client.logout()  # these tests come through the door themselves
 
     def login(self, client: Client | None = None) -> Client:
         client = client or self.client

@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts.models import ProxyCredential, User
 from accounts.selectors import credential_authenticate
 from accounts.services import credential_issue, credential_revoke, user_create
-from accounts.views import ISSUED_SECRET_TTL
+from accounts.views import ISSUED_SECRET_TTL, ISSUED_SESSION_KEY
 from goproxy_site.tests.base import BaseTestCase
 from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
 
@@ -150,6 +150,14 @@ class CredentialsTests(BaseTestCase):
         self.assertNotContains(reloaded, secret)
         self.assertEqual(ProxyCredential.objects.filter(user=self.charlie).count(), 1)
         self.assertNotIn(secret, str(dict(self.client.session)))
+
+    def test_a_waiting_secret_is_sealed_in_the_session(self) -> None:
+        self.client.force_login(self.charlie)
+        location = self.client.post(reverse("credentials"), {"login": ""})["Location"]
+        waiting = str(self.client.session[ISSUED_SESSION_KEY])
+        secret = secret_on_page(self.client.get(location).content.decode())
+        self.assertNotIn(secret, waiting)
+        self.assertNotIn(ISSUED_SESSION_KEY, self.client.session)  # shown, so gone
         self.assertNotContains(self.client.get(reverse("dashboard")), secret)
 
     def test_a_held_secret_expires_unseen(self) -> None:

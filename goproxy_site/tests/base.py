@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # the test client's response type, in django-stubs only
     from django.test.client import _MonkeyPatchedWSGIResponse
 
 
+OPERATOR_PASSWORD = "pw-op-123"
+
+
 class BaseTestCase(TestCase):
     databases = {"default", "plans"}
 
@@ -92,7 +95,8 @@ class ApiTestCase(BaseTestCase):
 
 
 class AdminTestCase(BaseTestCase):
-    """The personas plus `operator`, a superuser logged in to the admin."""
+    """The personas plus `operator` (OPERATOR_PASSWORD, verified e-mail), a superuser
+    logged in to the admin."""
 
     client: Client
     operator: User
@@ -103,9 +107,10 @@ class AdminTestCase(BaseTestCase):
         cls.operator = user_create(
             username="op",
             email="op@example.org",
-            password="pw-op-123",
+            password=OPERATOR_PASSWORD,
             is_staff=True,
             is_superuser=True,
+            email_verified=True,
         )
 
     def setUp(self) -> None:
