@@ -1,64 +1,54 @@
-"""Portal forms: they parse and check input; the services decide and write."""
+"""Portal forms: they parse and check input; the services decide and write.
+
+Signup, login and password forms are allauth's."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from allauth.account import forms as allauth_forms
 from django import forms
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator
 
 from .models import User, login_validator
 
-
-class LoginForm(AuthenticationForm):
-    """Django's login form; an e-mail login is matched case-insensitively.
-
-    Portal users' usernames are their lower-cased e-mail (see `user_signup`).
-    """
-
-    def clean(self) -> dict[str, Any]:
-        username = self.cleaned_data.get("username")
-        if username and "@" in username:
-            self.cleaned_data["username"] = username.strip().lower()
-        return super().clean()
+EMAIL_LABEL = "E-mail address"
 
 
-class SignupForm(forms.Form):
-    email = forms.EmailField(
-        label="E-mail address",
-        max_length=150,
-        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
-    )
-    password1 = forms.CharField(
-        label="Password",
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-        help_text=password_validation.password_validators_help_text_html(),
-    )
-    password2 = forms.CharField(
-        label="Password again",
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-    )
+class LoginForm(allauth_forms.LoginForm):
+    """allauth's login form with the portal's wording (ACCOUNT_FORMS["login"])."""
 
-    def clean(self) -> dict[str, Any]:
-        super().clean()
-        cleaned = self.cleaned_data
-        p1, p2 = cleaned.get("password1"), cleaned.get("password2")
-        if p1 and p2 and p1 != p2:
-            self.add_error("password2", "The two passwords do not match.")
-        return cleaned
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["login"].label = EMAIL_LABEL
+        self.fields["login"].widget.attrs.update(autofocus=True)
 
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show a service's ValidationError on the matching fields of this form."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc)
-            return
-        field_map = {"password": "password1", "email": "email"}
-        for field, errors in exc.error_dict.items():
-            self.add_error(field_map.get(field), errors)
+
+class SignupForm(allauth_forms.SignupForm):
+    """allauth's signup form with the portal's wording (ACCOUNT_FORMS["signup"])."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        email = self.fields["email"]
+        email.label = EMAIL_LABEL
+        # Django's form field allows 320 characters; the column holds 254.
+        email.max_length = User._meta.get_field("email").max_length
+        email.validators.append(MaxLengthValidator(email.max_length))
+        email.widget.attrs.update(autofocus=True, maxlength=str(email.max_length))
+        self.fields[
+            "password1"
+        ].help_text = password_validation.password_validators_help_text_html()
+        self.fields["password2"].label = "Password again"
+
+
+class ResetPasswordForm(allauth_forms.ResetPasswordForm):
+    """allauth's reset form with the portal's wording (ACCOUNT_FORMS["reset_password"])."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["email"].label = EMAIL_LABEL
 
 
 class CredentialIssueForm(forms.Form):

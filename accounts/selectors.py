@@ -6,7 +6,9 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet
+from allauth.account.models import EmailAddress
+from django.db.models import Count, F, Q, QuerySet
+from django.db.models.functions import Lower
 
 from plans import selectors as plan_selectors
 
@@ -71,6 +73,32 @@ def user_ids_matching(*, term: str, limit: int = USER_SEARCH_LIMIT) -> list[int]
         return []
     qs = User.objects.filter(Q(username__icontains=term) | Q(email__icontains=term))
     return list(qs.order_by("pk").values_list("pk", flat=True)[: limit + 1])
+def _verified_own_addresses() -> QuerySet[EmailAddress]:
+    # The user's own address is User.email; an extra or pending one does not count.
+    return (
+        EmailAddress.objects.filter(primary=True, verified=True)
+        .alias(address=Lower("email"), own=Lower("user__email"))
+        .filter(address=F("own"))
+    )
+
+
+def user_email_verified(*, user_id: int) -> bool:
+    """Whether the user's e-mail address is verified: through the link mailed to it, by
+    Google at sign-in, or by an operator in the admin.
+
+    Claiming the free plan, buying and issuing proxy credentials need it
+    (accounts.guards.require_verified_email).
+    """
+    return _verified_own_addresses().filter(user_id=user_id).exists()
+
+
+def user_ids_email_verified(*, user_ids: Iterable[int]) -> set[int]:
+    """Which of these users have a verified e-mail address (one query for a page)."""
+    return set(
+        _verified_own_addresses()
+        .filter(user_id__in=list(user_ids))
+        .values_list("user_id", flat=True)
+    )
 
 
 def credential_list(*, user: User, include_revoked: bool = True) -> QuerySet[ProxyCredential]:

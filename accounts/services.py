@@ -12,11 +12,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
-from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -50,9 +51,14 @@ def user_create(
     last_name: str = "",
     is_staff: bool = False,
     is_superuser: bool = False,
+    email_verified: bool = False,
 ) -> User:
     """Create a user (operators, the API, seeding); e-mail is normalised and unique
-    case-insensitively. Without a password the user cannot log in to the portal."""
+    case-insensitively. Without a password the user cannot log in to the portal.
+
+    The address is recorded for allauth as the user's one address, unverified unless
+    the operator vouches for it (`email_verified`); portal signups go through allauth.
+    """
     user = User(
         username=username,
         email=User.objects.normalize_email(email).strip(),
@@ -72,7 +78,54 @@ def user_create(
     user.full_clean(exclude=["password"])
     with transaction.atomic(using=ACCOUNTS_DB):
         user.save()
+        email_address_set(user=user, verified=email_verified)
     return user
+
+
+def email_address_set(*, user: User, verified: bool) -> EmailAddress:
+    """Make User.email the user's one allauth address (primary), verified or not.
+
+    Other addresses of the user (an old one, a pending change) are dropped, as allauth's
+    change-email flow drops them once the new address is verified.
+    """
+    email = user.email.lower()
+    with transaction.atomic(using=ACCOUNTS_DB):
+        EmailAddress.objects.filter(user=user).exclude(email=email).delete()
+        address, _ = EmailAddress.objects.update_or_create(
+            user=user, email=email, defaults={"primary": True, "verified": verified}
+        )
+    return address
+
+
+def email_mark_verified(*, user: User) -> bool:
+    """An operator vouches for the user's address; False if it was verified already.
+
+    A pending change to another address stays pending (it still needs its own link).
+    """
+    if not user.email:
+        raise ValidationError("This user has no e-mail address to verify.")
+    if selectors.user_email_verified(user_id=user.pk):
+        return False
+    email = user.email.lower()
+    with transaction.atomic(using=ACCOUNTS_DB):
+        EmailAddress.objects.filter(user=user, primary=True).exclude(email=email).update(
+            primary=False
+        )
+        EmailAddress.objects.update_or_create(
+            user=user, email=email, defaults={"primary": True, "verified": True}
+        )
+    return True
+
+
+def email_verification_send(*, user: User, request: HttpRequest) -> EmailAddress:
+    """Mail the user a fresh link that verifies their address (rate limits are the
+    caller's: the portal's resend view checks allauth's)."""
+    email = user.email.lower()
+    address = EmailAddress.objects.filter(user=user, email=email).first()
+    if address is None:
+        address = email_address_set(user=user, verified=False)
+    address.send_confirmation(request)
+    return address
 
 
 def user_deactivate(*, user: User, by: str = "") -> User:
@@ -184,33 +237,6 @@ def credential_touch(*, credential_id: int) -> None:
     ).update(last_used_at=now)
 
 
-def user_signup(*, email: str, password: str) -> User:
-    """Create a portal user who signs in with their e-mail address.
-
-    The e-mail (lower-cased) is also the username, and the password must pass
-    AUTH_PASSWORD_VALIDATORS; errors come back as a ValidationError keyed by field.
-    """
-    normalised = User.objects.normalize_email(email).strip()
-    username = normalised.lower()
-    try:
-        validate_password(password, user=User(username=username, email=normalised))
-    except ValidationError as exc:
-        raise ValidationError({"password": exc.error_list}) from exc
-    if User.objects.filter(username=username).exists():
-        raise ValidationError(
-            {"email": "A user with this e-mail address already exists."}, code="duplicate"
-        )
-    try:
-        return user_create(username=username, email=normalised, password=password)
-    except ValidationError as exc:
-        if hasattr(exc, "error_dict") and "username" in exc.error_dict:
-            # The username is the e-mail, so its errors (length, characters) are the e-mail's.
-            errors = dict(exc.error_dict)
-            errors.setdefault("email", []).extend(errors.pop("username"))
-            raise ValidationError(errors) from exc
-        raise
-
-
 def user_delete_account(*, user: User) -> None:
     """Delete a user's account at their request.
 
@@ -256,6 +282,9 @@ def user_update(*, user: User, data: dict[str, str]) -> User:
     user.full_clean(exclude=["password"])
     with transaction.atomic(using=ACCOUNTS_DB):
         user.save(update_fields=changed)
+        if "email" in changed:
+            # Nobody has proven the new address yet.
+            email_address_set(user=user, verified=False)
     return user
 
 

@@ -1,20 +1,31 @@
-"""Portal pages: signup, dashboard, proxy credentials, account deletion.
+"""Portal pages: dashboard, proxy credentials, e-mail verification resend, deletion.
 
-Views parse input, call one service or a few selectors, and render. Login, logout and
-password change/reset are Django's auth views (`django.contrib.auth.urls`) with the
-templates in `templates/registration/`.
+Views parse input, call one service or a few selectors, and render. Signup, login,
+logout, e-mail verification, password change/reset and two-factor authentication are
+allauth's views (`allauth.urls`) with the portal's templates in `templates/account/`,
+`templates/mfa/` and `templates/allauth/`.
+
+Every form that changes state answers with a redirect (Post/Redirect/Get): a freshly
+issued secret waits in the session, sealed, for the one GET that shows it, so reloading
+never issues or rotates again.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
+from http import HTTPStatus
 from typing import Any
 
+from allauth.account.views import LoginView as AllauthLoginView
+from allauth.core import ratelimit
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login, logout
+from django.contrib.auth import logout
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
 from django.utils.decorators import method_decorator
@@ -27,9 +38,20 @@ from plans.charts import daily_usage_svg, usage_bar_html
 from plans.views import lifecycle_panel, plan_catalogue
 
 from . import selectors, services
-from .forms import AccountDeleteForm, CredentialIssueForm, SignupForm
+from .crypto import secret_seal, secret_unseal
+from .forms import AccountDeleteForm, CredentialIssueForm
+from .guards import VerifiedEmailRequiredMixin
 from .models import ProxyCredential
 from .requests import AuthenticatedHttpRequest
+
+# A secret waits this long in the session for the page that shows it.
+ISSUED_SECRET_TTL = 600
+ISSUED_SESSION_KEY = "accounts_issued_secrets"
+ISSUED_MAX_WAITING = 10
+RESEND_LIMITED_MESSAGE = (
+    "A verification link was sent to {email} a moment ago. Check your inbox (and spam "
+    "folder), or ask again in a few minutes."
+)
 
 
 def proxy_example(*, login: str, secret: str) -> dict[str, str]:
@@ -56,27 +78,14 @@ class HomeView(TemplateView):
         return super().get_context_data(catalogue=plan_catalogue(user_id=None), **kwargs)
 
 
-class SignupView(FormView):
-    template_name = "accounts/signup.html"
-    form_class = SignupForm
-    success_url = reverse_lazy("dashboard")
+class LoginView(AllauthLoginView):
+    """allauth's login; a login refused by the failed-attempts limit answers 429."""
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if request.user.is_authenticated:
-            return redirect("dashboard")
-        return super().dispatch(request, *args, **kwargs)
-
-    def form_valid(self, form: SignupForm) -> HttpResponse:
-        try:
-            user = services.user_signup(
-                email=form.cleaned_data["email"], password=form.cleaned_data["password1"]
-            )
-        except ValidationError as exc:
-            form.add_service_errors(exc)
-            return self.form_invalid(form)
-        login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(self.request, "Welcome! Your account is ready.")
-        return super().form_valid(form)
+    def form_invalid(self, form: Form) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.has_error(NON_FIELD_ERRORS, "too_many_login_attempts"):
+            response.status_code = HTTPStatus.TOO_MANY_REQUESTS
+        return response
 
 
 @method_decorator(never_cache, name="dispatch")  # shows the private subscription URL
@@ -109,18 +118,75 @@ class DashboardView(LoginRequiredMixin, TemplateView):
             usage_total_down=human_bytes(sum(p["bytes_down"] for p in series)),
             bytes_up=human_bytes(sub.bytes_up) if sub else None,
             bytes_down=human_bytes(sub.bytes_down) if sub else None,
-            catalogue=plan_catalogue(user_id=user_id),
+            catalogue=plan_catalogue(user_id=user_id, email=self.request.user.email),
             live_credentials=selectors.credential_list(
                 user=self.request.user, include_revoked=False
             ).count(),
+            email_verified=selectors.user_email_verified(user_id=user_id),
             **lifecycle_panel(user_id=user_id),
             **kwargs,
         )
 
 
+class EmailVerificationResendView(LoginRequiredMixin, View):
+    """Mail the verification link again, at most as often as allauth's limits allow."""
+
+    http_method_names = ["post"]
+    request: AuthenticatedHttpRequest
+
+    def post(self, request: AuthenticatedHttpRequest) -> HttpResponse:
+        user = request.user
+        if selectors.user_email_verified(user_id=user.pk):
+            messages.info(request, f"{user.email} is already verified.")
+            return redirect("dashboard")
+        # Per address and per client IP ("confirm_email" in ACCOUNT_RATE_LIMITS).
+        if not ratelimit.consume(request, action="confirm_email", key=user.email.lower()):
+            messages.error(request, RESEND_LIMITED_MESSAGE.format(email=user.email))
+            response = render(request, "429.html", status=HTTPStatus.TOO_MANY_REQUESTS)
+            response["Retry-After"] = "180"
+            return response
+        services.email_verification_send(user=user, request=request)
+        messages.success(request, f"We sent a new verification link to {user.email}.")
+        return redirect("dashboard")
+
+
+def _secret_hold(request: HttpRequest, issued: services.IssuedCredential, *, action: str) -> str:
+    """Keep a new secret in the session for the one page that shows it; returns its token."""
+    now = time.time()
+    waiting: dict[str, dict[str, Any]] = {
+        token: entry
+        for token, entry in request.session.get(ISSUED_SESSION_KEY, {}).items()
+        if entry["until"] > now
+    }
+    while len(waiting) >= ISSUED_MAX_WAITING:
+        waiting.pop(next(iter(waiting)))
+    token = secrets.token_urlsafe(16)
+    waiting[token] = {
+        "credential_id": issued.credential.pk,
+        "secret": secret_seal(issued.secret),
+        "action": action,
+        "until": now + ISSUED_SECRET_TTL,
+    }
+    request.session[ISSUED_SESSION_KEY] = waiting
+    return token
+
+
+def _secret_take(request: HttpRequest, token: str) -> dict[str, Any] | None:
+    waiting: dict[str, dict[str, Any]] = request.session.get(ISSUED_SESSION_KEY, {})
+    entry = waiting.pop(token, None)
+    if waiting:
+        request.session[ISSUED_SESSION_KEY] = waiting
+    else:
+        request.session.pop(ISSUED_SESSION_KEY, None)
+    if entry is None or entry["until"] <= time.time():
+        return None
+    secret = secret_unseal(entry["secret"])
+    return None if secret is None else {**entry, "secret": secret}
+
+
 @method_decorator(never_cache, name="dispatch")
-class CredentialsView(LoginRequiredMixin, FormView):
-    """Lists the user's credentials; POST issues a new one and shows its secret once."""
+class CredentialsView(LoginRequiredMixin, VerifiedEmailRequiredMixin, FormView):
+    """Lists the user's credentials; POST issues a new one (verified addresses only)."""
 
     template_name = "accounts/credentials.html"
     form_class = CredentialIssueForm
@@ -131,6 +197,7 @@ class CredentialsView(LoginRequiredMixin, FormView):
             credentials=selectors.credential_list(user=self.request.user),
             max_live=settings.API_MAX_LIVE_CREDENTIALS,
             proxy_address=f"{settings.PROXY_PUBLIC_HOST}:{settings.PROXY_PORT}",
+            email_verified=selectors.user_email_verified(user_id=self.request.user.pk),
             **kwargs,
         )
 
@@ -146,26 +213,42 @@ class CredentialsView(LoginRequiredMixin, FormView):
             else:
                 form.add_error(None, exc)
             return self.form_invalid(form)
-        return render_issued(self.request, issued, action="issued")
+        token = _secret_hold(self.request, issued, action="issued")
+        return redirect("credential-issued", token=token)
 
 
-def render_issued(
-    request: HttpRequest, issued: services.IssuedCredential, *, action: str
-) -> HttpResponse:
-    """The one page that ever shows a secret; rendered from the POST, never stored."""
-    context = {
-        "credential": issued.credential,
-        "secret": issued.secret,
-        "action": action,
-        **proxy_example(login=issued.credential.login, secret=issued.secret),
-    }
-    response = render(request, "accounts/credential_issued.html", context)
-    response["Cache-Control"] = "no-store"
-    return response
+class CredentialIssuedView(LoginRequiredMixin, View):
+    """The one page that ever shows a secret: once, right after issue or rotate."""
+
+    http_method_names = ["get"]
+    request: AuthenticatedHttpRequest
+
+    def get(self, request: AuthenticatedHttpRequest, token: str) -> HttpResponse:
+        entry = _secret_take(request, token)
+        credential = (
+            ProxyCredential.objects.filter(pk=entry["credential_id"], user=request.user).first()
+            if entry
+            else None
+        )
+        if entry is None or credential is None:
+            messages.info(
+                request,
+                "That secret was shown once and is not kept. If you did not copy it, "
+                "rotate the credential to get a new one.",
+            )
+            return redirect("credentials")
+        context = {
+            "credential": credential,
+            "secret": entry["secret"],
+            "action": entry["action"],
+            **proxy_example(login=credential.login, secret=entry["secret"]),
+        }
+        response = render(request, "accounts/credential_issued.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class _OwnCredentialMixin(LoginRequiredMixin, View):
-    http_method_names = ["post"]
     request: AuthenticatedHttpRequest
 
     def credential(self, pk: int) -> ProxyCredential:
@@ -175,6 +258,17 @@ class _OwnCredentialMixin(LoginRequiredMixin, View):
 
 @method_decorator(never_cache, name="dispatch")
 class CredentialRotateView(_OwnCredentialMixin):
+    """GET asks for confirmation (the old secret stops working); POST rotates."""
+
+    http_method_names = ["get", "post"]
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        credential = self.credential(pk)
+        if credential.is_revoked:
+            messages.error(request, "A revoked credential cannot be rotated.")
+            return redirect("credentials")
+        return render(request, "accounts/credential_rotate.html", {"credential": credential})
+
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         credential = self.credential(pk)
         try:
@@ -182,10 +276,13 @@ class CredentialRotateView(_OwnCredentialMixin):
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
             return redirect("credentials")
-        return render_issued(request, issued, action="rotated")
+        token = _secret_hold(request, issued, action="rotated")
+        return redirect("credential-issued", token=token)
 
 
 class CredentialRevokeView(_OwnCredentialMixin):
+    http_method_names = ["post"]
+
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         credential = services.credential_revoke(credential=self.credential(pk))
         messages.success(request, f"Revoked {credential.login}; it no longer works.")
@@ -211,9 +308,11 @@ class AccountDeleteView(LoginRequiredMixin, FormView):
 
 
 home_view = HomeView.as_view()
-signup_view = SignupView.as_view()
+login_view = LoginView.as_view()
 dashboard_view = DashboardView.as_view()
+email_verification_resend_view = EmailVerificationResendView.as_view()
 credentials_view = CredentialsView.as_view()
+credential_issued_view = CredentialIssuedView.as_view()
 credential_rotate_view = CredentialRotateView.as_view()
 credential_revoke_view = CredentialRevokeView.as_view()
 account_delete_view = AccountDeleteView.as_view()

@@ -303,11 +303,25 @@ class UsageBucket(models.Model):
 
 
 class FreePlanClaim(models.Model):
-    """Records that a user claimed a free plan; the unique user_id makes it once per user."""
+    """Records that a person claimed a free plan: once per account (user_id) and once per
+    e-mail address (email_hash), and it outlives the account.
+
+    `email_hash` is plans.claim_keys.email_claim_hash of the address the claim was made
+    with, so no address is kept in clear. It is empty only on claims made before it
+    existed whose account was already gone, or whose address another claim had.
+    """
 
     user_id = models.BigIntegerField(unique=True)
+    email_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="free_claims")
     claimed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["email_hash"], name="plans_freeplanclaim_email_hash_unique"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{user_label(self)} claimed {self.plan.name}"

@@ -11,6 +11,7 @@ from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySe
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
+from .claim_keys import email_claim_hash
 from .models import (
     ControllerHeartbeat,
     FreePlanClaim,
@@ -93,6 +94,12 @@ def user_ids_with_current_subscription() -> list[int]:
 def free_plan_claimed(*, user_id: int) -> bool:
     """Whether the user has ever claimed a free plan (each user may, once)."""
     return FreePlanClaim.objects.filter(user_id=user_id).exists()
+
+
+def free_plan_claimed_by_email(*, email: str) -> bool:
+    """Whether a free plan was claimed with this address or another form of the same
+    mailbox (plans.claim_keys), by any account, deleted ones included."""
+    return FreePlanClaim.objects.filter(email_hash=email_claim_hash(email)).exists()
 
 
 def usage_for_user(
@@ -195,14 +202,16 @@ def subscription_counts_by_status() -> dict[str, int]:
     return counts
 
 
-def free_plan_claim_allowed(*, user_id: int) -> bool:
+def free_plan_claim_allowed(*, user_id: int, email: str | None = None) -> bool:
     """Whether the portal should offer the free plan to this user right now.
 
-    Only users who never claimed one, and who have no current subscription or only an
-    expired one: claiming would otherwise replace a running paid plan or lift an
-    operator's "disabled".
+    Only users who never claimed one (nor did anyone with their e-mail address, when
+    given), and who have no current subscription or only an expired one: claiming would
+    otherwise replace a running paid plan or lift an operator's "disabled".
     """
     if free_plan_claimed(user_id=user_id):
+        return False
+    if email and free_plan_claimed_by_email(email=email):
         return False
     current = subscription_get_current(user_id=user_id)
     return current is None or current.status == SubscriptionStatus.EXPIRED

@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.generic import TemplateView, View
 
+from accounts.guards import VerifiedEmailRequiredMixin
 from accounts.requests import AuthenticatedHttpRequest
 from goproxy_site.formatting import human_bit_rate, human_bytes, local_time, local_zone
 
@@ -32,9 +33,12 @@ def self_queueable_plans() -> QuerySet[Plan]:
     return selectors.plan_list_self_queueable()
 
 
-def plan_catalogue(*, user_id: int | None) -> list[dict[str, Any]]:
-    """Public plans for display, each flagged with whether this user may claim or queue it."""
-    may_claim = user_id is not None and selectors.free_plan_claim_allowed(user_id=user_id)
+def plan_catalogue(*, user_id: int | None, email: str | None = None) -> list[dict[str, Any]]:
+    """Public plans for display, each flagged with whether this user (with this e-mail
+    address) may claim or queue it."""
+    may_claim = user_id is not None and selectors.free_plan_claim_allowed(
+        user_id=user_id, email=email
+    )
     queueable = (
         set(self_queueable_plans().values_list("pk", flat=True)) if user_id is not None else set()
     )
@@ -80,22 +84,26 @@ class CatalogueView(TemplateView):
         user = self.request.user
         user_id = user.pk if user.is_authenticated else None
         return super().get_context_data(
-            catalogue=plan_catalogue(user_id=user_id),
+            catalogue=plan_catalogue(user_id=user_id, email=getattr(user, "email", None)),
             subscription=selectors.subscription_get_current(user_id=user_id) if user_id else None,
             queued=selectors.queued_plan_get(user_id=user_id) if user_id else None,
             **kwargs,
         )
 
 
-class ClaimFreePlanView(LoginRequiredMixin, View):
+class ClaimFreePlanView(LoginRequiredMixin, VerifiedEmailRequiredMixin, View):
+    """Claim a free plan: verified addresses only, once per person."""
+
     http_method_names = ["post"]
 
     def post(self, request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         plan = get_object_or_404(Plan, pk=pk)
         try:
-            sub = services.plan_claim_free(user_id=request.user.pk, plan=plan, public_only=True)
-        except services.FreePlanAlreadyClaimed:
-            messages.error(request, "You have already claimed the free plan once.")
+            sub = services.plan_claim_free(
+                user_id=request.user.pk, email=request.user.email, plan=plan, public_only=True
+            )
+        except services.FreePlanAlreadyClaimed as exc:
+            messages.error(request, str(exc))
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
         else:

@@ -4,8 +4,9 @@ Successes are cached under a keyed BLAKE2b MAC of login + NUL + secret (the key 
 from SECRET_KEY), i.e. under the *supplied* credentials, so a wrong secret never hits a
 cached success (a cache keyed by the login alone would accept any secret for as long as
 the entry lives).
-Failures are never cached but are counted per client IP; past the limit the IP gets 429
-without a DB lookup.
+Failures are never cached but are counted per (client IP, login) and per client IP
+(`FailureThrottle`); past a limit the attempt gets 429 without a DB lookup. A cached
+success never touches the throttle.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import base64
 import binascii
 import hashlib
 import logging
+import math
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,44 +75,128 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     return login, secret
 
 
+# The per-IP ceiling, as a multiple of the per-(IP, login) limit: enough for the few
+# clients with a typo behind one NAT, low enough to stop one address trying many logins.
+IP_CEILING_FACTOR = 5
+# Logins longer than this cannot be issued; keys keep only this much of one.
+KEY_LOGIN_CHARS = 64
+
+
+class _Tally:
+    """One key's failures within the window (oldest first) plus its attempts in flight.
+
+    A plain list: it never holds more than the key's limit, and an empty one costs a
+    fraction of a deque.
+    """
+
+    __slots__ = ("failures", "pending")
+
+    def __init__(self) -> None:
+        self.failures: list[float] = []
+        self.pending = 0
+
+    def count(self, now: float, window: float) -> int:
+        failures = self.failures
+        if failures and failures[0] <= now - window:
+            cutoff = now - window
+            keep = 0
+            while keep < len(failures) and failures[keep] <= cutoff:
+                keep += 1
+            del failures[:keep]
+        return len(failures) + self.pending
+
+
 class FailureThrottle:
-    """At most `limit` failed attempts per client IP in a sliding `window` of seconds."""
+    """Failed proxy logins in a sliding `window`: at most `limit` per (client IP, login)
+    and `ip_limit` (default IP_CEILING_FACTOR x limit) per client IP.
 
-    def __init__(self, *, limit: int, window: float, max_ips: int = 100_000) -> None:
+    An attempt reserves a slot under both keys before its DB lookup (`acquire`) and
+    settles it after (`settle`): a success gives the slot back, a failure keeps it for
+    the window. Attempts in flight therefore count, so concurrent wrong logins cannot
+    exceed a limit. Keying by (IP, login) means one client's wrong secrets do not lock
+    out other people behind the same address; the per-IP ceiling still bounds an
+    address that guesses many logins. Refused attempts are not failures (they never
+    reached the DB), so a flood of them does not extend a lock-out.
+    """
+
+    def __init__(
+        self, *, limit: int, window: float, ip_limit: int | None = None, max_keys: int = 200_000
+    ) -> None:
         self.limit = limit
+        self.ip_limit = limit * IP_CEILING_FACTOR if ip_limit is None else ip_limit
         self.window = window
-        self.max_ips = max_ips
-        self._failures: dict[str, deque[float]] = {}
+        self.max_keys = max_keys
+        # (ip, login) -> that login's tally from that address; (ip, None) -> the address's.
+        # Only keys with a failure in the window or an attempt in flight are kept.
+        self._tallies: OrderedDict[tuple[str, str | None], _Tally] = OrderedDict()
 
-    def _recent(self, ip: str, now: float) -> deque[float] | None:
-        q = self._failures.get(ip)
-        if q is None:
-            return None
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if not q:
-            del self._failures[ip]
-            return None
-        return q
+    def _keys(self, ip: str, login: str) -> tuple[tuple[str, str | None], tuple[str, str | None]]:
+        return (ip, login[:KEY_LOGIN_CHARS]), (ip, None)
 
-    def check(self, ip: str, *, now: float | None = None) -> None:
+    def _tally(self, key: tuple[str, str | None]) -> _Tally:
+        tally = self._tallies.get(key)
+        if tally is None:
+            if len(self._tallies) >= self.max_keys:
+                # Bounded memory under a distributed flood: forget the oldest key.
+                self._tallies.popitem(last=False)
+            tally = self._tallies[key] = _Tally()
+        return tally
+
+    def _refuse(self, tally: _Tally, now: float, what: str) -> TooManyRequests:
+        oldest = tally.failures[0] if tally.failures else now
+        retry = max(1, math.ceil(oldest + self.window - now))
+        return TooManyRequests(
+            f"too many failed proxy logins {what}; retry in {retry} s", retry_after=retry
+        )
+
+    def acquire(self, ip: str, login: str, *, now: float | None = None) -> None:
+        """Reserve a slot for one attempt, or raise TooManyRequests (nothing reserved)."""
         now = time.monotonic() if now is None else now
-        q = self._recent(ip, now)
-        if q is not None and len(q) >= self.limit:
-            retry = max(1, int(q[0] + self.window - now) + 1)
-            raise TooManyRequests(
-                f"too many failed proxy logins from {ip}; retry in {retry} s", retry_after=retry
-            )
+        login_key, ip_key = self._keys(ip, login)
+        by_login, by_ip = self._tally(login_key), self._tally(ip_key)
+        if by_login.count(now, self.window) >= self.limit:
+            raise self._refuse(by_login, now, f"for this login from {ip}")
+        if by_ip.count(now, self.window) >= self.ip_limit:
+            if by_login.count(now, self.window) == 0:
+                del self._tallies[login_key]
+            raise self._refuse(by_ip, now, f"from {ip}")
+        by_login.pending += 1
+        by_ip.pending += 1
 
-    def record(self, ip: str, *, now: float | None = None) -> None:
+    def settle(self, ip: str, login: str, *, failed: bool, now: float | None = None) -> None:
+        """End an acquired attempt: a failure stays counted for the window."""
         now = time.monotonic() if now is None else now
-        q = self._recent(ip, now)
-        if q is None:
-            if len(self._failures) >= self.max_ips:
-                # Bounded memory under a distributed flood: forget the oldest IP.
-                self._failures.pop(next(iter(self._failures)))
-            q = self._failures[ip] = deque(maxlen=self.limit)
-        q.append(now)
+        for key in self._keys(ip, login):
+            tally = self._tallies.get(key)
+            if tally is None:  # evicted meanwhile
+                continue
+            tally.pending = max(0, tally.pending - 1)
+            if failed:
+                tally.failures.append(now)
+            elif tally.count(now, self.window) == 0:
+                del self._tallies[key]
+
+    def check(self, ip: str, login: str = "", *, now: float | None = None) -> None:
+        """Raise TooManyRequests if an attempt would be refused now (reserves nothing)."""
+        self.acquire(ip, login, now=now)
+        self.settle(ip, login, failed=False, now=now)
+
+    def record(self, ip: str, login: str = "", *, now: float | None = None) -> None:
+        """Count one failed attempt that was never acquired (a malformed header)."""
+        now = time.monotonic() if now is None else now
+        for key in self._keys(ip, login):
+            self._tally(key).failures.append(now)
+
+    def in_flight(self, ip: str, login: str | None = None) -> int:
+        """Attempts from `ip` (for `login`, when given) whose lookup is running."""
+        key = (ip, None if login is None else login[:KEY_LOGIN_CHARS])
+        tally = self._tallies.get(key)
+        return tally.pending if tally else 0
+
+    def __len__(self) -> int:
+        """Keys held: each has a failure in the window or an attempt in flight (or had
+        one, until it is next looked at)."""
+        return len(self._tallies)
 
 
 class AuthCache:
@@ -201,16 +287,21 @@ class Authenticator:
         principal = self.cache.get(key)
         if principal is not None:
             return principal, key
-        self.throttle.check(client_ip)
+        # The slot is held while the lookup runs, so concurrent attempts see it.
+        self.throttle.acquire(client_ip, login)
+        failed = False
         try:
             principal = self.lookup(login, secret)
+            failed = principal is None
         except Exception as exc:
             logger.exception("credential lookup failed")
             raise ServiceUnavailable(
                 "proxy credential store unavailable, retry shortly", keep_alive=True
             ) from exc
+        finally:
+            # Also on GreenletExit: a killed greenlet must not hold its slot for ever.
+            self.throttle.settle(client_ip, login, failed=failed)
         if principal is None:
-            self.throttle.record(client_ip)
             raise ProxyAuthRequired("invalid proxy credentials")
         self.cache.put(key, principal)
         return principal, key

@@ -22,14 +22,30 @@ from plans.models import Subscription, SubscriptionStatus
 from plans.selectors import subscription_get_current
 
 USERNAME_TAKEN = "A user with that username already exists."
+# Fields of a user that both operators (users/) and the user (me/) see.
+PROFILE_FIELDS = ["id", "username", "email", "email_verified", "first_name", "last_name"]
 EMAIL_TAKEN = "A user with this e-mail address already exists."
 
 
 class _ProfileValidation(serializers.ModelSerializer):
-    """E-mail uniqueness (case-insensitive) shared by the staff and self-service serializers."""
+    """E-mail uniqueness (case-insensitive) and verification shared by the staff and
+    self-service serializers. A changed address is unverified until its link is opened
+    (the portal's dashboard sends it)."""
+
+    email_verified = serializers.SerializerMethodField(
+        help_text="Whether the e-mail address is verified (needed to claim the free plan "
+        "and issue credentials)."
+    )
 
     def _exclude_pk(self) -> int | None:
         return self.instance.pk if self.instance is not None else None
+
+    def get_email_verified(self, user: User) -> bool:
+        # List views pass the page's verified user ids (one query).
+        verified: set[int] | None = self.context.get("email_verified")
+        if verified is not None:
+            return user.pk in verified
+        return selectors.user_email_verified(user_id=user.pk)
 
     def validate_email(self, value: str) -> str:
         if selectors.user_email_taken(email=value, exclude_pk=self._exclude_pk()):
@@ -54,11 +70,7 @@ class UserSerializer(_ProfileValidation):
     class Meta:
         model = User
         fields = [
-            "id",
-            "username",
-            "email",
-            "first_name",
-            "last_name",
+            *PROFILE_FIELDS,
             "is_active",
             "is_staff",
             "date_joined",
@@ -125,7 +137,7 @@ class MeSerializer(_ProfileValidation):
 
     class Meta:
         model = User
-        fields = ["id", "username", "email", "first_name", "last_name", "is_staff", "date_joined"]
+        fields = [*PROFILE_FIELDS, "is_staff", "date_joined"]
         read_only_fields = ["id", "username", "is_staff", "date_joined"]
         extra_kwargs = {"email": {"allow_blank": False}}
 

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from accounts import selectors, services
+from accounts.guards import require_verified_email
 from accounts.models import ProxyCredential, User
 from accounts.requests import AuthenticatedRequest
 from accounts.services import IssuedCredential
@@ -67,11 +68,15 @@ class UserViewSet(
         )
         page = self.paginate_queryset(queryset)
         assert page is not None  # DEFAULT_PAGINATION_CLASS pages every list
-        subscriptions = plan_selectors.subscriptions_current_by_user(user_ids=[u.pk for u in page])
+        user_ids = [u.pk for u in page]
         serializer = UserSerializer(
             page,
             many=True,
-            context={**self.get_serializer_context(), "subscriptions": subscriptions},
+            context={
+                **self.get_serializer_context(),
+                "subscriptions": plan_selectors.subscriptions_current_by_user(user_ids=user_ids),
+                "email_verified": selectors.user_ids_email_verified(user_ids=user_ids),
+            },
         )
         return self.get_paginated_response(serializer.data)
 
@@ -153,8 +158,13 @@ class MyCredentialViewSet(
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=CredentialIssueSerializer, responses={201: IssuedCredentialSerializer})
+    @extend_schema(
+        request=CredentialIssueSerializer,
+        responses={201: IssuedCredentialSerializer},
+        description="Issue a credential; the caller's e-mail address must be verified (403).",
+    )
     def create(self, request: AuthenticatedRequest) -> Response:
+        require_verified_email(user=request.user)
         payload = CredentialIssueSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         issued = services.credential_issue_within_limit(

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ProxyCredential, User
-from accounts.selectors import credential_authenticate
+from accounts.selectors import credential_authenticate, user_email_verified
 from accounts.services import user_create
 from goproxy_site.admin_actions import CONFIRM_FIELD
 from goproxy_site.formatting import local_time
@@ -300,6 +300,20 @@ class UserExportTests(AdminTestCase):
         user_create(username="+mallory", email="mallory@example.org")
         rows = self.rows(self.client.get(reverse("admin:accounts_user_export")))
         self.assertIn("'+mallory", [row["username"] for row in rows])
+
+    def test_mark_email_verified(self) -> None:
+        dora = user_create(username="dora", email="dora@example.org", password="pw-dora-123")
+        self.assertIs(user_email_verified(user_id=dora.pk), False)
+        response = self.act("mark_email_verified", [dora, self.alice])
+        self.assertContains(response, "Marked 1 e-mail address(es) verified.")  # alice was
+        self.assertIs(user_email_verified(user_id=dora.pk), True)
+
+    def test_the_list_shows_who_has_verified(self) -> None:
+        user_create(username="dora", email="dora@example.org")
+        response = self.client.get(USERS)
+        self.assertContains(response, "E-mail verified")
+        # The personas and the operator have verified their addresses, dora has not.
+        self.assertContains(response, 'alt="False"', count=1)  # only dora
 
 
 class UserPageTests(AdminTestCase):

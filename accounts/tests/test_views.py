@@ -1,19 +1,22 @@
-"""The self-service portal: signup, login, password reset, dashboard, credentials, deletion."""
+"""The self-service portal: dashboard, verification resend, credentials (issue, rotate,
+revoke, each answered with a redirect), deletion."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
 
+import time_machine
 from django.conf import settings
 from django.core import mail
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ProxyCredential, User
 from accounts.selectors import credential_authenticate
-from accounts.services import credential_issue
+from accounts.services import credential_issue, credential_revoke, user_create
+from accounts.views import ISSUED_SECRET_TTL, ISSUED_SESSION_KEY
 from goproxy_site.tests.base import BaseTestCase
 from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
 
@@ -26,145 +29,10 @@ def secret_on_page(content: str) -> str:
     return match.group(1)
 
 
-class SignupTests(BaseTestCase):
-    def test_page_has_labelled_fields(self) -> None:
-        response = self.client.get(reverse("signup"))
-        self.assertContains(response, '<label for="id_email"')
-        self.assertContains(response, '<label for="id_password1"')
-        self.assertContains(response, '<label for="id_password2"')
-
-    def test_it_creates_a_user_and_logs_in(self) -> None:
-        response = self.client.post(
-            reverse("signup"),
-            {
-                "email": "New.Person@Example.ORG",
-                "password1": STRONG_PASSWORD,
-                "password2": STRONG_PASSWORD,
-            },
-            follow=True,
-        )
-        self.assertRedirects(response, reverse("dashboard"))
-        user = User.objects.get(email__iexact="new.person@example.org")
-        self.assertEqual(user.username, "new.person@example.org")
-        self.assertIs(user.check_password(STRONG_PASSWORD), True)
-        self.assertEqual(response.context["user"], user)
-        self.assertContains(response, "Welcome! Your account is ready.")
-
-    def test_weak_password_is_refused_with_validator_messages(self) -> None:
-        response = self.client.post(
-            reverse("signup"),
-            {"email": "weak@example.org", "password1": "password", "password2": "password"},
-        )
-        self.assertEqual(response.status_code, 200)
-        self.assertContains(response, "This password is too common.")
-        self.assertIs(User.objects.filter(email="weak@example.org").exists(), False)
-
-    def test_password_similar_to_email_is_refused(self) -> None:
-        response = self.client.post(
-            reverse("signup"),
-            {
-                "email": "zebracorn@example.org",
-                "password1": "zebracorn1",
-                "password2": "zebracorn1",
-            },
-        )
-        self.assertContains(response, "too similar")
-
-    def test_mismatched_passwords(self) -> None:
-        response = self.client.post(
-            reverse("signup"),
-            {"email": "x@example.org", "password1": STRONG_PASSWORD, "password2": "other-one-123"},
-        )
-        self.assertContains(response, "The two passwords do not match.")
-        self.assertContains(response, 'aria-invalid="true"')
-
-    def test_duplicate_email_any_case(self) -> None:
-        response = self.client.post(
-            reverse("signup"),
-            {
-                "email": "ALICE@example.org",
-                "password1": STRONG_PASSWORD,
-                "password2": STRONG_PASSWORD,
-            },
-        )
-        self.assertContains(response, "A user with this e-mail address already exists.")
-        self.assertEqual(User.objects.filter(email__iexact="alice@example.org").count(), 1)
-
-    def test_invalid_email(self) -> None:
-        response = self.client.post(
-            reverse("signup"),
-            {"email": "not-an-email", "password1": STRONG_PASSWORD, "password2": STRONG_PASSWORD},
-        )
-        self.assertContains(response, "Enter a valid email address.")
-
-
-class LoginTests(BaseTestCase):
-    def test_email_login_ignores_case(self) -> None:
-        user = User.objects.create_user(
-            username="dora@example.org", email="dora@example.org", password=STRONG_PASSWORD
-        )
-        response = self.client.post(
-            reverse("login"), {"username": "Dora@Example.org", "password": STRONG_PASSWORD}
-        )
-        self.assertRedirects(response, reverse("home"), target_status_code=302)
-        self.assertEqual(int(self.client.session["_auth_user_id"]), user.pk)
-
-    def test_wrong_password_shows_error(self) -> None:
-        response = self.client.post(
-            reverse("login"), {"username": "alice", "password": "nope-nope"}
-        )
-        self.assertContains(response, "Please enter a correct")
-
-    def test_logout_is_a_post(self) -> None:
-        self.client.force_login(self.alice)
-        response = self.client.post(reverse("logout"))
-        self.assertRedirects(response, "/", fetch_redirect_response=False)
-        self.assertNotIn("_auth_user_id", self.client.session)
-
-
-class PasswordTests(BaseTestCase):
-    def test_reset_by_email_then_login_with_new_password(self) -> None:
-        response = self.client.post(reverse("password_reset"), {"email": "alice@example.org"})
-        self.assertRedirects(response, reverse("password_reset_done"))
-        self.assertEqual(len(mail.outbox), 1)
-        self.assertEqual(mail.outbox[0].to, ["alice@example.org"])
-        link = re.search(r"http://testserver(/accounts/reset/\S+)", str(mail.outbox[0].body))
-        assert link
-        response = self.client.get(link.group(1), follow=True)
-        self.assertContains(response, "Choose a new password")
-        response = self.client.post(
-            response.redirect_chain[-1][0],
-            {"new_password1": STRONG_PASSWORD, "new_password2": STRONG_PASSWORD},
-        )
-        self.assertRedirects(response, reverse("password_reset_complete"))
-        self.assertIs(self.client.login(username="alice", password=STRONG_PASSWORD), True)
-
-    def test_reset_for_unknown_email_sends_nothing_and_says_the_same(self) -> None:
-        response = self.client.post(
-            reverse("password_reset"), {"email": "nobody@example.org"}, follow=True
-        )
-        self.assertContains(response, "Check your e-mail")
-        self.assertEqual(mail.outbox, [])
-
-    def test_change_password(self) -> None:
-        self.client.force_login(self.alice)
-        response = self.client.post(
-            reverse("password_change"),
-            {
-                "old_password": "pw-alice-1",
-                "new_password1": STRONG_PASSWORD,
-                "new_password2": STRONG_PASSWORD,
-            },
-        )
-        self.assertRedirects(response, reverse("password_change_done"))
-        self.alice.refresh_from_db()
-        self.assertIs(self.alice.check_password(STRONG_PASSWORD), True)
-
-
 class DashboardTests(BaseTestCase):
     def test_anonymous_is_sent_to_login(self) -> None:
         response = self.client.get(reverse("dashboard"))
-        self.assertRedirects(response, f"{reverse('login')}?next={reverse('dashboard')}")
+        self.assertRedirects(response, f"{reverse('account_login')}?next={reverse('dashboard')}")
 
     def test_home_redirects_signed_in_users(self) -> None:
         self.client.force_login(self.alice)
@@ -222,6 +90,29 @@ class DashboardTests(BaseTestCase):
         self.assertEqual(len(response.context["usage_rows"]), 30)
         self.assertContains(response, "1.5 KB up · 11.0 KB down")
 
+    def test_an_unverified_address_is_asked_to_verify_and_can_get_the_link_again(self) -> None:
+        dora = user_create(username="dora", email="dora@example.org", password="pw-dora-123")
+        self.client.force_login(dora)
+        page = self.client.get(reverse("dashboard"))
+        self.assertContains(page, "Verify your e-mail address.")
+        self.assertContains(page, reverse("email-verification-resend"))
+        response = self.client.post(reverse("email-verification-resend"), follow=True)
+        self.assertContains(response, "We sent a new verification link to dora@example.org.")
+        self.assertEqual([m.to for m in mail.outbox], [["dora@example.org"]])
+        link = re.search(
+            r"http://testserver(/accounts/confirm-email/\S+)", str(mail.outbox[0].body)
+        )
+        assert link
+        self.client.post(link.group(1))
+        self.assertNotContains(self.client.get(reverse("dashboard")), "Verify your e-mail")
+        again = self.client.post(reverse("email-verification-resend"), follow=True)
+        self.assertContains(again, "dora@example.org is already verified.")
+        self.assertEqual(len(mail.outbox), 1)
+
+    def test_verified_users_see_no_banner(self) -> None:
+        self.client.force_login(self.alice)
+        self.assertNotContains(self.client.get(reverse("dashboard")), "Verify your e-mail")
+
     def test_claim_button_only_while_claimable(self) -> None:
         self.client.force_login(self.charlie)
         self.assertContains(self.client.get(reverse("dashboard")), "Claim free plan")
@@ -236,9 +127,12 @@ class DashboardTests(BaseTestCase):
     PORTAL_CURL_EXAMPLE_URL="https://example.com/",
 )
 class CredentialsTests(BaseTestCase):
-    def test_issue_shows_secret_once_with_proxy_url_and_curl_line(self) -> None:
+    def test_issue_redirects_to_a_page_that_shows_the_secret_once(self) -> None:
         self.client.force_login(self.charlie)
-        response = self.client.post(reverse("credentials"), {"login": ""})
+        posted = self.client.post(reverse("credentials"), {"login": ""})
+        self.assertEqual(posted.status_code, 302)
+        self.assertTrue(posted["Location"].startswith("/credentials/issued/"))
+        response = self.client.get(posted["Location"])
         self.assertEqual(response.status_code, 200)
         self.assertIn("no-store", response["Cache-Control"])
         credential = ProxyCredential.objects.get(user=self.charlie)
@@ -249,14 +143,52 @@ class CredentialsTests(BaseTestCase):
         self.assertContains(response, 'data-copy-target="field-curl"')
         self.assertEqual(credential_authenticate(login=credential.login, secret=secret), credential)
 
-        listing = self.client.get(reverse("credentials"))
-        self.assertContains(listing, credential.login)
-        self.assertNotContains(listing, secret)
+        # Reloading shows it no more and issues nothing.
+        reloaded = self.client.get(posted["Location"], follow=True)
+        self.assertRedirects(reloaded, reverse("credentials"))
+        self.assertContains(reloaded, "That secret was shown once and is not kept.")
+        self.assertNotContains(reloaded, secret)
+        self.assertEqual(ProxyCredential.objects.filter(user=self.charlie).count(), 1)
+        self.assertNotIn(secret, str(dict(self.client.session)))
+
+    def test_a_waiting_secret_is_sealed_in_the_session(self) -> None:
+        self.client.force_login(self.charlie)
+        location = self.client.post(reverse("credentials"), {"login": ""})["Location"]
+        waiting = str(self.client.session[ISSUED_SESSION_KEY])
+        secret = secret_on_page(self.client.get(location).content.decode())
+        self.assertNotIn(secret, waiting)
+        self.assertNotIn(ISSUED_SESSION_KEY, self.client.session)  # shown, so gone
         self.assertNotContains(self.client.get(reverse("dashboard")), secret)
+
+    def test_a_held_secret_expires_unseen(self) -> None:
+        self.client.force_login(self.charlie)
+        location = self.client.post(reverse("credentials"), {"login": ""})["Location"]
+        with time_machine.travel(timezone.now() + timedelta(seconds=ISSUED_SECRET_TTL + 1)):
+            response = self.client.get(location, follow=True)
+        self.assertContains(response, "shown once and is not kept")
+
+    def test_another_users_issued_page_shows_nothing(self) -> None:
+        self.client.force_login(self.charlie)
+        location = self.client.post(reverse("credentials"), {"login": ""})["Location"]
+        other = Client()
+        other.force_login(self.bob)
+        self.assertRedirects(other.get(location), reverse("credentials"))
+        self.assertEqual(self.client.get(location).status_code, 200)
+
+    def test_an_unverified_address_cannot_issue(self) -> None:
+        dora = user_create(username="dora", email="dora@example.org", password="pw-dora-123")
+        self.client.force_login(dora)
+        page = self.client.get(reverse("credentials"))
+        self.assertContains(page, "Send the link again")
+        self.assertNotContains(page, "Issue credential</button>")
+        response = self.client.post(reverse("credentials"), {"login": ""}, follow=True)
+        self.assertRedirects(response, reverse("dashboard"))
+        self.assertContains(response, "Verify your e-mail address first")
+        self.assertIs(ProxyCredential.objects.filter(user=dora).exists(), False)
 
     def test_chosen_login_and_its_errors(self) -> None:
         self.client.force_login(self.charlie)
-        response = self.client.post(reverse("credentials"), {"login": "charlie-home"})
+        response = self.client.post(reverse("credentials"), {"login": "charlie-home"}, follow=True)
         self.assertContains(response, "charlie-home")
         response = self.client.post(reverse("credentials"), {"login": "charlie-home"})
         self.assertContains(response, "This proxy login is already taken.")
@@ -264,13 +196,26 @@ class CredentialsTests(BaseTestCase):
         self.assertContains(response, "A proxy login is 3-64 characters")
         self.assertEqual(ProxyCredential.objects.filter(user=self.charlie).count(), 1)
 
-    def test_rotate_replaces_the_secret(self) -> None:
+    def test_rotate_asks_first_then_replaces_the_secret_once(self) -> None:
         self.client.force_login(self.alice)
         old = self.alice_cred
-        response = self.client.post(reverse("credential-rotate", args=[old.credential.pk]))
-        new_secret = secret_on_page(response.content.decode())
+        url = reverse("credential-rotate", args=[old.credential.pk])
+        confirm = self.client.get(url)
+        self.assertContains(confirm, "Rotate the secret</button>")
+        self.assertContains(confirm, "stops working at once")
+        self.assertIsNotNone(credential_authenticate(login="alice-proxy", secret=old.secret))
+        listing = self.client.get(reverse("credentials"))
+        self.assertContains(listing, 'data-confirm="Rotate alice-proxy?')
+        self.assertContains(listing, 'data-confirm="Revoke alice-proxy?')
+
+        posted = self.client.post(url)
+        self.assertEqual(posted.status_code, 302)
+        new_secret = secret_on_page(self.client.get(posted["Location"]).content.decode())
         self.assertNotEqual(new_secret, old.secret)
         self.assertIsNone(credential_authenticate(login="alice-proxy", secret=old.secret))
+        self.assertIsNotNone(credential_authenticate(login="alice-proxy", secret=new_secret))
+        # Reloading the result does not rotate again: the secret just shown still works.
+        self.client.get(posted["Location"])
         self.assertIsNotNone(credential_authenticate(login="alice-proxy", secret=new_secret))
 
     def test_revoke(self) -> None:
@@ -288,10 +233,19 @@ class CredentialsTests(BaseTestCase):
         self.client.force_login(self.bob)
         pk = self.alice_cred.credential.pk
         self.assertEqual(self.client.post(reverse("credential-rotate", args=[pk])).status_code, 404)
+        self.assertEqual(self.client.get(reverse("credential-rotate", args=[pk])).status_code, 404)
         self.assertEqual(self.client.post(reverse("credential-revoke", args=[pk])).status_code, 404)
         self.assertIsNotNone(
             credential_authenticate(login="alice-proxy", secret=self.alice_cred.secret)
         )
+
+    def test_a_revoked_credential_offers_no_rotation(self) -> None:
+        self.client.force_login(self.alice)
+        credential_revoke(credential=self.alice_cred.credential)
+        url = reverse("credential-rotate", args=[self.alice_cred.credential.pk])
+        response = self.client.get(url, follow=True)
+        self.assertContains(response, "A revoked credential cannot be rotated.")
+        self.assertContains(self.client.post(url, follow=True), "cannot be rotated")
 
     def test_live_credentials_are_capped(self) -> None:
         for i in range(settings.API_MAX_LIVE_CREDENTIALS):

@@ -4,7 +4,8 @@ Services raise Django's ValidationError; here it becomes a 400 with field messag
 (`non_field_errors` for the rest). Errors that only say "this already exists" (codes in
 CONFLICT_CODES) become 409, as do services' ConflictErrors (a second free-plan claim,
 deleting a plan in use) and an integrity error that slipped past validation (a race
-between two requests).
+between two requests). A Django PermissionDenied with a message (a guard's) is a 403
+with that message.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import (
+    NON_FIELD_ERRORS,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
 from django.http import HttpRequest, JsonResponse
@@ -85,6 +91,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # Validation runs first, so this is two requests racing for the same unique value.
         logger.warning("API integrity error turned into 409: %s", exc)
         exc = Conflict()
+    elif isinstance(exc, PermissionDenied) and str(exc):
+        # A guard's refusal says why (e.g. "verify your e-mail address first"); DRF's own
+        # mapping would replace it with a generic sentence.
+        exc = exceptions.PermissionDenied(str(exc), code=getattr(exc, "code", None))
     elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge()
     elif isinstance(exc, SuspiciousOperation):

@@ -42,8 +42,17 @@ for _db in DATABASES.values():
     _db.setdefault("CONN_HEALTH_CHECKS", True)
     if _db["ENGINE"] == "django.db.backends.sqlite3":
         # WAL and a busy timeout let web, proxy and worker share the SQLite files.
+        # Write transactions take the write lock at BEGIN (IMMEDIATE): a deferred one that
+        # read first and then writes cannot wait for the lock (SQLite answers "database
+        # is locked" at once instead of honouring the timeout), which made concurrent
+        # requests fail with 500.
+        # https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-transaction-behavior
         _db.setdefault("OPTIONS", {}).update(
-            {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"}
+            {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
+            }
         )
 DATABASE_ROUTERS = ["goproxy_site.db_routers.PlansRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -69,6 +78,14 @@ INSTALLED_APPS = [
     "accounts",
     "plans",
     "proxy_daemon",
+    # Signup, login, e-mail verification, password reset, rate limits, Google sign-in and
+    # operators' TOTP: https://docs.allauth.org/en/latest/installation/quickstart.html
+    # After the project's apps, so the portal's templates/ override allauth's.
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.google",
+    "allauth.mfa",
 ]
 
 MIDDLEWARE = [
@@ -80,6 +97,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "accounts.middleware.AdminAccessMiddleware",
+    "accounts.middleware.SocialAppMissingMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -98,6 +118,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.portal",
             ],
         },
     },
@@ -111,7 +132,13 @@ STATICFILES_DIRS = [d for d in [BASE_DIR / "static"] if d.exists()]
 # ------------------------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/topics/auth/customizing/#substituting-a-custom-user-model
 AUTH_USER_MODEL = "accounts.User"
-LOGIN_URL = "login"
+# ModelBackend keeps username logins for Django's own callers (tests, `createsuperuser`);
+# people log in through allauth's backend, by e-mail.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 AUTH_PASSWORD_VALIDATORS = [
@@ -123,6 +150,80 @@ AUTH_PASSWORD_VALIDATORS = [
 # Key for the keyed hash (HMAC-SHA256) of issued proxy secrets. Changing it invalidates
 # every issued credential, so it is separate from SECRET_KEY.
 PROXY_CREDENTIAL_HASH_KEY = env("PROXY_CREDENTIAL_HASH_KEY", default=SECRET_KEY)
+# Shown to people whose account an operator disabled ("contact support at ...").
+SUPPORT_EMAIL = env("SUPPORT_EMAIL", default="support@localhost")
+
+# ALLAUTH
+# ------------------------------------------------------------------------------
+# https://docs.allauth.org/en/latest/account/configuration.html
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+ACCOUNT_FORMS = {
+    "login": "accounts.forms.LoginForm",
+    "signup": "accounts.forms.SignupForm",
+    "reset_password": "accounts.forms.ResetPasswordForm",
+}
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_UNIQUE_EMAIL = True
+# People may log in before verifying; claiming the free plan, buying and issuing proxy
+# credentials wait for a verified address (accounts.guards.require_verified_email).
+ACCOUNT_EMAIL_VERIFICATION = "optional"
+# The link opens a page with a button, so mail scanners that follow links verify nothing.
+ACCOUNT_CONFIRM_EMAIL_ON_GET = False
+ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 3
+# One address per account; a new one replaces it once verified.
+ACCOUNT_CHANGE_EMAIL = True
+ACCOUNT_SESSION_REMEMBER = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+# No mail to addresses without an account: a reset request cannot make the site write to
+# strangers.
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{SITE_NAME}] "
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SITE_URL.startswith("https:") else "http"
+# https://docs.allauth.org/en/latest/account/rate_limits.html
+# Counters live in the default cache: with several web processes, CACHE_URL must point at
+# Redis for one shared count. "key" is the e-mail address (login, reset, verification).
+ACCOUNT_RATE_LIMITS = {
+    "login": env("PORTAL_RATE_LIMIT_LOGIN", default="30/m/ip"),
+    "login_failed": env("PORTAL_RATE_LIMIT_LOGIN_FAILED", default="10/m/ip,5/5m/key"),
+    "signup": env("PORTAL_RATE_LIMIT_SIGNUP", default="10/h/ip"),
+    "confirm_email": env("PORTAL_RATE_LIMIT_VERIFY_EMAIL", default="1/3m/key,10/h/ip"),
+    "reset_password": env("PORTAL_RATE_LIMIT_PASSWORD_RESET", default="10/h/ip,3/h/key"),
+    "reset_password_from_key": "20/m/ip",
+    "change_password": "5/m/user",
+    "manage_email": "10/m/user",
+    "reauthenticate": "10/m/user",
+}
+# Behind reverse proxies the client address is the n-th from the right in X-Forwarded-For.
+ALLAUTH_TRUSTED_PROXY_COUNT = env.int("API_NUM_PROXIES", default=0)
+# Google sign-in (https://docs.allauth.org/en/latest/socialaccount/providers/google.html):
+# on when both values are set. Google vouches for the addresses it calls verified, so
+# those count as verified here and sign in to the account that has them.
+GOOGLE_OAUTH_CLIENT_ID = env("GOOGLE_OAUTH_CLIENT_ID", default="")
+GOOGLE_OAUTH_CLIENT_SECRET = env("GOOGLE_OAUTH_CLIENT_SECRET", default="")
+SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "google": {
+        "SCOPE": ["openid", "email", "profile"],
+        "AUTH_PARAMS": {"prompt": "select_account"},
+        "OAUTH_PKCE_ENABLED": True,
+        "APPS": (
+            [{"client_id": GOOGLE_OAUTH_CLIENT_ID, "secret": GOOGLE_OAUTH_CLIENT_SECRET}]
+            if GOOGLE_OAUTH_CLIENT_ID and GOOGLE_OAUTH_CLIENT_SECRET
+            else []
+        ),
+    }
+}
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_LOGIN_ON_GET = False
+SOCIALACCOUNT_REQUESTS_TIMEOUT = 10
+# Operators' two-factor authentication: TOTP apps plus single-use recovery codes
+# (https://docs.allauth.org/en/latest/mfa/configuration.html). With ADMIN_REQUIRE_2FA
+# the admin admits only staff whose session passed a TOTP or recovery-code check.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = SITE_NAME
+ADMIN_REQUIRE_2FA = env.bool("ADMIN_REQUIRE_2FA", default=False)
 
 # CACHES
 # ------------------------------------------------------------------------------
@@ -398,6 +499,10 @@ PLANS_DEVICE_WINDOW_SECONDS = env.float("PLANS_DEVICE_WINDOW_SECONDS", default=3
 PLANS_DEVICE_REDIS_URL = env("PLANS_DEVICE_REDIS_URL", default="redis://127.0.0.1:6379/2")
 # Seconds a proxy trusts a (user, IP) admission before asking Redis again.
 PLANS_DEVICE_CACHE_SECONDS = env.float("PLANS_DEVICE_CACHE_SECONDS", default=5.0)
+# Key of the keyed hash (HMAC-SHA256) of the normalised e-mail kept on each free-plan
+# claim, so one address claims once even after its account is deleted, and no address
+# is kept in clear. Changing it forgets every earlier claim's address.
+PLANS_FREE_CLAIM_HASH_KEY = env("PLANS_FREE_CLAIM_HASH_KEY", default=SECRET_KEY)
 # Base of the private subscription URLs client apps poll (defaults to SITE_URL).
 PLANS_SUBSCRIPTION_URL_BASE = env("PLANS_SUBSCRIPTION_URL_BASE", default=SITE_URL)
 # Seconds between lifecycle sweeps (cycle resets, on-hold deadlines, expiry reminders).

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 from .base import *  # noqa: F403
-from .base import env
+from .base import SOCIALACCOUNT_PROVIDERS, env
 
 SECRET_KEY = "test-secret-key-not-for-production-" + "t" * 32
 PROXY_CREDENTIAL_HASH_KEY = "test-credential-hash-key"
@@ -40,3 +42,20 @@ KAFKA_REPORTER_SPOOL_DIR = env(
 # ------------------------------------------------------------------------------
 # A queue per test run, so parallel runs' workers never take each other's tasks.
 CELERY_TASK_DEFAULT_QUEUE = f"goproxy{_suffix}"
+
+# GOOGLE SIGN-IN
+# ------------------------------------------------------------------------------
+# No network reaches Google here: tests stand in for it with a local OAuth2/OIDC server
+# (goproxy_site/tests/support/google.py). allauth's Google provider reads its endpoint
+# URLs once, at import, so the stand-in's port is reserved now and bound by the test.
+# Sign-in itself stays off unless a test configures the app (the client id and secret).
+with socket.socket() as _sock:
+    _sock.bind(("127.0.0.1", 0))
+    GOOGLE_STANDIN_PORT = _sock.getsockname()[1]
+GOOGLE_STANDIN_URL = f"http://127.0.0.1:{GOOGLE_STANDIN_PORT}"
+SOCIALACCOUNT_PROVIDERS["google"].update(
+    AUTHORIZE_URL=f"{GOOGLE_STANDIN_URL}/o/oauth2/v2/auth",
+    ACCESS_TOKEN_URL=f"{GOOGLE_STANDIN_URL}/token",
+    IDENTITY_URL=f"{GOOGLE_STANDIN_URL}/oauth2/v2/userinfo",
+    CERTS_URL=f"{GOOGLE_STANDIN_URL}/oauth2/v1/certs",
+)

@@ -1,7 +1,8 @@
 """Shared test bases with named personas (healthchecks' hc/test.py shape).
 
-alice: on a plan with room left; bob: over his limit; charlie: no plan. ApiTestCase adds
-olga (staff) and API tokens; AdminTestCase adds a logged-in superuser.
+alice: on a plan with room left; bob: over his limit; charlie: no plan. Their e-mail
+addresses are verified (dora, in the portal tests, is the one who has not verified hers).
+ApiTestCase adds olga (staff) and API tokens; AdminTestCase adds a logged-in superuser.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.contrib.admin import helpers
-from django.core.cache import cache
 from django.test import TestCase
 from django.test.client import Client
 from django.urls import reverse
@@ -23,6 +23,9 @@ from plans.services import plan_assign
 
 if TYPE_CHECKING:  # the test client's response type, in django-stubs only
     from django.test.client import _MonkeyPatchedWSGIResponse
+
+
+OPERATOR_PASSWORD = "pw-op-123"
 
 
 class BaseTestCase(TestCase):
@@ -41,10 +44,17 @@ class BaseTestCase(TestCase):
         cls.plan = Plan.objects.create(
             name="Basic", traffic_limit_bytes=1_000_000, duration_days=30, price="5.00"
         )
-        cls.alice = user_create(username="alice", email="alice@example.org", password="pw-alice-1")
-        cls.bob = user_create(username="bob", email="bob@example.org", password="pw-bob-1")
+        cls.alice = user_create(
+            username="alice", email="alice@example.org", password="pw-alice-1", email_verified=True
+        )
+        cls.bob = user_create(
+            username="bob", email="bob@example.org", password="pw-bob-1", email_verified=True
+        )
         cls.charlie = user_create(
-            username="charlie", email="charlie@example.org", password="pw-charlie-1"
+            username="charlie",
+            email="charlie@example.org",
+            password="pw-charlie-1",
+            email_verified=True,
         )
         cls.alice_sub = plan_assign(user_id=cls.alice.pk, plan=cls.plan)
         cls.bob_sub = plan_assign(user_id=cls.bob.pk, plan=cls.plan)
@@ -66,16 +76,16 @@ class ApiTestCase(BaseTestCase):
     def setUpTestData(cls) -> None:
         super().setUpTestData()
         cls.olga = user_create(
-            username="olga", email="olga@example.org", password="pw-olga-1", is_staff=True
+            username="olga",
+            email="olga@example.org",
+            password="pw-olga-1",
+            is_staff=True,
+            email_verified=True,
         )
         cls.tokens = {
             user.pk: api_token_issue(user=user)[0]
             for user in (cls.alice, cls.bob, cls.charlie, cls.olga)
         }
-
-    def setUp(self) -> None:
-        # Throttle counters live in the cache; each test starts from zero.
-        cache.clear()
 
     def login(self, user: User | None) -> None:
         """Send the user's token on every request (None = anonymous)."""
@@ -86,7 +96,8 @@ class ApiTestCase(BaseTestCase):
 
 
 class AdminTestCase(BaseTestCase):
-    """The personas plus `operator`, a superuser logged in to the admin."""
+    """The personas plus `operator` (OPERATOR_PASSWORD, verified e-mail), a superuser
+    logged in to the admin."""
 
     client: Client
     operator: User
@@ -97,12 +108,14 @@ class AdminTestCase(BaseTestCase):
         cls.operator = user_create(
             username="op",
             email="op@example.org",
-            password="pw-op-123",
+            password=OPERATOR_PASSWORD,
             is_staff=True,
             is_superuser=True,
+            email_verified=True,
         )
 
     def setUp(self) -> None:
+        super().setUp()
         self.client.force_login(self.operator)
 
     def act(

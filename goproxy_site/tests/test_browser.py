@@ -1,14 +1,17 @@
 """Browser tests: Playwright driving Debian's Chromium against the live portal and admin.
 
-The new-user test runs the real `manage.py runproxy` as a subprocess on the same test
-databases, copies the `curl -x` line from the page (through the Copy button and the
-clipboard) and runs it against the live server. Each test saves full-page screenshots
-into artifacts/screenshots/.
+The new-user test signs up, opens the verification link from Django's locmem outbox,
+claims the free plan, runs the real `manage.py runproxy` as a subprocess on the same
+test databases, copies the `curl -x` line from the page (through the Copy button and the
+clipboard) and runs it against the live server, then reloads the secret's page and
+rotates. Others sign up again after deleting the account, and meet the login throttle.
+Each test saves full-page screenshots into artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -21,6 +24,8 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.core import mail
+from django.core.cache import cache
 from django.db import connections
 from django.db.models import F
 from django.urls import reverse
@@ -28,6 +33,7 @@ from django.utils import timezone
 from playwright.sync_api import expect, sync_playwright
 
 from accounts.models import ProxyCredential, User
+from accounts.selectors import credential_authenticate
 from accounts.services import credential_issue, user_create
 from goproxy_site.tests.support.net import free_port
 from plans.models import (
@@ -254,7 +260,28 @@ def add_usage(sub: Any, *, days: int, per_day: int = 60_000_000) -> None:
         )
 
 
-def test_new_user_signs_up_claims_free_plan_and_uses_the_curl_line(
+def verification_link() -> str:
+    """The path of the link in the newest verification mail (Django's locmem outbox)."""
+    body = str(mail.outbox[-1].body)
+    match = re.search(r"https?://[^/\s]+(/accounts/confirm-email/\S+)", body)
+    assert match, body
+    return match.group(1)
+
+
+def sign_up(page: Any, email: str) -> None:
+    page.goto("/accounts/signup/")
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+
+
+def verify_from_outbox(page: Any) -> None:
+    page.goto(verification_link())
+    page.get_by_role("button", name=re.compile(r"^Verify ")).click()
+
+
+def test_new_user_signs_up_verifies_claims_free_plan_and_uses_the_curl_line(
     page: Any, live_server: Any, proxy: Proxy, settings: Any
 ) -> None:
     free_plan()
@@ -282,8 +309,20 @@ def test_new_user_signs_up_claims_free_plan_and_uses_the_curl_line(
     page.get_by_label("Password again").fill(PASSWORD)
     page.get_by_role("button", name="Sign up").click()
 
+    # Signed in, but nothing can be claimed or issued before the address is verified.
     expect(page).to_have_url(f"{live_server.url}/dashboard/")
+    expect(page.locator("#email-status")).to_contain_text("Verify your e-mail address.")
     expect(page.get_by_text("You have no plan yet.")).to_be_visible()
+    page.get_by_role("button", name="Claim free plan").click()
+    expect(page.locator(".messages")).to_contain_text("Verify your e-mail address first")
+    assert Subscription.objects.count() == 0
+    assert_accessible(page)
+    shot(page, "03-dashboard-unverified")
+    assert [m.to for m in mail.outbox] == [["erin@example.org"]]
+
+    verify_from_outbox(page)
+    expect(page).to_have_url(f"{live_server.url}/dashboard/")
+    expect(page.locator("#email-status")).to_have_count(0)
     claim = page.get_by_role("button", name="Claim free plan")
     expect(claim).to_be_visible()
     claim.click()
@@ -293,10 +332,11 @@ def test_new_user_signs_up_claims_free_plan_and_uses_the_curl_line(
     expect(page.get_by_role("button", name="Claim free plan")).to_have_count(0)
     expect(page.get_by_role("img", name="Your traffic, last 30 days")).to_be_visible()
     assert_accessible(page)
-    shot(page, "03-dashboard-after-claim")
+    shot(page, "04-dashboard-after-claim")
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Credentials").click()
     page.get_by_role("button", name="Issue credential").click()
+    expect(page).to_have_url(re.compile(r"/credentials/issued/"))
     expect(page.get_by_role("alert")).to_contain_text("shown only this once")
     login = ProxyCredential.objects.get(user__username="erin@example.org").login
     assert login.startswith("erin-")
@@ -309,7 +349,7 @@ def test_new_user_signs_up_claims_free_plan_and_uses_the_curl_line(
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == shown
     assert_accessible(page)
-    shot(page, "04-credential-issued")
+    shot(page, "05-credential-issued")
 
     result = run_curl(copied)
     assert result.returncode == 0, (result.stderr, proxy.log())
@@ -320,13 +360,84 @@ def test_new_user_signs_up_claims_free_plan_and_uses_the_curl_line(
     refused = run_curl(wrong.replace("curl ", "curl -s -o /dev/null -w %{http_code} ", 1))
     assert refused.stdout == "407", (refused, proxy.log())
 
-    page.get_by_role("link", name="Back to credentials").click()
-    expect(page.get_by_role("cell", name=login, exact=True)).to_be_visible()
+    # Reloading the secret page issues nothing and shows the secret no more.
+    page.reload()
+    expect(page).to_have_url(f"{live_server.url}/credentials/")
+    expect(page.locator(".messages")).to_contain_text("That secret was shown once")
     assert secret not in page.content()
+    assert ProxyCredential.objects.filter(user__username="erin@example.org").count() == 1
+    shot(page, "06-secret-page-reloaded")
+
+    # Rotate asks first; the new secret's page, reloaded, does not rotate again.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Rotate the secret of {login}").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Credential rotated")
+    rotated = page.get_by_label("Try it with curl").input_value()
+    page.reload()
+    expect(page).to_have_url(f"{live_server.url}/credentials/")
+    assert run_curl(rotated).returncode == 0, proxy.log()
+    # The secret shown before no longer authenticates (the daemon may still hold it in
+    # its cache for PROXY_AUTH_CACHE_TTL here: this test runs no control plugin).
+    assert credential_authenticate(login=login, secret=secret) is None
+    expect(page.get_by_role("cell", name=login, exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name=f"Revoke {login}")).to_have_class(
+        re.compile("button--danger")
+    )
     page.set_viewport_size({"width": 390, "height": 844})
     page.get_by_role("link", name="Dashboard").first.click()
     assert_accessible(page)
-    shot(page, "05-dashboard-mobile")
+    shot(page, "07-dashboard-mobile")
+
+
+def test_the_same_address_after_deleting_the_account_gets_no_second_free_plan(
+    page: Any, live_server: Any
+) -> None:
+    free_plan()
+    sign_up(page, "frank@example.org")
+    verify_from_outbox(page)
+    page.get_by_role("button", name="Claim free plan").click()
+    expect(page.locator(".messages")).to_contain_text("The Free plan is yours")
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Account").click()
+    page.get_by_role("link", name="Delete my account…").click()
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page.locator(".messages")).to_contain_text("The account frank@example.org")
+    assert User.objects.filter(email="frank@example.org").exists() is False
+
+    # Some minutes later (one verification mail per address per 3 minutes: the counters
+    # are in the cache), the same address in other letters opens a new account. It is
+    # verified, but gets no free plan.
+    cache.clear()
+    sign_up(page, "Frank@Example.org")
+    verify_from_outbox(page)
+    expect(page).to_have_url(f"{live_server.url}/dashboard/")
+    expect(page.get_by_role("button", name="Claim free plan")).to_have_count(0)
+    expect(page.get_by_text("Claimable once per person (e-mail address).").first).to_be_visible()
+    again = User.objects.get(email__iexact="frank@example.org")
+    assert Subscription.objects.filter(user_id=again.pk).exists() is False
+    assert_accessible(page)
+    shot(page, "08-same-address-after-deletion")
+
+
+def test_login_is_throttled_with_a_clear_answer(page: Any, live_server: Any) -> None:
+    user_create(username="gus", email="gus@example.org", password=PASSWORD, email_verified=True)
+    page.goto("/accounts/login/")
+    for _ in range(5):
+        page.get_by_label("E-mail address").fill("gus@example.org")
+        page.get_by_label("Password").fill("not-the-password")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator(".errorlist")).to_contain_text("are not correct")
+    # The right password now gets the same refusal, with status 429, until the window ends.
+    page.get_by_label("E-mail address").fill("gus@example.org")
+    page.get_by_label("Password").fill(PASSWORD)
+    with page.expect_response(re.compile(r"/accounts/login/$")) as answer:
+        page.get_by_role("button", name="Log in").click()
+    assert answer.value.status == 429
+    expect(page.locator(".errorlist")).to_contain_text("Too many failed login attempts")
+    expect(page).to_have_url(re.compile(r"/accounts/login/$"))
+    assert_accessible(page)
+    shot(page, "09-login-throttled")
 
 
 def test_operator_assigns_a_plan_and_sees_the_usage_bar(page: Any, live_server: Any) -> None:
@@ -344,8 +455,10 @@ def test_operator_assigns_a_plan_and_sees_the_usage_bar(page: Any, live_server: 
     grace = user_create(username="grace", email="grace@example.org", password=PASSWORD)
     add_usage(plan_assign(user_id=grace.pk, plan=pro), days=10, per_day=850_000_000)
 
+    # The admin's door is the portal's login (rate limits and, when required, TOTP).
     page.goto("/admin/")
-    page.get_by_label("Username").fill("operator")
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=%2Fadmin%2F"))
+    page.get_by_label("E-mail address").fill("op@example.org")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     panel = page.locator(".gp-panel")

@@ -148,7 +148,9 @@ class WebLogTests(TransactionTestCase):
             handler.setStream(old_stream)
 
     def test_api_and_portal_credential_issue_log_no_secret(self) -> None:
-        user = user_create(username="webnosecret", email="webnosecret@example.org")
+        user = user_create(
+            username="webnosecret", email="webnosecret@example.org", email_verified=True
+        )
         user.set_password("pw-web-no-secret-1")
         user.save()
         self.client.force_login(user)
@@ -156,7 +158,8 @@ class WebLogTests(TransactionTestCase):
         assert api.status_code == 201, api.content
         rotated = self.client.post(f"/api/v1/me/credentials/{api.json()['id']}/rotate/")
         assert rotated.status_code == 200, rotated.content
-        portal = self.client.post("/credentials/", {"login": "web-portal-px"})
+        # The portal holds the new secret in the session (sealed) until its page shows it.
+        portal = self.client.post("/credentials/", {"login": "web-portal-px"}, follow=True)
         assert portal.status_code == 200, portal.content
         refused = self.client.post("/api/v1/me/credentials/", {"login": "bad login!"})
         assert refused.status_code == 400

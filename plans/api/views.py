@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from accounts.guards import require_verified_email
 from accounts.requests import AuthenticatedRequest
 from goproxy_site.api.exceptions import Conflict
 from goproxy_site.api.permissions import IsOwner
@@ -371,7 +372,9 @@ class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):
     @extend_schema(
         request=ClaimFreeSerializer,
         responses={201: SubscriptionSerializer},
-        description="Claim a free plan: once per user, and only without a running plan.",
+        description="Claim a free plan: a verified e-mail address is needed (403 without), "
+        "once per person (account and e-mail address, 409 for a second claim), and only "
+        "without a running plan.",
     )
     @action(
         detail=False,
@@ -380,12 +383,15 @@ class MyPlanViewSet(MyLifecycleActions, viewsets.GenericViewSet):
         url_name="claim-free",
     )
     def claim_free(self, request: AuthenticatedRequest) -> Response:
+        require_verified_email(user=request.user)
         payload = ClaimFreeSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         plan = payload.validated_data.get("plan") or selectors.plan_get_default_free()
         if plan is None:
             raise ValidationError({"plan": "No free plan is offered at the moment."})
-        subscription = services.plan_claim_free(user_id=request.user.pk, plan=plan)
+        subscription = services.plan_claim_free(
+            user_id=request.user.pk, email=request.user.email, plan=plan
+        )
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[UsageQuerySerializer], responses=UsageSeriesSerializer)

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from goproxy_site.db_routers import PLANS_DB
 from goproxy_site.errors import ConflictError
+from plans.claim_keys import email_claim_hash
 from plans.history import history_add, iso
 from plans.models import (
     FreePlanClaim,
@@ -25,7 +26,7 @@ from plans.models import (
     SubscriptionEventKind,
     SubscriptionStatus,
 )
-from plans.selectors import free_plan_claimed
+from plans.selectors import free_plan_claimed, free_plan_claimed_by_email
 
 from .lifecycle import (
     next_reset,
@@ -41,9 +42,16 @@ from .tokens import subscription_token_get_or_create
 
 
 class FreePlanAlreadyClaimed(ConflictError):
-    """The user has claimed a free plan before."""
+    """The user, or someone with the same e-mail address, has claimed a free plan before."""
 
     code = "already_claimed"
+
+
+CLAIMED_BY_USER = "You have already claimed the free plan once."
+CLAIMED_BY_EMAIL = (
+    "The free plan was already claimed with this e-mail address (or another form of "
+    "it); it is once per person."
+)
 
 
 def plan_assign(
@@ -84,18 +92,27 @@ def plan_assign(
     return subscription
 
 
-def plan_claim_free(*, user_id: int, plan: Plan, public_only: bool = False) -> Subscription:
-    """A user claims a free plan (portal and API): once ever, never over a running plan.
+def plan_claim_free(
+    *, user_id: int, email: str, plan: Plan, public_only: bool = False
+) -> Subscription:
+    """A user claims a free plan (portal and API): once per person, never over a running plan.
 
-    A second claim raises FreePlanAlreadyClaimed whatever the current state (a unique
-    FreePlanClaim row per user also stops two concurrent claims). A current subscription
-    that is not expired (a paid plan, or one an operator disabled) is never replaced; the
-    check and the claim run under the lock of the current subscription row. Only a plan
-    marked free can be claimed; `public_only` also refuses plans not offered in the
-    catalogue (the portal).
+    Once per person means once per account and once per e-mail address: the claim row
+    keeps the keyed hash of the normalised address (plans.claim_keys), which outlives the
+    account, so the same mailbox signing up again cannot claim again. A second claim
+    raises FreePlanAlreadyClaimed whatever the current state (unique user_id and
+    email_hash also stop two concurrent claims). A current subscription that is not
+    expired (a paid plan, or one an operator disabled) is never replaced; the check and
+    the claim run under the lock of the current subscription row. Only a plan marked
+    free can be claimed; `public_only` also refuses plans not offered in the catalogue
+    (the portal). Whether the address is verified is the caller's check
+    (accounts.guards.require_verified_email).
     """
+    email_hash = email_claim_hash(email)
     if free_plan_claimed(user_id=user_id):
-        raise FreePlanAlreadyClaimed("This user has already claimed a free plan.")
+        raise FreePlanAlreadyClaimed(CLAIMED_BY_USER)
+    if free_plan_claimed_by_email(email=email):
+        raise FreePlanAlreadyClaimed(CLAIMED_BY_EMAIL)
     if public_only and not plan.is_public:
         raise ValidationError({"plan": "This plan is not offered in the portal."})
     with transaction.atomic(using=PLANS_DB):
@@ -110,10 +127,13 @@ def plan_claim_free(*, user_id: int, plan: Plan, public_only: bool = False) -> S
             raise ValidationError({"plan": "Only a plan marked free can be claimed."})
         try:
             with transaction.atomic(using=PLANS_DB):
-                FreePlanClaim.objects.create(user_id=user_id, plan=plan)
+                FreePlanClaim.objects.create(user_id=user_id, email_hash=email_hash, plan=plan)
                 return plan_assign(user_id=user_id, plan=plan)
         except IntegrityError as exc:
-            raise FreePlanAlreadyClaimed("This user has already claimed a free plan.") from exc
+            # A concurrent claim by this account or with this address won the race.
+            raise FreePlanAlreadyClaimed(
+                CLAIMED_BY_USER if free_plan_claimed(user_id=user_id) else CLAIMED_BY_EMAIL
+            ) from exc
 
 
 def subscription_extend(*, subscription: Subscription, days: int, by: str = "") -> Subscription:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.test import Client, override_settings
 from django.urls import reverse
 
+from accounts.services import user_create, user_delete_account
 from goproxy_site.tests.base import BaseTestCase
 from plans.history import operator_by
 from plans.models import (
@@ -89,6 +90,31 @@ class ClaimFreePlanTests(BaseTestCase):
             Subscription.objects.get(user_id=self.alice.pk, is_current=True).plan, self.plan
         )
 
+    def test_an_unverified_address_cannot_claim_and_is_told_why(self) -> None:
+        dora = user_create(username="dora", email="dora@example.org", password="pw-dora-123")
+        self.client.force_login(dora)
+        response = self.client.post(reverse("plans:claim-free", args=[self.free.pk]), follow=True)
+        self.assertRedirects(response, reverse("dashboard"))
+        self.assertContains(response, "Verify your e-mail address first")
+        self.assertContains(response, "Send the link again")
+        self.assertIs(FreePlanClaim.objects.filter(user_id=dora.pk).exists(), False)
+
+    def test_the_same_address_after_deleting_the_account_cannot_claim_again(self) -> None:
+        self.client.force_login(self.charlie)
+        self.client.post(reverse("plans:claim-free", args=[self.free.pk]))
+        user_delete_account(user=self.charlie)
+        again = user_create(
+            username="charlie2",
+            email="Charlie@Example.org",
+            password="pw-charlie-2",
+            email_verified=True,
+        )
+        self.client.force_login(again)
+        self.assertNotContains(self.client.get(reverse("dashboard")), "Claim free plan")
+        response = self.client.post(reverse("plans:claim-free", args=[self.free.pk]), follow=True)
+        self.assertContains(response, "already claimed with this e-mail address")
+        self.assertIs(Subscription.objects.filter(user_id=again.pk).exists(), False)
+
     def test_get_and_unknown_plan(self) -> None:
         self.client.force_login(self.charlie)
         self.assertEqual(
@@ -165,7 +191,7 @@ class SubscriptionUrlPanelTests(LifecyclePortalCase):
         old = subscription_token_get_or_create(user_id=self.alice.pk)
         url = reverse("plans:subscription-url-rotate")
         anonymous = self.client.post(url)
-        self.assertRedirects(anonymous, f"{reverse('login')}?next={url}")
+        self.assertRedirects(anonymous, f"{reverse('account_login')}?next={url}")
         csrf_client = Client(enforce_csrf_checks=True)
         csrf_client.force_login(self.alice)
         self.assertEqual(csrf_client.post(url).status_code, 403)

@@ -24,6 +24,7 @@ from goproxy_site.tests.support.proxy import (
     ProxyUser,
     basic,
 )
+from proxy_daemon.auth import IP_CEILING_FACTOR
 
 pytestmark = E2E
 
@@ -343,7 +344,16 @@ class BruteForceTests:
         # Another IP still gets honest answers: 407 for a wrong secret, 200 for the right one.
         assert roundtrip(strict_proxy.port, origin_request(origin, wrong), other)[0] == 407
         assert roundtrip(strict_proxy.port, origin_request(origin, alice), other)[0] == 200
-        # Random secrets from the throttled IP are refused without reaching the DB lookup.
+        # Other logins from the throttled IP are judged on their own (other people behind
+        # the same NAT), until the address's ceiling: IP_CEILING_FACTOR times the limit.
+        ceiling = FAIL_LIMIT * IP_CEILING_FACTOR
+        guesses = [ProxyUser(alice.user_id, f"px-guess-{i}", "guess") for i in range(ceiling)]
+        statuses = [
+            roundtrip(strict_proxy.port, origin_request(origin, guess), attacker)[0]
+            for guess in guesses
+        ]
+        assert statuses == [407] * (ceiling - FAIL_LIMIT) + [429] * FAIL_LIMIT
+        # Past it, any login from that address is refused without reaching the DB lookup.
         other_user = ProxyUser(alice.user_id, "px-bob", "guess")
         assert roundtrip(strict_proxy.port, origin_request(origin, other_user), attacker)[0] == 429
 

@@ -21,6 +21,7 @@ from plans.selectors import subscription_get_current
 from plans.services import plan_assign
 
 OPERATOR = "operator"
+OPERATOR_EMAIL = "operator@example.com"
 DEMO_USER = "demo"
 DEMO_LOGIN = "demo-proxy"
 
@@ -34,10 +35,11 @@ class Command(BaseCommand):
         if operator is None:
             operator = user_create(
                 username=OPERATOR,
-                email="operator@example.com",
+                email=OPERATOR_EMAIL,
                 password=password,
                 is_staff=True,
                 is_superuser=True,
+                email_verified=True,
             )
         else:
             with transaction.atomic():
@@ -45,7 +47,10 @@ class Command(BaseCommand):
                 operator.save(update_fields=["password"])
 
         demo = User.objects.filter(username=DEMO_USER).first() or user_create(
-            username=DEMO_USER, email="demo@example.com", password=secrets.token_urlsafe(12)
+            username=DEMO_USER,
+            email="demo@example.com",
+            password=secrets.token_urlsafe(12),
+            email_verified=True,
         )
         if subscription_get_current(user_id=demo.pk) is None:
             plan_assign(user_id=demo.pk, plan=Plan.objects.get(name="Free"))
@@ -65,7 +70,7 @@ class Command(BaseCommand):
                 [
                     "",
                     "goproxy demo is seeded:",
-                    f"  admin   {site}/admin/   user {OPERATOR}  password {password}",
+                    f"  admin   {site}/admin/   e-mail {operator.email}  password {password}",
                     f"  portal  {site}/",
                     f"  proxy   {host}:{port}   login {issued.credential.login}",
                     f"  try:    curl -x {proxy_url} {site}/",

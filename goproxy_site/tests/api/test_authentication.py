@@ -16,7 +16,7 @@ class SessionAuthTests(ApiTestCase):
         self.assertEqual(response.status_code, 403)
         self.assertIn("CSRF", response.json()["detail"])
         # With the CSRF cookie and header the same request goes through.
-        client.get("/admin/login/")
+        client.get("/dashboard/")  # any portal page with a form sets the cookie
         token = client.cookies["csrftoken"].value
         response = client.post("/api/v1/me/credentials/", {}, format="json", HTTP_X_CSRFTOKEN=token)
         self.assertEqual(response.status_code, 201, response.content)

@@ -104,7 +104,9 @@ class SchemathesisTests(LiveServerTestCase):
     def setUp(self) -> None:
         cache.clear()
         # Some data, so generated ids sometimes hit real rows.
-        staff = user_create(username="op", email="op@example.org", is_staff=True)
+        staff = user_create(
+            username="op", email="op@example.org", is_staff=True, email_verified=True
+        )
         self.token, _ = api_token_issue(user=staff)
         plan = Plan.objects.create(name="Basic", traffic_limit_bytes=10**6, duration_days=30)
         plan.features.add(Feature.objects.create(name="https"))

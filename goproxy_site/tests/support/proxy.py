@@ -457,7 +457,11 @@ class RawClient:
 
 
 # Shared by the end-to-end modules ------------------------------------------------------
-E2E = pytest.mark.django_db(databases=["default", "plans"])
+# The daemon under test reads and writes the same test databases, so these tests hold no
+# transaction open (the `shared_db` fixture of goproxy_site.tests.fixtures): SQLite
+# transactions take the write lock at BEGIN (IMMEDIATE), and a test wrapped in one would
+# stall every write of the daemon, and of `committed`, until the busy timeout.
+E2E = pytest.mark.usefixtures("shared_db")
 
 LOGINS = [
     "px-alice",

@@ -6,6 +6,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
+from accounts.services import api_token_issue, user_create
 from goproxy_site.tests.base import ApiTestCase
 from plans import services
 from plans.models import (
@@ -233,6 +234,31 @@ class ClaimFreeTests(ApiTestCase):
 
     def test_anonymous_cannot_claim(self) -> None:
         self.assertEqual(self.client.post(CLAIM, {}, format="json").status_code, 401)
+
+    def test_an_unverified_address_gets_403_saying_why(self) -> None:
+        dora = user_create(username="dora", email="dora@example.org", password="pw-dora-123")
+        self.client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=dora)[0]}")
+        response = self.client.post(CLAIM, {}, format="json")
+        self.assertEqual(response.status_code, 403)
+        self.assertIn("Verify your e-mail address first", response.json()["detail"])
+        self.assertIs(FreePlanClaim.objects.filter(user_id=dora.pk).exists(), False)
+
+    def test_one_mailbox_claims_once_across_accounts(self) -> None:
+        first = user_create(
+            username="g1", email="first.last@gmail.com", password="pw-g1-12345", email_verified=True
+        )
+        second = user_create(
+            username="g2",
+            email="FirstLast+2@googlemail.com",
+            password="pw-g2-12345",
+            email_verified=True,
+        )
+        self.client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=first)[0]}")
+        self.assertEqual(self.client.post(CLAIM, {}, format="json").status_code, 201)
+        self.client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=second)[0]}")
+        response = self.client.post(CLAIM, {}, format="json")
+        self.assertEqual(response.status_code, 409)
+        self.assertIn("once per person", response.json()["detail"])
 
 
 class LifecycleApiTests(ApiTestCase):

@@ -11,17 +11,25 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.services import user_delete_account
 from goproxy_site.events import schemas
 from goproxy_site.tests.base import BaseTestCase
 from plans import services
+from plans.claim_keys import email_claim_hash
 from plans.models import (
+    FreePlanClaim,
     Plan,
     QueuedPlan,
     Subscription,
     SubscriptionEventKind,
     SubscriptionStatus,
 )
-from plans.selectors import free_plan_claimed, plan_get_default_free, subscription_get_current
+from plans.selectors import (
+    free_plan_claimed,
+    free_plan_claimed_by_email,
+    plan_get_default_free,
+    subscription_get_current,
+)
 from plans.services import (
     FreePlanAlreadyClaimed,
     plan_assign,
@@ -65,27 +73,59 @@ class PlanAssignTests(BaseTestCase):
 
 
 class FreeClaimTests(BaseTestCase):
+    def claim(self, user_id: int, email: str, plan: Plan | None = None) -> Subscription:
+        return plan_claim_free(
+            user_id=user_id, email=email, plan=plan or Plan.objects.get(name="Free")
+        )
+
     def test_a_free_plan_can_be_claimed_once(self) -> None:
-        free = Plan.objects.get(name="Free")
         self.assertIs(free_plan_claimed(user_id=self.charlie.pk), False)
-        plan_claim_free(user_id=self.charlie.pk, plan=free)
+        self.claim(self.charlie.pk, "charlie@example.org")
         self.assertIs(free_plan_claimed(user_id=self.charlie.pk), True)
-        with self.assertRaises(FreePlanAlreadyClaimed):
-            plan_claim_free(user_id=self.charlie.pk, plan=free)
+        with self.assertRaisesMessage(FreePlanAlreadyClaimed, "already claimed the free plan"):
+            self.claim(self.charlie.pk, "charlie@example.org")
         self.assertEqual(Subscription.objects.filter(user_id=self.charlie.pk).count(), 1)
+
+    def test_the_claim_keeps_a_keyed_hash_of_the_address_never_the_address(self) -> None:
+        self.claim(self.charlie.pk, "Charlie@Example.org")
+        claim = FreePlanClaim.objects.get(user_id=self.charlie.pk)
+        self.assertEqual(claim.email_hash, email_claim_hash("charlie@example.org"))
+        self.assertEqual(len(claim.email_hash or ""), 64)
+        row = FreePlanClaim.objects.filter(pk=claim.pk).values().get()
+        self.assertNotIn("charlie", str(row).lower())
+
+    def test_the_same_mailbox_cannot_claim_again_from_another_account(self) -> None:
+        self.claim(self.charlie.pk, "j.doe+free@gmail.com")
+        for variant in ("JDoe@googlemail.com", "jdoe@gmail.com", "j.d.o.e+again@gmail.com"):
+            with self.subTest(variant=variant):
+                self.assertIs(free_plan_claimed_by_email(email=variant), True)
+                with self.assertRaisesMessage(FreePlanAlreadyClaimed, "once per person"):
+                    self.claim(9_000_001, variant)
+        self.assertIs(free_plan_claimed(user_id=9_000_001), False)
+        # A different mailbox may claim.
+        self.claim(9_000_002, "j.doe@example.org")
+
+    def test_the_claim_outlives_the_account(self) -> None:
+        charlie_id = self.charlie.pk
+        self.claim(charlie_id, "charlie@example.org")
+        user_delete_account(user=self.charlie)
+        self.assertIs(FreePlanClaim.objects.filter(user_id=charlie_id).exists(), True)
+        with self.assertRaises(FreePlanAlreadyClaimed):
+            self.claim(9_000_003, "CHARLIE@example.org")
 
     def test_the_seeded_free_plan_is_what_a_claim_without_a_choice_gives(self) -> None:
         now = timezone.now()
         plan = plan_get_default_free()
         assert plan is not None
-        sub = plan_claim_free(user_id=self.charlie.pk, plan=plan)
+        sub = self.claim(self.charlie.pk, "charlie@example.org", plan)
         self.assertEqual((sub.plan.name, sub.traffic_limit_bytes), ("Free", 200_000_000))
         assert sub.expires_at is not None
         self.assertAlmostEqual((sub.expires_at - now).total_seconds(), 86_400, delta=60)
 
     def test_only_a_free_plan_can_be_claimed(self) -> None:
         with self.assertRaises(ValidationError):
-            plan_claim_free(user_id=self.charlie.pk, plan=self.plan)
+            self.claim(self.charlie.pk, "charlie@example.org", self.plan)
+        self.assertIs(free_plan_claimed_by_email(email="charlie@example.org"), False)
 
 
 class SubscriptionChangeTests(BaseTestCase):
