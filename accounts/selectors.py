@@ -73,6 +73,8 @@ def user_ids_matching(*, term: str, limit: int = USER_SEARCH_LIMIT) -> list[int]
         return []
     qs = User.objects.filter(Q(username__icontains=term) | Q(email__icontains=term))
     return list(qs.order_by("pk").values_list("pk", flat=True)[: limit + 1])
+
+
 def _verified_own_addresses() -> QuerySet[EmailAddress]:
     # The user's own address is User.email; an extra or pending one does not count.
     return (

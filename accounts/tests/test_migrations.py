@@ -18,7 +18,7 @@ from plans.claim_keys import email_claim_hash
 from plans.models import FreePlanClaim, Plan
 
 email_addresses = importlib.import_module("accounts.migrations.0003_email_addresses")
-claim_hashes = importlib.import_module("plans.migrations.0005_freeplanclaim_email_hash")
+claim_hashes = importlib.import_module("plans.migrations.0008_freeplanclaim_email_hash")
 
 
 class EmailAddressMigrationTests(BaseTestCase):
