@@ -21,7 +21,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from goproxy_site.admin_actions import AuditedActionsMixin, Confirmation
@@ -161,13 +162,17 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
     actions = [*USER_PAGE_ACTIONS, "mark_email_verified"]
     readonly_fields = [
         "current_subscription_summary",
+        "quota_grants",
         "usage_chart",
         "email_verified",
         "last_login",
         "date_joined",
     ]
     fieldsets = (
-        ("Plan and usage", {"fields": ["current_subscription_summary", "usage_chart"]}),
+        (
+            "Plan and usage",
+            {"fields": ["current_subscription_summary", "quota_grants", "usage_chart"]},
+        ),
         *(DjangoUserAdmin.fieldsets or ()),
         ("E-mail verification", {"fields": ["email_verified"]}),
     )
@@ -331,6 +336,37 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
             subscription_usage_bar(sub),
             human_bytes(sub.bytes_up),
             human_bytes(sub.bytes_down),
+        )
+
+    @admin.display(description="quota grants held by proxies")
+    def quota_grants(self, obj: User) -> SafeString | str:
+        """What each proxy instance holds of the user's quota (the grant ledger)."""
+        if obj.pk is None:
+            return "—"
+        rows = plan_selectors.grants_held(user_id=obj.pk)
+        if not rows:
+            return "None: no proxy has asked for this user's quota."
+        now = timezone.now()
+        return format_html(
+            '<table class="gp-grants"><thead><tr><th>proxy instance</th><th>held</th>'
+            "<th>until</th><th>granted in all</th><th>returned</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        r.instance_id,
+                        human_bytes(r.held_bytes)
+                        if r.expires_at and r.expires_at > now
+                        else "nothing (expired)",
+                        local_time(r.expires_at) if r.expires_at else "—",
+                        human_bytes(r.granted_bytes),
+                        human_bytes(r.returned_bytes),
+                    )
+                    for r in rows
+                ),
+            ),
         )
 
     @admin.display(description="daily usage")

@@ -22,10 +22,12 @@ from accounts.models import ProxyCredential, User
 from accounts.selectors import credential_authenticate, user_email_verified
 from accounts.services import user_create
 from goproxy_site.admin_actions import CONFIRM_FIELD
+from goproxy_site.events import schemas
 from goproxy_site.formatting import local_time
 from goproxy_site.tests.base import AdminTestCase
 from plans.models import Plan, Subscription, SubscriptionStatus, UsageBucket
 from plans.services import plan_assign
+from plans.services import traffic as services_traffic
 
 USERS = reverse("admin:accounts_user_changelist")
 
@@ -188,6 +190,28 @@ class UserActionTests(AdminTestCase):
         self.assertContains(index, "Recent actions")
         self.assertContains(index, reverse("admin:accounts_user_change", args=[self.alice.pk]))
         self.assertContains(index, reverse("admin:accounts_user_change", args=[self.bob.pk]))
+
+
+class UserPageGrantsTests(AdminTestCase):
+    def test_the_user_page_shows_what_each_proxy_holds_of_the_quota(self) -> None:
+        page = self.client.get(reverse("admin:accounts_user_change", args=[self.alice.pk]))
+        self.assertContains(page, "None: no proxy has asked for this user&#x27;s quota.")
+        services_traffic.traffic_apply_batch(
+            deltas=[],
+            grant_requests=[
+                schemas.QuotaGrantRequest(
+                    user_id=self.alice.pk,
+                    instance_id=name,
+                    request_id=1,
+                    held_bytes=0,
+                    want_bytes=300_000,
+                )
+                for name in ("proxy-a", "proxy-b")
+            ],
+        )
+        page = self.client.get(reverse("admin:accounts_user_change", args=[self.alice.pk]))
+        self.assertContains(page, "<td>proxy-a</td><td>300.0 KB</td>", html=False)
+        self.assertContains(page, "<td>proxy-b</td><td>300.0 KB</td>", html=False)
 
 
 class UserPageButtonsTests(AdminTestCase):
