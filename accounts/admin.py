@@ -153,7 +153,7 @@ class ProxyCredentialInline(admin.TabularInline):
 
 @admin.register(User)
 class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
-    list_display = ["person", "email_verified", "plan_name", "plan_usage", "plan_expires"]
+    list_display = ["person", "plan_name", "plan_usage", "plan_expires"]
     list_display_links = ["person"]
     list_filter = [SubscriptionStateFilter, "is_active", "is_staff", "date_joined"]
     search_fields = ["username", "email"]
@@ -285,16 +285,22 @@ class UserAdmin(AuditedActionsMixin, DjangoUserAdmin):
     @admin.display(description="user", ordering="email")
     def person(self, obj: User) -> SafeString:
         """The e-mail, the username under it unless it is the same (portal signups), and
-        a mark on inactive users."""
+        marks on inactive users and unverified addresses."""
         name = obj.email or obj.username
         other = "" if obj.username.lower() == name.lower() else obj.username
+        marks = [
+            m
+            for m, on in (
+                ("inactive", not obj.is_active),
+                ("unverified", not self.email_verified(obj)),
+            )
+            if on
+        ]
         return format_html(
             "{}{}{}",
             name,
             format_html('<br><span class="gp-muted">{}</span>', other) if other else "",
-            format_html(' <span class="gp-inactive">{}</span>', "inactive")
-            if not obj.is_active
-            else "",
+            format_html_join("", ' <span class="gp-inactive">{}</span>', ((m,) for m in marks)),
         )
 
     @admin.display(description="plan · status")

@@ -598,8 +598,8 @@ def test_admin_pages_fit_1280_px_and_speak_people(page: Any, live_server: Any) -
     data = operator_morning_data()
     alice = data["users"]["alice"]
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.goto("/admin/")
-    page.get_by_label("Username").fill("operator")
+    page.goto("/admin/")  # the admin's door is the portal's login
+    page.get_by_label("E-mail address").fill("op@example.org")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#site-name")).to_have_text("goproxy operations")
